@@ -1,0 +1,132 @@
+"""``python -m matmul``: inspect the host, the variants and the generated code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from tvm.s_tir import ScheduleError
+
+from . import hardware
+from .kernel import DTYPES, LAYOUTS
+from .runner import SOURCE_KINDS, build, count_vector_fma
+from .variants import get_variant, variant_names
+from .verify import DATA_KINDS, VerificationError, verify
+from .workloads import KERNELS, MODELS, MatmulShape, kernel_shape, workloads
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _add_kernel_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", default="full", help="a registered variant (see `variants`)")
+    p.add_argument("--kernel", default="qkv", help=f"one of {', '.join(KERNELS)}")
+    p.add_argument("-M", type=_positive, default=128, help="rows (default 128)")
+    p.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--shape", type=_positive, nargs=3, metavar=("M", "K", "N"),
+                   help="explicit M K N instead of --kernel/-M/--model")
+    p.add_argument("--layout", choices=LAYOUTS, default="NN")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+
+
+def _shape(args: argparse.Namespace) -> MatmulShape:
+    if args.shape:
+        return MatmulShape(*args.shape)
+    return kernel_shape(args.kernel, args.M, args.model)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    facts = hardware.host_facts()
+    if args.json:
+        print(json.dumps(facts.as_dict(), indent=2))
+    else:
+        for key, value in facts.as_dict().items():
+            print(f"{key:18} {value}")
+    return 0
+
+
+def _cmd_variants(args: argparse.Namespace) -> int:
+    facts = hardware.host_facts()
+    for name in variant_names():
+        v = get_variant(name)
+        status = "legal" if v.legal else f"ILLEGAL ({v.illegal_because})"
+        print(f"{name:16} {v.family:8} {status:10} {v.summary(facts)}")
+    return 0
+
+
+def _cmd_shapes(args: argparse.Namespace) -> int:
+    for w in workloads(args.kernels, args.m_values, args.model):
+        s = w.shape
+        print(f"{w.id:28} M={s.M:<6} K={s.K:<6} N={s.N:<6} {s.flops / 1e9:8.3f} GFLOP")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    kernel = build(args.variant, _shape(args), dtype=args.dtype, layout=args.layout)
+    print(f"{args.variant} {kernel.shape} {args.dtype} {args.layout}: {verify(kernel, seed=args.seed, kind=args.data)}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    kernel = build(args.variant, _shape(args), dtype=args.dtype, layout=args.layout)
+    text = kernel.source(args.format)
+    if args.format == "asm":
+        n = count_vector_fma(text, kernel.facts)
+        logging.getLogger(__name__).info("%d packed fp32 FMA instructions at %d lanes", n, kernel.facts.simd_lanes_fp32)
+    print(text)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m matmul", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="host hardware facts and the LLVM target")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_cmd_info)
+
+    sub.add_parser("variants", help="registered schedule variants").set_defaults(func=_cmd_variants)
+
+    shapes = sub.add_parser("shapes", help="Transformer GEMM shapes")
+    shapes.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    shapes.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)}")
+    shapes.add_argument("--m-values", type=_positive, nargs="+", help="M values (default: the seed sweep)")
+    shapes.set_defaults(func=_cmd_shapes)
+
+    ver = sub.add_parser("verify", help="build a variant and check it against NumPy")
+    _add_kernel_args(ver)
+    ver.add_argument("--seed", type=int, default=0)
+    ver.add_argument("--data", choices=DATA_KINDS, default="float")
+    ver.set_defaults(func=_cmd_verify)
+
+    show = sub.add_parser("show", help="print the scheduled TIR, LLVM IR or assembly")
+    _add_kernel_args(show)
+    show.add_argument("--format", choices=SOURCE_KINDS, default="asm")
+    show.set_defaults(func=_cmd_show)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, hardware.HardwareError, VerificationError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ScheduleError as err:
+        notes = "; ".join(getattr(err, "__notes__", []))
+        last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        print(f"error: schedule is illegal: {last}" + (f" ({notes})" if notes else ""), file=sys.stderr)
+        return 2

@@ -1,0 +1,73 @@
+"""The canonical TIR matmul, built as a pure function of shape, dtype and layout.
+
+The function is produced with ``te.create_prim_func`` from a ``te.compute``
+whose only block is named ``"C"`` and whose loops are ``i, j, k`` in that
+order. Built this way, the workload round-trips through the MetaSchedule JSON
+database (a hand-written TVMScript function with legacy attributes does not,
+see ``shared/tvm-0.27-notes.md``), and every schedule in :mod:`matmul.variants`
+can address the block and loops by position.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te
+
+from .workloads import MatmulShape
+
+#: Supported element types. Accumulation happens in the element type.
+DTYPES: tuple[str, ...] = ("float32", "float64")
+#: ``NN``: B is K x N (row-major weights). ``NT``: B is N x K (transposed
+#: weights, as ``torch.nn.Linear`` stores them and the GPU GEMM seed's nt folder).
+LAYOUTS: tuple[str, ...] = ("NN", "NT")
+#: Name of the compute block every schedule addresses.
+BLOCK = "C"
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    return dtype
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    return layout
+
+
+def b_shape(shape: MatmulShape, layout: str) -> tuple[int, int]:
+    """Storage shape of operand B for a layout."""
+    return (shape.K, shape.N) if check_layout(layout) == "NN" else (shape.N, shape.K)
+
+
+def matmul_func(shape: MatmulShape, dtype: str = "float32", layout: str = "NN") -> tvm.tirx.PrimFunc:
+    """Build the canonical matmul ``PrimFunc``.
+
+    Parameters
+    ----------
+    shape : MatmulShape
+    dtype : {"float32", "float64"}
+    layout : {"NN", "NT"}
+
+    Returns
+    -------
+    tvm.tirx.PrimFunc
+        ``main(A, B, C)`` with one block ``"C"`` over loops ``i, j, k``.
+    """
+    if not isinstance(shape, MatmulShape):
+        raise TypeError(f"shape must be a MatmulShape, got {type(shape).__name__}")
+    check_dtype(dtype)
+    a = te.placeholder((shape.M, shape.K), dtype, name="A")
+    b = te.placeholder(b_shape(shape, layout), dtype, name="B")
+    k = te.reduce_axis((0, shape.K), name="k")
+    if layout == "NN":
+        c = te.compute((shape.M, shape.N), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name=BLOCK)
+    else:
+        c = te.compute((shape.M, shape.N), lambda i, j: te.sum(a[i, k] * b[j, k], axis=k), name=BLOCK)
+    return te.create_prim_func([a, b, c])
+
+
+def matmul_module(shape: MatmulShape, dtype: str = "float32", layout: str = "NN") -> tvm.IRModule:
+    """:func:`matmul_func` wrapped in an ``IRModule`` under the name ``main``."""
+    return tvm.IRModule({"main": matmul_func(shape, dtype, layout)})

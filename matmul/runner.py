@@ -1,0 +1,139 @@
+"""Compile a scheduled matmul for the host, run it, time it and show its code.
+
+Compilation, execution and inspection live here; scheduling lives in
+:mod:`matmul.variants` and correctness checks in :mod:`matmul.verify`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import statistics
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm.s_tir import Schedule
+
+from .hardware import HostFacts, configure_runtime_threads, host_facts
+from .kernel import b_shape
+from .variants import schedule
+from .workloads import MatmulShape
+
+#: Formats :meth:`CompiledKernel.source` can show.
+SOURCE_KINDS = ("tir", "ll", "asm")
+
+
+def compile_module(mod: tvm.IRModule | Schedule, target: tvm.target.Target) -> tvm.runtime.Executable:
+    """``tvm.compile`` a scheduled module (or a Schedule's module) for ``target``."""
+    if isinstance(mod, Schedule):
+        mod = mod.mod
+    configure_runtime_threads()
+    return tvm.compile(mod, target=target)
+
+
+@dataclasses.dataclass
+class CompiledKernel:
+    """A compiled matmul with the packed function fetched once.
+
+    Calling it runs the kernel on TVM tensors; nothing but the native call
+    happens inside, so it can be timed directly.
+    """
+
+    variant: str
+    shape: MatmulShape
+    dtype: str
+    layout: str
+    facts: HostFacts
+    executable: Any
+    tir: tvm.IRModule
+
+    def __post_init__(self) -> None:
+        self.func = self.executable["main"]
+        self.device = tvm.cpu(0)
+
+    def __call__(self, a: tvm.runtime.Tensor, b: tvm.runtime.Tensor, c: tvm.runtime.Tensor) -> None:
+        self.func(a, b, c)
+
+    @property
+    def b_shape(self) -> tuple[int, int]:
+        return b_shape(self.shape, self.layout)
+
+    def tensors(self, a: np.ndarray, b: np.ndarray) -> tuple[Any, Any, Any]:
+        """Device tensors for A, B and a zero-filled C, after checking shapes."""
+        want = {"A": (self.shape.M, self.shape.K), "B": self.b_shape}
+        for name, arr in (("A", a), ("B", b)):
+            if arr.shape != want[name] or arr.dtype != np.dtype(self.dtype):
+                raise ValueError(
+                    f"{name} must be a {want[name]} {self.dtype} array for {self.shape} ({self.layout}), "
+                    f"got {arr.shape} {arr.dtype}"
+                )
+        c = np.zeros((self.shape.M, self.shape.N), dtype=self.dtype)
+        return (tvm.runtime.tensor(a, self.device), tvm.runtime.tensor(b, self.device), tvm.runtime.tensor(c, self.device))
+
+    def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Run once on host arrays and return C."""
+        ta, tb, tc = self.tensors(a, b)
+        self(ta, tb, tc)
+        return tc.numpy()
+
+    def time_evaluator(self, *, number: int = 10, repeat: int = 5, min_repeat_ms: int = 0) -> list[float]:
+        """Seconds per call for each repeat, measured by TVM's own native timer."""
+        rng = np.random.default_rng(0)
+        a = rng.random((self.shape.M, self.shape.K)).astype(self.dtype)
+        b = rng.random(self.b_shape).astype(self.dtype)
+        ev = self.executable.mod.time_evaluator(
+            "main", self.device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
+        )
+        return [float(x) for x in ev(*self.tensors(a, b)).results]
+
+    def median_seconds(self, **kwargs: int) -> float:
+        return statistics.median(self.time_evaluator(**kwargs))
+
+    def source(self, kind: str = "asm") -> str:
+        """Show the code: scheduled ``tir`` (TVMScript), LLVM IR ``ll`` or ``asm``."""
+        if kind == "tir":
+            return self.tir.script()
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"unknown source kind {kind!r}; choose one of: {', '.join(SOURCE_KINDS)}")
+        return self.executable.mod.inspect_source(kind)
+
+
+def build(
+    variant: str,
+    shape: MatmulShape,
+    *,
+    dtype: str = "float32",
+    layout: str = "NN",
+    facts: HostFacts | None = None,
+) -> CompiledKernel:
+    """Schedule a variant and compile it for ``facts.target()`` (default: host)."""
+    facts = facts or host_facts()
+    sch = schedule(variant, shape, dtype=dtype, layout=layout, facts=facts)
+    exe = compile_module(sch, facts.target())
+    return CompiledKernel(variant, shape, dtype, layout, facts, exe, sch.mod)
+
+
+@functools.lru_cache(maxsize=256)
+def build_cached(variant: str, shape: MatmulShape, dtype: str = "float32", layout: str = "NN") -> CompiledKernel:
+    """:func:`build` for the host, memoised per process (tests and sweeps reuse builds)."""
+    return build(variant, shape, dtype=dtype, layout=layout)
+
+
+# --------------------------------------------------------------------------- code inspection
+def vector_fma_pattern(facts: HostFacts) -> re.Pattern[str]:
+    """Regex matching a packed fp32 FMA at the target's full SIMD width in assembly."""
+    if facts.arch in ("x86_64", "i686", "i386"):
+        reg = {16: "zmm", 8: "ymm", 4: "xmm"}.get(facts.simd_lanes_fp32)
+        if reg is None:
+            raise ValueError(f"no packed FMA on x86 with {facts.simd_lanes_fp32} lanes")
+        return re.compile(rf"\bvfmadd\d{{3}}ps\b[^\n]*%{reg}\d+")
+    if facts.arch in ("aarch64", "arm64"):
+        return re.compile(r"\bfmla\s+v\d+\.4s")
+    raise ValueError(f"no FMA pattern known for architecture {facts.arch!r}")
+
+
+def count_vector_fma(asm: str, facts: HostFacts) -> int:
+    """How many full-width packed fp32 FMA instructions the assembly holds."""
+    return len(vector_fma_pattern(facts).findall(asm))

@@ -1,0 +1,123 @@
+"""Check a kernel's output against NumPy with an error bound that scales with K.
+
+The reference is computed in float64. For float data the allowed error per
+element is the classical dot-product bound (Higham, *Accuracy and Stability
+of Numerical Algorithms*, eq. 3.5)::
+
+    |C - A @ B| <= gamma_(K+1) * (|A| @ |B|),   gamma_n = n u / (1 - n u)
+
+with ``u`` the unit roundoff of the kernel's dtype. It holds for every
+summation order, so tiling, vectorising or unrolling the reduction can never
+make a correct kernel fail it, while a missing or doubled term, a wrong index
+or a stale accumulator exceeds it.
+
+Integer-valued data (``kind="int"``) is exact in floating point for the
+sizes used here, so it is checked for equality: the strictest check there is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .kernel import b_shape, check_dtype, check_layout
+from .workloads import MatmulShape
+
+#: Data kinds :func:`make_inputs` generates.
+DATA_KINDS = ("float", "int")
+# Integer data lies in [-_INT_RANGE, _INT_RANGE]; sums stay exact while
+# K * _INT_RANGE**2 < 2**24 (float32 mantissa), i.e. K < 1.8 million.
+_INT_RANGE = 3
+
+
+class VerificationError(AssertionError):
+    """A kernel's output differs from the reference beyond the allowed error."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """Outcome of comparing one output with the reference."""
+
+    ok: bool
+    max_abs_error: float
+    worst_index: tuple[int, int]
+    allowed_there: float
+    kind: str
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "MISMATCH"
+        return (
+            f"{verdict}: max |C - ref| = {self.max_abs_error:.3g} at {self.worst_index} "
+            f"(allowed there {self.allowed_there:.3g}, {self.kind} data)"
+        )
+
+
+def make_inputs(
+    shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN", seed: int = 0, kind: str = "float"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random A and B for a shape; B is stored as the layout says."""
+    check_dtype(dtype)
+    if kind not in DATA_KINDS:
+        raise ValueError(f"unknown data kind {kind!r}; choose one of: {', '.join(DATA_KINDS)}")
+    rng = np.random.default_rng(seed)
+    dims_a, dims_b = (shape.M, shape.K), b_shape(shape, layout)
+    if kind == "int":
+        return (
+            rng.integers(-_INT_RANGE, _INT_RANGE + 1, dims_a).astype(dtype),
+            rng.integers(-_INT_RANGE, _INT_RANGE + 1, dims_b).astype(dtype),
+        )
+    return rng.uniform(-1.0, 1.0, dims_a).astype(dtype), rng.uniform(-1.0, 1.0, dims_b).astype(dtype)
+
+
+def _b_as_kn(b: np.ndarray, layout: str) -> np.ndarray:
+    return b if check_layout(layout) == "NN" else b.T
+
+
+def reference(a: np.ndarray, b: np.ndarray, layout: str = "NN") -> np.ndarray:
+    """A @ B in float64, whatever the layout of B."""
+    return a.astype(np.float64) @ _b_as_kn(b, layout).astype(np.float64)
+
+
+def error_bound(a: np.ndarray, b: np.ndarray, layout: str, dtype: str) -> np.ndarray:
+    """Per-element allowed error ``gamma_(K+1) * (|A| @ |B|)`` (see module docstring)."""
+    k = a.shape[1]
+    u = float(np.finfo(dtype).eps) / 2
+    n = k + 1
+    if n * u >= 0.5:
+        raise ValueError(f"K={k} is too large for a meaningful {dtype} error bound")
+    gamma = n * u / (1 - n * u)
+    mag = np.abs(a).astype(np.float64) @ np.abs(_b_as_kn(b, layout)).astype(np.float64)
+    # the float64 reference carries its own, far smaller, rounding error
+    return gamma * mag + np.finfo(np.float64).eps * k * mag
+
+
+def compare(c: np.ndarray, a: np.ndarray, b: np.ndarray, *, layout: str = "NN", kind: str = "float") -> Check:
+    """Compare an output with the reference; exact for integer data."""
+    ref = reference(a, b, layout)
+    if c.shape != ref.shape:
+        raise ValueError(f"output shape {c.shape} does not match the reference {ref.shape}")
+    err = np.abs(c.astype(np.float64) - ref)
+    err = np.where(np.isnan(err), np.inf, err)  # NaN is always a mismatch
+    allowed = np.zeros_like(ref) if kind == "int" else error_bound(a, b, layout, str(c.dtype))
+    excess = err - allowed
+    worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    worst_err = np.unravel_index(int(np.argmax(err)), err.shape)
+    ok = bool(np.all(excess <= 0))
+    idx = worst if not ok else worst_err
+    return Check(ok, float(err[idx]), (int(idx[0]), int(idx[1])), float(allowed[idx]), kind)
+
+
+def verify(kernel, *, seed: int = 0, kind: str = "float") -> Check:
+    """Run a :class:`~matmul.runner.CompiledKernel` on random data and check it.
+
+    Raises
+    ------
+    VerificationError
+        With the worst element, its error and the error allowed there.
+    """
+    a, b = make_inputs(kernel.shape, dtype=kernel.dtype, layout=kernel.layout, seed=seed, kind=kind)
+    check = compare(kernel.run(a, b), a, b, layout=kernel.layout, kind=kind)
+    if not check.ok:
+        raise VerificationError(f"{kernel.variant} on {kernel.shape} ({kernel.dtype}, {kernel.layout}): {check}")
+    return check
