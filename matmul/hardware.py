@@ -199,6 +199,8 @@ def configure_runtime_threads(threads: int | None = None) -> int:
     os.environ[THREADS_ENV] = str(threads)
     actual = int(tvm.runtime.num_threads())
     if actual != threads:
+        # leave the variable describing the pool that actually runs
+        os.environ[THREADS_ENV] = str(actual)
         raise HardwareError(
             f"the TVM runtime pool already runs {actual} thread(s) but {threads} were requested; "
             f"set {THREADS_ENV}={threads} before the first TVM kernel runs in this process"
@@ -301,7 +303,7 @@ def resolve_target(target: tvm.target.Target | Mapping[str, Any] | str | None = 
     spec.setdefault("num-cores", _physical_cores())
     if not isinstance(spec["num-cores"], int) or isinstance(spec["num-cores"], bool) or spec["num-cores"] <= 0:
         raise ValueError(f"target num-cores must be a positive integer, got {spec['num-cores']!r}")
-    if not _codegen.llvm_is_valid_cpu(str(spec["mcpu"])):
+    if not _codegen.llvm_is_valid_cpu(str(spec["mcpu"]), _codegen.llvm_get_system_triple()):
         raise ValueError(f"LLVM does not know mcpu={spec['mcpu']!r}; see `llc -mcpu=help` for the names")
     return tvm.target.Target(spec)
 

@@ -1,0 +1,66 @@
+"""Options and parametrization for the benchmark grid: kernel x M x variant x layout.
+
+Each case id reads ``<kernel>-M<M>-<variant>-<layout>``, and the parametrize
+names (``kernel``, ``M``, ``variant``, ``layout``) work with
+``--benchmark-group-by=param:kernel,param:M``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from matmul import KERNELS, M_SWEEP, host_facts, variant_names, workloads
+from matmul.kernel import LAYOUTS
+
+#: The quick default: a few minutes on 2 cores.
+DEFAULT_M = (16, 128)
+DEFAULT_VARIANTS = ("full", "parallel_vec_j")
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("matmul", "matmul benchmark grid")
+    g.addoption("--kernels", default=",".join(KERNELS), help="comma-separated kernels (default: all three)")
+    g.addoption("--m-values", default=",".join(map(str, DEFAULT_M)),
+                help=f"comma-separated M values, or 'all' for {M_SWEEP} (default: %(default)s)")
+    g.addoption("--variants", default=",".join(DEFAULT_VARIANTS),
+                help="comma-separated variants, or 'all' for every legal one (default: %(default)s)")
+    g.addoption("--layout", default="NN", help=f"comma-separated layouts from {LAYOUTS} (default: NN)")
+    g.addoption("--model", default="bert-base", help="model whose shapes to use (default: bert-base)")
+
+
+def _grid(config):
+    m_opt = config.getoption("--m-values")
+    m_values = list(M_SWEEP) if m_opt == "all" else [int(m) for m in _csv(m_opt)]
+    v_opt = config.getoption("--variants")
+    variants = variant_names(legal_only=True) if v_opt == "all" else _csv(v_opt)
+    known = variant_names(legal_only=True)
+    for v in variants:
+        if v not in known:
+            raise pytest.UsageError(f"--variants: {v!r} is not a legal variant; choose from {', '.join(known)}")
+    layouts = _csv(config.getoption("--layout"))
+    for lay in layouts:
+        if lay not in LAYOUTS:
+            raise pytest.UsageError(f"--layout: {lay!r} is unknown; choose from {', '.join(LAYOUTS)}")
+    try:
+        loads = list(workloads(_csv(config.getoption("--kernels")), m_values, config.getoption("--model")))
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
+    return [(w, v, lay) for w in loads for v in variants for lay in layouts]
+
+
+def pytest_generate_tests(metafunc):
+    if {"workload", "variant", "layout"} <= set(metafunc.fixturenames):
+        cases = _grid(metafunc.config)
+        metafunc.parametrize(
+            "workload, variant, layout",
+            cases,
+            ids=[f"{w.id}-{v}-{lay}" for w, v, lay in cases],
+        )
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["matmul"] = host_facts().as_dict()

@@ -1,0 +1,59 @@
+"""``python -m matmul``: each command works and bad input exits 2 with a reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from matmul.cli import main
+
+
+def test_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {"mcpu", "num_cores", "simd_lanes_fp32", "runtime_threads", "profile"} <= set(info)
+
+
+def test_variants_lists_the_illegal_one(capsys):
+    assert main(["variants"]) == 0
+    out = capsys.readouterr().out
+    assert "vec_k" in out and "ILLEGAL" in out and "split(k, 16)" in out
+
+
+def test_shapes(capsys):
+    assert main(["shapes", "--kernels", "qkv", "--m-values", "16", "384"]) == 0
+    assert capsys.readouterr().out.split()[0] == "qkv-M16"
+
+
+def test_verify_ok(capsys):
+    assert main(["verify", "--variant", "parallel_vec_j", "--shape", "17", "31", "13", "--layout", "NT"]) == 0
+    assert "ok:" in capsys.readouterr().out
+
+
+def test_show_asm_has_fma(capsys):
+    assert main(["show", "--variant", "full", "-M", "16", "--format", "asm"]) == 0
+    assert "vfmadd" in capsys.readouterr().out or "fmla" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["verify", "--variant", "nope"], "unknown variant 'nope'; known variants: baseline"),
+        (["verify", "--variant", "vec_k"], "schedule is illegal"),
+        (["verify", "--kernel", "attn"], "unknown kernel 'attn'"),
+        (["verify", "--model", "gpt9"], "unknown model 'gpt9'"),
+    ],
+)
+def test_bad_input_exits_2_with_reason(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_argparse_refuses_non_positive_shapes():
+    proc = subprocess.run(
+        [sys.executable, "-m", "matmul", "verify", "--shape", "4", "0", "4"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "'0' must be positive" in proc.stderr
