@@ -34,7 +34,10 @@ def pytest_addoption(parser):
 
 def _grid(config):
     m_opt = config.getoption("--m-values")
-    m_values = list(M_SWEEP) if m_opt == "all" else [int(m) for m in _csv(m_opt)]
+    try:
+        m_values = list(M_SWEEP) if m_opt == "all" else [int(m) for m in _csv(m_opt)]
+    except ValueError:
+        raise pytest.UsageError(f"--m-values: {m_opt!r} must be 'all' or comma-separated integers") from None
     v_opt = config.getoption("--variants")
     variants = variant_names(legal_only=True) if v_opt == "all" else _csv(v_opt)
     known = variant_names(legal_only=True)
@@ -52,9 +55,18 @@ def _grid(config):
     return [(w, v, lay) for w in loads for v in variants for lay in layouts]
 
 
+_GRID = pytest.StashKey[list]()
+
+
+def pytest_configure(config):
+    # Validate the options before collection, so a bad value is a usage
+    # error (exit 4) that names the choices, not a collection error.
+    config.stash[_GRID] = _grid(config)
+
+
 def pytest_generate_tests(metafunc):
     if {"workload", "variant", "layout"} <= set(metafunc.fixturenames):
-        cases = _grid(metafunc.config)
+        cases = metafunc.config.stash[_GRID]
         metafunc.parametrize(
             "workload, variant, layout",
             cases,

@@ -331,7 +331,7 @@ def facts_for(target: tvm.target.Target | Mapping[str, Any] | str | None = None)
     features = set(_codegen.llvm_get_cpu_features(tgt))
     caches = _cache_sizes()
     if "L1d" not in caches:
-        log.warning("L1d cache size unknown on this host; rules that need it use a conservative 32 KiB")
+        log.warning("L1d cache size unknown on this host (no sysfs cache information); facts report None")
     return HostFacts(
         cpu_model=_cpu_model(),
         mcpu=str(tgt.attrs["mcpu"]),

@@ -1,0 +1,48 @@
+"""bench/'s grid options: readable ids, and a usage error naming the choices."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _collect(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_default_grid_ids_read_kernel_m_variant_layout():
+    proc = _collect()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = [line.split("[", 1)[1].rstrip("]") for line in proc.stdout.splitlines() if "::test_matmul[" in line]
+    assert "qkv-M128-full-NN" in ids
+    assert len(ids) == 3 * 2 * 2  # kernels x default M x default variants
+
+
+def test_grid_options_select_cases():
+    proc = _collect("--kernels", "mlp_reduce", "--m-values", "96", "--variants", "vec_j_k16", "--layout", "NN,NT")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mlp_reduce-M96-vec_j_k16-NT" in proc.stdout and proc.stdout.count("::test_matmul[") == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--variants", "vec_k"), "'vec_k' is not a legal variant; choose from baseline"),
+        (("--layout", "TT"), "'TT' is unknown; choose from NN, NT"),
+        (("--kernels", "attn"), "unknown kernel 'attn'"),
+        (("--m-values", "0"), "M must be a positive integer"),
+        (("--m-values", "16,x"), "must be 'all' or comma-separated integers"),
+    ],
+)
+def test_bad_grid_options_are_usage_errors(args, message):
+    proc = _collect(*args)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
