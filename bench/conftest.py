@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from matmul import KERNELS, M_SWEEP, host_facts, variant_names, workloads
+from matmul import KERNELS, M_SWEEP, Workload, host_facts, variant_names, workloads
 from matmul.kernel import LAYOUTS
 
 #: The quick default: a few minutes on 2 cores.
@@ -52,7 +52,7 @@ def _grid(config):
         loads = list(workloads(_csv(config.getoption("--kernels")), m_values, config.getoption("--model")))
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
-    return [(w, v, lay) for w in loads for v in variants for lay in layouts]
+    return [(w.kernel, w.M, v, lay) for w in loads for v in variants for lay in layouts]
 
 
 _GRID = pytest.StashKey[list]()
@@ -65,13 +65,21 @@ def pytest_configure(config):
 
 
 def pytest_generate_tests(metafunc):
-    if {"workload", "variant", "layout"} <= set(metafunc.fixturenames):
+    # Plain values under these names become the report axes of saved runs
+    # (--benchmark-group-by=param:kernel,param:M).
+    if {"kernel", "M", "variant", "layout"} <= set(metafunc.fixturenames):
+        model = metafunc.config.getoption("--model")
         cases = metafunc.config.stash[_GRID]
         metafunc.parametrize(
-            "workload, variant, layout",
+            "kernel, M, variant, layout",
             cases,
-            ids=[f"{w.id}-{v}-{lay}" for w, v, lay in cases],
+            ids=[f"{Workload(k, m, model).id}-{v}-{lay}" for k, m, v, lay in cases],
         )
+
+
+@pytest.fixture
+def workload(request, kernel, M):
+    return Workload(kernel, M, request.config.getoption("--model"))
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -32,6 +32,25 @@ def test_grid_options_select_cases():
     assert "mlp_reduce-M96-vec_j_k16-NT" in proc.stdout and proc.stdout.count("::test_matmul[") == 2
 
 
+def test_saved_runs_group_by_kernel_and_m(tmp_path):
+    """A saved run can be grouped by the parametrize names the README gives."""
+    storage = f"file://{tmp_path}"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--kernels", "qkv",
+         "--m-values", "5", "--variants", "full", f"--benchmark-storage={storage}", "--benchmark-save=t",
+         "--benchmark-min-rounds=1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    cmp = subprocess.run(
+        [str(Path(sys.executable).with_name("pytest-benchmark")), "--storage", storage, "compare",
+         "--group-by=param:kernel,param:M", "--columns=median"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    assert "benchmark 'kernel=qkv M=5'" in cmp.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
