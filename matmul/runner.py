@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-import statistics
 from typing import Any
 
 import numpy as np
@@ -87,9 +86,6 @@ class CompiledKernel:
             "main", self.device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
         )
         return [float(x) for x in ev(*self.tensors(a, b)).results]
-
-    def median_seconds(self, **kwargs: int) -> float:
-        return statistics.median(self.time_evaluator(**kwargs))
 
     def source(self, kind: str = "asm") -> str:
         """Show the code: scheduled ``tir`` (TVMScript), LLVM IR ``ll`` or ``asm``."""
