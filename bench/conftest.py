@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from matmul import KERNELS, M_SWEEP, Workload, host_facts, variant_names, workloads
-from matmul.kernel import LAYOUTS
+from matmul import KERNELS, M_SWEEP, Workload, get_variant, host_facts, variant_names, workloads
+from matmul.kernel import LAYOUTS, check_layout
 
 #: The quick default: a few minutes on 2 cores.
 DEFAULT_M = (16, 128)
@@ -40,15 +40,13 @@ def _grid(config):
         raise pytest.UsageError(f"--m-values: {m_opt!r} must be 'all' or comma-separated integers") from None
     v_opt = config.getoption("--variants")
     variants = variant_names(legal_only=True) if v_opt == "all" else _csv(v_opt)
-    known = variant_names(legal_only=True)
-    for v in variants:
-        if v not in known:
-            raise pytest.UsageError(f"--variants: {v!r} is not a legal variant; choose from {', '.join(known)}")
     layouts = _csv(config.getoption("--layout"))
-    for lay in layouts:
-        if lay not in LAYOUTS:
-            raise pytest.UsageError(f"--layout: {lay!r} is unknown; choose from {', '.join(LAYOUTS)}")
     try:
+        for v in variants:
+            if not get_variant(v).legal:
+                raise ValueError(f"variant {v!r} is declared illegal; choose from {', '.join(variant_names(legal_only=True))}")
+        for lay in layouts:
+            check_layout(lay)
         loads = list(workloads(_csv(config.getoption("--kernels")), m_values, config.getoption("--model")))
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None

@@ -19,7 +19,8 @@ def test_matmul(benchmark, workload, variant, layout):
     verify(kernel)  # a wrong kernel fails here and never gets a figure
     ta, tb, tc = kernel.tensors(*make_inputs(shape, layout=layout))
     func = kernel.func  # fetched once, outside the timed call
-    benchmark.extra_info.update(kernel=workload.kernel, M=shape.M, K=shape.K, N=shape.N, variant=variant, layout=layout)
+    # kernel, M, variant and layout are saved as params already
+    benchmark.extra_info.update(model=workload.model, K=shape.K, N=shape.N)
     time.sleep(BLAS_SETTLE_S)
     benchmark.pedantic(func, args=(ta, tb, tc), warmup_rounds=3, rounds=20, iterations=1)
     if benchmark.stats is not None:  # None under --benchmark-disable

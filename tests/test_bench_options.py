@@ -54,8 +54,9 @@ def test_saved_runs_group_by_kernel_and_m(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--variants", "vec_k"), "'vec_k' is not a legal variant; choose from baseline"),
-        (("--layout", "TT"), "'TT' is unknown; choose from NN, NT"),
+        (("--variants", "vec_k"), "variant 'vec_k' is declared illegal; choose from baseline"),
+        (("--variants", "fast"), "unknown variant 'fast'; known variants: baseline"),
+        (("--layout", "TT"), "unknown layout 'TT'; choose one of: NN, NT"),
         (("--kernels", "attn"), "unknown kernel 'attn'"),
         (("--m-values", "0"), "M must be a positive integer"),
         (("--m-values", "16,x"), "must be 'all' or comma-separated integers"),

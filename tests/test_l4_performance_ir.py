@@ -41,11 +41,18 @@ def test_baseline_has_no_packed_fma():
     assert count_vector_fma(asm, host_facts()) == 0
 
 
-def test_llvm_ir_holds_host_width_vectors():
+def _vector_fma_intrinsics(variant: str) -> set[str]:
     lanes = host_facts().simd_lanes_fp32
-    ll = build_cached("full", SHAPE).source("ll")
-    assert f"<{lanes} x float>" in ll
-    assert "fmuladd" in ll or "fma" in ll
+    ll = build_cached(variant, SHAPE).source("ll")
+    return {name for name in (f"@llvm.fmuladd.v{lanes}f32", f"@llvm.fma.v{lanes}f32") if name in ll}
+
+
+def test_llvm_ir_holds_host_width_vector_fma():
+    assert _vector_fma_intrinsics("full")
+
+
+def test_baseline_llvm_ir_has_no_vector_fma():
+    assert not _vector_fma_intrinsics("baseline")
 
 
 def test_tir_source_shows_the_schedule():
