@@ -1,0 +1,132 @@
+"""The machine's FP32 FMA peak: measured by an FMA loop, with a computed cross-check.
+
+The measured peak runs a kernel that TVM itself compiles for the host target:
+every runtime thread updates ``chains`` independent accumulator registers of
+``simd_lanes_fp32`` lanes with ``acc = acc * x + y``. Enough independent chains
+hide the FMA latency (4 cycles x 2 pipes needs 8 on Zen 3 and Skylake), the
+scalars ``x`` and ``y`` are function arguments so nothing aliases, and the
+packed FMA count in the machine code is checked, so a peak that is not a peak
+raises instead of being recorded.
+
+The computed peak is ``threads x GHz x lanes x 2 (FMA) x fma_pipes``, with the
+clock read from ``/proc/cpuinfo`` (the current, not the boost, clock on most
+VMs) and 2 FMA pipes assumed, as on every x86 core with AVX2 since Haswell.
+It is shown beside the measured figure, never used in its place.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm.script import tirx as T
+
+from .hardware import HardwareError, HostFacts, host_facts
+from .runner import compile_module, count_vector_fma
+
+#: Independent accumulators per thread; 12 of the 16 vector registers.
+CHAINS = 12
+#: Assumed FMA pipes per core for the computed cross-check.
+FMA_PIPES = 2
+
+
+@dataclass(frozen=True)
+class Peak:
+    """An FP32 peak figure and how it was obtained."""
+
+    gflops: float
+    method: str  # "measured" or "computed"
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fma_loop(threads: int, lanes: int, chains: int, iters: int) -> tvm.IRModule:
+    @T.prim_func
+    def fma_loop(acc_out: T.Buffer((threads, chains, lanes), "float32"), x: T.float32, y: T.float32):
+        T.func_attr({"global_symbol": "fma_loop", "tir.noalias": True})
+        for p in T.parallel(threads):
+            acc = T.alloc_buffer((chains, lanes), "float32", scope="local")
+            for c in T.unroll(chains):
+                for v in T.vectorized(lanes):
+                    acc[c, v] = acc_out[p, c, v]
+            for _ in range(iters):
+                for c in T.unroll(chains):
+                    for v in T.vectorized(lanes):
+                        acc[c, v] = acc[c, v] * x + y
+            for c in T.unroll(chains):
+                for v in T.vectorized(lanes):
+                    acc_out[p, c, v] = acc[c, v]
+
+    return tvm.IRModule({"fma_loop": fma_loop})
+
+
+def measure_fp32_peak(
+    facts: HostFacts | None = None, *, chains: int = CHAINS, iters: int = 200_000, repeat: int = 15
+) -> Peak:
+    """Measure the FP32 FMA throughput of all runtime threads, in GFLOP/s.
+
+    Raises
+    ------
+    HardwareError
+        If the compiled loop does not use packed FMA at the host's SIMD width.
+    """
+    facts = facts or host_facts()
+    threads, lanes = facts.runtime_threads, facts.simd_lanes_fp32
+    ex = compile_module(_fma_loop(threads, lanes, chains, iters), facts.target())
+    fmas = count_vector_fma(ex.mod.inspect_source("asm"), facts)
+    if fmas < chains:
+        raise HardwareError(
+            f"the FMA peak loop compiled to {fmas} packed {lanes}-lane FMAs (need >= {chains}) "
+            f"for {facts.mcpu}; the measured peak would not be a peak"
+        )
+    acc = tvm.runtime.tensor(np.ones((threads, chains, lanes), np.float32))
+    # x < 1 keeps the accumulators finite; the values do not affect speed.
+    timer = ex.mod.time_evaluator("fma_loop", tvm.cpu(), number=1, repeat=repeat)
+    seconds = statistics.median(timer(acc, 0.999, 0.001).results)
+    flops = 2.0 * lanes * chains * iters * threads
+    return Peak(
+        flops / seconds / 1e9,
+        "measured",
+        f"TVM FMA loop: {threads} threads x {chains} chains x {lanes} lanes x {iters} iterations, "
+        f"median of {repeat}",
+    )
+
+
+def cpu_mhz(cpuinfo: Path = Path("/proc/cpuinfo")) -> float | None:
+    """The first ``cpu MHz`` in ``/proc/cpuinfo``, or None."""
+    try:
+        m = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo.read_text(), re.M)
+    except OSError:
+        return None
+    return float(m.group(1)) if m else None
+
+
+def computed_fp32_peak(facts: HostFacts | None = None, mhz: float | None = None) -> Peak | None:
+    """``threads x GHz x lanes x 2 x FMA_PIPES``; None when the clock is unknown."""
+    facts = facts or host_facts()
+    mhz = mhz if mhz is not None else cpu_mhz()
+    if not mhz or mhz <= 0:
+        return None
+    gflops = facts.runtime_threads * mhz / 1e3 * facts.simd_lanes_fp32 * 2 * FMA_PIPES
+    return Peak(
+        gflops,
+        "computed",
+        f"{facts.runtime_threads} threads x {mhz / 1e3:.2f} GHz (cpuinfo) x {facts.simd_lanes_fp32} lanes "
+        f"x 2 x {FMA_PIPES} FMA pipes (assumed)",
+    )
+
+
+@functools.cache
+def fp32_peak() -> Peak:
+    """The host's measured FP32 peak, measured once per process."""
+    return measure_fp32_peak()
+
+
+__all__ = ["CHAINS", "FMA_PIPES", "Peak", "computed_fp32_peak", "cpu_mhz", "fp32_peak", "measure_fp32_peak"]

@@ -1,0 +1,79 @@
+"""Thread-pool control: the quiet detector sees a spinning thread, and the
+limits apply to NumPy's BLAS."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from matmul.timing import blas_info, blas_threads, call_times, median_seconds, spread, wait_for_quiet
+
+
+def test_quiet_process_settles_at_once():
+    settle = wait_for_quiet()
+    assert settle.quiet and settle.seconds < 0.5
+
+
+def test_spinning_thread_delays_quiet_until_it_stops():
+    stop = time.perf_counter() + 0.3
+
+    def spin():
+        while time.perf_counter() < stop:
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        settle = wait_for_quiet(timeout=2.0)
+    finally:
+        t.join()
+    assert settle.quiet
+    assert settle.seconds >= 0.2  # it waited for the spinner, not a fixed pause
+
+
+def test_endless_spinner_times_out_and_says_so():
+    done = threading.Event()
+
+    def spin():
+        while not done.is_set():
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        settle = wait_for_quiet(timeout=0.1)
+    finally:
+        done.set()
+        t.join()
+    assert not settle.quiet and settle.seconds >= 0.1
+
+
+@pytest.mark.parametrize("kw", [{"window": 0}, {"timeout": -1}, {"fraction": 1.5}])
+def test_quiet_rejects_bad_settings(kw):
+    with pytest.raises(ValueError):
+        wait_for_quiet(**kw)
+
+
+def test_blas_threads_limits_openblas_and_restores():
+    (before,) = [i["num_threads"] for i in blas_info() if i["internal_api"] == "openblas"]
+    with blas_threads(1):
+        assert [i["num_threads"] for i in blas_info() if i["internal_api"] == "openblas"] == [1]
+    assert [i["num_threads"] for i in blas_info() if i["internal_api"] == "openblas"] == [before]
+    with pytest.raises(ValueError, match="positive"):
+        with blas_threads(0):
+            pass
+
+
+def test_call_times_and_median():
+    assert len(call_times(lambda: None, 5)) == 5
+    assert median_seconds(lambda: np.zeros(10), calls=5, warmup=1) >= 0
+
+
+def test_spread_statistics():
+    s = spread([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert s["median"] == 3.0 and s["iqr"] == 2.0 and s["cv"] == pytest.approx(np.std([1, 2, 3, 4, 5], ddof=1) / 3)
+    with pytest.raises(ValueError):
+        spread([])
