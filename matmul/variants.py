@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from tvm.s_tir import Schedule, ScheduleError
 
@@ -81,6 +82,39 @@ class Recipe:
     def _factor(factor: int | str, facts: HostFacts) -> int:
         return facts.simd_lanes_fp32 if factor == SIMD else int(factor)
 
+    def decisions(self, ctx: ScheduleContext) -> dict[str, Any]:
+        """The schedule's concrete choices for one shape, as plain data.
+
+        ``vector_width`` is the extent of the vectorised loop (the whole
+        ``j`` extent when ``j`` is vectorised unsplit), ``threads`` the
+        runtime threads a parallel loop spreads over, and ``parallel_tasks``
+        that loop's extent.
+        """
+        shape, facts = ctx.shape, ctx.facts
+        j_in = self._factor(self.j_split, facts) if self.j_split else None
+        k_in = self._factor(self.k_split, facts) if self.k_split else None
+        extents = {
+            "i": shape.M,
+            "j": shape.N,
+            "j0": -(-shape.N // j_in) if j_in else None,
+            "j1": j_in,
+            "k": shape.K,
+            "k0": -(-shape.K // k_in) if k_in else None,
+            "k1": k_in,
+        }
+        return {
+            "tile_j": j_in,
+            "tile_k": k_in,
+            "order": ",".join(self.order) if self.order else "i,j,k",
+            "vectorize": self.vectorize,
+            "vector_width": extents[self.vectorize] if self.vectorize else 1,
+            "unroll": self.unroll,
+            "unroll_extent": extents[self.unroll] if self.unroll else 1,
+            "parallel": self.parallel,
+            "parallel_tasks": extents[self.parallel] if self.parallel else 1,
+            "threads": facts.runtime_threads if self.parallel else 1,
+        }
+
     def describe(self, facts: HostFacts) -> str:
         """The transforms in the seed's notation, e.g. ``split(k, 16) + parallel(i)``."""
         steps = []
@@ -132,6 +166,9 @@ class Variant:
     illegal_because : str, optional
         For a declared-illegal variant, a phrase of the ``ScheduleError``
         message that applying it raises. None for legal variants.
+    decisions : callable, optional
+        ``decisions(ctx) -> dict``: the concrete choices (tiles, vector
+        width, threads) for one shape; recorded with every benchmark.
     """
 
     name: str
@@ -139,6 +176,7 @@ class Variant:
     apply: ApplyFn
     summary: Callable[[HostFacts], str]
     illegal_because: str | None = None
+    decisions: Callable[[ScheduleContext], dict[str, Any]] | None = None
 
     @property
     def legal(self) -> bool:
@@ -158,7 +196,7 @@ def register(variant: Variant) -> Variant:
 
 def register_recipe(name: str, recipe: Recipe, *, illegal_because: str | None = None) -> Variant:
     """Register a manual :class:`Recipe` as a variant."""
-    return register(Variant(name, "manual", recipe.apply, recipe.describe, illegal_because))
+    return register(Variant(name, "manual", recipe.apply, recipe.describe, illegal_because, recipe.decisions))
 
 
 def variant_names(*, legal_only: bool = False, family: str | None = None) -> list[str]:
@@ -182,6 +220,16 @@ def get_variant(name: str) -> Variant:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown variant {name!r}; known variants: {', '.join(_REGISTRY)}") from None
+
+
+def variant_decisions(
+    variant: str, shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN", facts: HostFacts | None = None
+) -> dict[str, Any]:
+    """A variant's concrete choices for one shape (empty if it records none)."""
+    v = get_variant(variant)
+    if v.decisions is None:
+        return {}
+    return v.decisions(ScheduleContext(shape, check_dtype(dtype), check_layout(layout), facts or host_facts()))
 
 
 def schedule(
@@ -269,5 +317,6 @@ __all__ = [
     "register",
     "register_recipe",
     "schedule",
+    "variant_decisions",
     "variant_names",
 ]

@@ -1,0 +1,126 @@
+"""One timed thing per (name, shape, layout): a TVM variant or a vendor reference.
+
+:func:`prepare` builds (or binds) it, proves its output against the float64
+NumPy reference, and hands back a zero-argument call with its inputs already
+bound, so whoever times it (pytest-benchmark, the paired comparison) times
+the kernel and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .hardware import HostFacts, host_facts
+from .kernel import check_dtype, check_layout
+from .references import get_reference, is_reference, reference_names
+from .runner import CompiledKernel, build_cached
+from .variants import get_variant, variant_decisions, variant_names
+from .verify import VerificationError, compare, make_inputs
+from .workloads import MatmulShape
+
+
+def candidate_names() -> list[str]:
+    """Every legal TVM variant, then every vendor reference."""
+    return variant_names(legal_only=True) + reference_names()
+
+
+def check_candidate(name: str) -> str:
+    """``"tvm"`` or ``"reference"``; a ValueError that lists the choices otherwise."""
+    if is_reference(name):
+        return "reference"
+    try:
+        v = get_variant(name)
+    except ValueError:
+        raise ValueError(f"unknown variant {name!r}; choose from: {', '.join(candidate_names())}") from None
+    if not v.legal:
+        raise ValueError(
+            f"variant {name!r} is declared illegal ({v.illegal_because}); choose from: {', '.join(candidate_names())}"
+        )
+    return "tvm"
+
+
+@dataclass
+class Candidate:
+    """A verified, ready-to-time matmul for one shape."""
+
+    name: str
+    kind: str  # "tvm" or "reference"
+    shape: MatmulShape
+    layout: str
+    call: Callable[[], object]
+    threads: int
+    decisions: dict[str, Any] = field(default_factory=dict)
+    kernel: CompiledKernel | None = None
+    _pool: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+
+    def pool(self) -> contextlib.AbstractContextManager:
+        """Context in which the call runs with its intended thread count."""
+        return self._pool()
+
+    def time_evaluator_median(self, *, repeat: int = 10, min_repeat_ms: int = 50) -> float | None:
+        """TVM's own native timer on the same kernel (None for references)."""
+        if self.kernel is None:
+            return None
+        import statistics
+
+        return statistics.median(self.kernel.time_evaluator(number=1, repeat=repeat, min_repeat_ms=min_repeat_ms))
+
+
+def prepare(
+    name: str,
+    shape: MatmulShape,
+    *,
+    layout: str = "NN",
+    dtype: str = "float32",
+    facts: HostFacts | None = None,
+    seed: int = 0,
+) -> Candidate:
+    """Build or bind ``name`` for ``shape``, check its output, bind the inputs.
+
+    Raises
+    ------
+    ValueError
+        Unknown or illegal name, bad layout or dtype.
+    RuntimeError
+        A reference that is not installed (the message says how to install it).
+    VerificationError
+        The output is wrong; nothing should time it.
+    """
+    kind = check_candidate(name)
+    check_layout(layout)
+    check_dtype(dtype)
+    facts = facts or host_facts()
+    threads = facts.runtime_threads
+    a, b = make_inputs(shape, dtype=dtype, layout=layout, seed=seed)
+    if kind == "tvm":
+        kernel = build_cached(name, shape, dtype, layout)
+        ta, tb, tc = kernel.tensors(a, b)
+        func = kernel.func  # fetched once, outside any timed call
+
+        def call() -> object:
+            return func(ta, tb, tc)
+
+        call()
+        result = tc.numpy()
+        decisions = variant_decisions(name, shape, dtype=dtype, layout=layout, facts=facts)
+        cand = Candidate(name, kind, shape, layout, call, threads, decisions, kernel)
+    else:
+        ref = get_reference(name)
+        call, output = ref.prepare(a, b, layout, threads)
+        with ref.threads(threads):
+            call()
+        result = output()
+        cand = Candidate(
+            name, kind, shape, layout, call, threads, {"library": ref.summary, "threads": threads},
+            _pool=lambda: ref.threads(threads),
+        )
+    check = compare(result, a, b, layout=layout)
+    if not check.ok:
+        raise VerificationError(f"{name} on {shape} ({layout}): {check}")
+    return cand
+
+
+__all__ = ["Candidate", "candidate_names", "check_candidate", "prepare"]
