@@ -1,20 +1,38 @@
-"""Options and parametrization for the benchmark grid: kernel x M x variant x layout.
+"""Options, parametrization and storage for the benchmark grid.
 
-Each case id reads ``<kernel>-M<M>-<variant>-<layout>``, and the parametrize
-names (``kernel``, ``M``, ``variant``, ``layout``) work with
+The grid is kernel x M x variant x layout. Case ids read
+``<kernel>-M<M>-<variant>-<layout>`` and the parametrize names (``kernel``,
+``M``, ``variant``, ``layout``) work with
 ``--benchmark-group-by=param:kernel,param:M``.
+
+Quick default (a few minutes on 2 cores)::
+
+    pytest bench/
+
+Full sweep (all 24 BERT shapes x every variant, baseline included)::
+
+    pytest bench/ --m-values all --variants all --baseline-max-m 384
+
+Runs are saved under ``.benchmarks/<machine id>-<CPU profile>/`` (see
+:func:`pytest_configure`), so runs from different CPUs never mix in one
+folder and ``pytest-benchmark compare`` still finds them all.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from matmul import KERNELS, M_SWEEP, Workload, get_variant, host_facts, variant_names, workloads
+from matmul import KERNELS, M_SWEEP, Workload, host_facts, workloads
+from matmul.candidates import candidate_names, check_candidate
 from matmul.kernel import LAYOUTS, check_layout
+from matmul.references import get_reference, is_reference
 
 #: The quick default: a few minutes on 2 cores.
 DEFAULT_M = (16, 128)
-DEFAULT_VARIANTS = ("full", "parallel_vec_j")
+DEFAULT_VARIANTS = ("baseline", "full", "parallel_vec_j", "numpy", "torch")
+#: The unscheduled triple loop takes ~0.4 s per call at qkv M=384 and ~1.5 s
+#: for the MLP kernels; by default it is measured only up to this M.
+BASELINE_MAX_M = 32
 
 
 def _csv(text: str) -> list[str]:
@@ -27,24 +45,39 @@ def pytest_addoption(parser):
     g.addoption("--m-values", default=",".join(map(str, DEFAULT_M)),
                 help=f"comma-separated M values, or 'all' for {M_SWEEP} (default: %(default)s)")
     g.addoption("--variants", default=",".join(DEFAULT_VARIANTS),
-                help="comma-separated variants, or 'all' for every legal one (default: %(default)s)")
+                help="comma-separated variants and references (numpy, torch), or 'all' (default: %(default)s)")
     g.addoption("--layout", default="NN", help=f"comma-separated layouts from {LAYOUTS} (default: NN)")
     g.addoption("--model", default="bert-base", help="model whose shapes to use (default: bert-base)")
+    g.addoption("--baseline-max-m", default=str(BASELINE_MAX_M),
+                help="largest M at which the slow 'baseline' variant is timed (default: %(default)s)")
+    g.addoption("--rounds", default="20", help="timed rounds per case, after 3 warm-up rounds (default: %(default)s)")
 
 
-def _grid(config):
+def _positive_int(config, option: str) -> int:
+    raw = config.getoption(option)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"{option}: {raw!r} is not an integer") from None
+    if value <= 0:
+        raise pytest.UsageError(f"{option}: must be positive, got {value}")
+    return value
+
+
+def _grid(config) -> list[tuple[str, int, str, str]]:
     m_opt = config.getoption("--m-values")
     try:
         m_values = list(M_SWEEP) if m_opt == "all" else [int(m) for m in _csv(m_opt)]
     except ValueError:
         raise pytest.UsageError(f"--m-values: {m_opt!r} must be 'all' or comma-separated integers") from None
     v_opt = config.getoption("--variants")
-    variants = variant_names(legal_only=True) if v_opt == "all" else _csv(v_opt)
+    variants = candidate_names() if v_opt == "all" else _csv(v_opt)
     layouts = _csv(config.getoption("--layout"))
+    if not variants or not layouts:
+        raise pytest.UsageError("--variants and --layout need at least one value each")
     try:
         for v in variants:
-            if not get_variant(v).legal:
-                raise ValueError(f"variant {v!r} is declared illegal; choose from {', '.join(variant_names(legal_only=True))}")
+            check_candidate(v)
         for lay in layouts:
             check_layout(lay)
         loads = list(workloads(_csv(config.getoption("--kernels")), m_values, config.getoption("--model")))
@@ -54,24 +87,54 @@ def _grid(config):
 
 
 _GRID = pytest.StashKey[list]()
+_SETTINGS = pytest.StashKey[dict]()
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     # Validate the options before collection, so a bad value is a usage
     # error (exit 4) that names the choices, not a collection error.
     config.stash[_GRID] = _grid(config)
+    config.stash[_SETTINGS] = {
+        "baseline_max_m": _positive_int(config, "--baseline-max-m"),
+        "rounds": _positive_int(config, "--rounds"),
+    }
+    # pytest-benchmark files runs under a machine id built from the OS and
+    # Python only, so a Zen 3 and a Skylake run would land in one folder and
+    # `--benchmark-compare` would pit them against each other. Append the CPU
+    # profile; this runs before pytest-benchmark creates its session.
+    import pytest_benchmark.session as pb_session
+    from pytest_benchmark.utils import get_machine_id
+
+    profile = host_facts().profile
+    pb_session.get_machine_id = lambda: f"{get_machine_id()}-{profile}"
+
+
+def _marks(variant: str, M: int, settings: dict) -> list:
+    if variant == "baseline" and M > settings["baseline_max_m"]:
+        return [pytest.mark.skip(reason=(
+            f"baseline capped at M<={settings['baseline_max_m']} (the triple loop takes up to 1.5 s per call); "
+            "raise --baseline-max-m to time it"))]
+    if is_reference(variant):
+        reason = get_reference(variant).unavailable()
+        if reason:
+            return [pytest.mark.skip(reason=reason)]
+    return []
 
 
 def pytest_generate_tests(metafunc):
     # Plain values under these names become the report axes of saved runs
     # (--benchmark-group-by=param:kernel,param:M).
     if {"kernel", "M", "variant", "layout"} <= set(metafunc.fixturenames):
-        model = metafunc.config.getoption("--model")
-        cases = metafunc.config.stash[_GRID]
+        config = metafunc.config
+        model = config.getoption("--model")
+        settings = config.stash[_SETTINGS]
         metafunc.parametrize(
             "kernel, M, variant, layout",
-            cases,
-            ids=[f"{Workload(k, m, model).id}-{v}-{lay}" for k, m, v, lay in cases],
+            [
+                pytest.param(k, m, v, lay, id=f"{Workload(k, m, model).id}-{v}-{lay}", marks=_marks(v, m, settings))
+                for k, m, v, lay in config.stash[_GRID]
+            ],
         )
 
 
@@ -80,5 +143,24 @@ def workload(request, kernel, M):
     return Workload(kernel, M, request.config.getoption("--model"))
 
 
+@pytest.fixture(scope="session")
+def bench_settings(request) -> dict:
+    return request.config.stash[_SETTINGS]
+
+
+@pytest.fixture(scope="session")
+def grid(request) -> list[tuple[str, int, str, str]]:
+    return request.config.stash[_GRID]
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
-    machine_info["matmul"] = host_facts().as_dict()
+    from matmul.peak import computed_fp32_peak, fp32_peak
+    from matmul.timing import blas_info
+
+    computed = computed_fp32_peak()
+    machine_info["matmul"] = {
+        **host_facts().as_dict(),
+        "fp32_peak": fp32_peak().as_dict(),
+        "fp32_peak_computed": computed.as_dict() if computed else None,
+        "blas": blas_info(),
+    }

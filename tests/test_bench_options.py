@@ -1,7 +1,10 @@
-"""bench/'s grid options: readable ids, and a usage error naming the choices."""
+"""bench/'s grid options: readable ids, skips that say why, per-profile
+storage, and a usage error naming the choices."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +25,19 @@ def test_default_grid_ids_read_kernel_m_variant_layout():
     proc = _collect()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = [line.split("[", 1)[1].rstrip("]") for line in proc.stdout.splitlines() if "::test_matmul[" in line]
-    assert "qkv-M128-full-NN" in ids
-    assert len(ids) == 3 * 2 * 2  # kernels x default M x default variants
+    assert {"qkv-M128-full-NN", "qkv-M16-numpy-NN", "mlp_expand-M16-baseline-NN"} <= set(ids)
+    assert len(ids) == 3 * 2 * 5  # kernels x default M x default variants
+
+
+def test_baseline_is_capped_at_small_m_and_says_so():
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-rs", "-p", "no:cacheprovider", "--benchmark-disable",
+         "--kernels", "qkv", "--m-values", "16,64", "--variants", "baseline"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed, 1 skipped" in proc.stdout
+    assert "baseline capped at M<=32" in proc.stdout and "--baseline-max-m" in proc.stdout
 
 
 def test_grid_options_select_cases():
@@ -51,11 +65,66 @@ def test_saved_runs_group_by_kernel_and_m(tmp_path):
     assert "benchmark 'kernel=qkv M=5'" in cmp.stdout
 
 
+def test_runs_are_stored_per_cpu_profile(tmp_path):
+    """pytest-benchmark's folder names only OS and Python; the suite appends
+    the CPU profile, and records the profile and peak in machine_info."""
+    from matmul import host_facts
+
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--kernels", "qkv",
+         "--m-values", "3", "--variants", "full,numpy", f"--benchmark-storage=file://{tmp_path}",
+         "--benchmark-save=p", "--rounds=3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    (saved,) = tmp_path.glob("*/0001_p.json")
+    profile = host_facts().profile
+    assert saved.parent.name.endswith(f"-{profile}")
+    data = json.loads(saved.read_text())
+    facts = data["machine_info"]["matmul"]
+    assert facts["profile"] == profile and facts["mcpu"] == host_facts().mcpu
+    assert facts["fp32_peak"]["method"] == "measured" and facts["fp32_peak"]["gflops"] > 0
+    for case in data["benchmarks"]:
+        info = case["extra_info"]
+        assert info["gflops"] > 0 and info["pct_peak"] > 0 and info["threads"] == host_facts().runtime_threads
+        assert info["agreement_check"] == ("time_evaluator" if case["params"]["variant"] == "full" else "numpy_alone")
+    (full,) = [c for c in data["benchmarks"] if c["params"]["variant"] == "full"]
+    assert full["extra_info"]["decisions"]["vector_width"] == host_facts().simd_lanes_fp32
+    assert full["extra_info"]["speedup_vs_numpy"] > 0
+
+
+def test_missing_torch_is_a_skip_with_the_install_command():
+    # A child interpreter where `import torch` fails, whatever is installed.
+    code = (
+        "import sys, pytest; sys.modules['torch'] = None; "
+        "sys.exit(pytest.main(['bench/', '-q', '-rs', '-p', 'no:cacheprovider', '--benchmark-disable', "
+        "'--kernels', 'qkv', '--m-values', '4', '--variants', 'torch']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 skipped" in proc.stdout and "pip install -e '.[torch]'" in proc.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the torch extra is not installed")
+def test_torch_reference_verifies_when_installed():
+    proc = _collect("--variants", "torch")
+    assert proc.returncode == 0
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+         "--kernels", "qkv", "--m-values", "5", "--variants", "torch", "--layout", "NN,NT"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout + run.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--variants", "vec_k"), "variant 'vec_k' is declared illegal; choose from baseline"),
-        (("--variants", "fast"), "unknown variant 'fast'; known variants: baseline"),
+        (("--variants", "vec_k"), "variant 'vec_k' is declared illegal (is not a data parallel block iter); choose"),
+        (("--variants", "fast"), "unknown variant 'fast'; choose from: baseline"),
+        (("--variants", "fast"), "numpy, torch"),
+        (("--baseline-max-m", "0"), "--baseline-max-m: must be positive"),
+        (("--rounds", "x"), "--rounds: 'x' is not an integer"),
         (("--layout", "TT"), "unknown layout 'TT'; choose one of: NN, NT"),
         (("--kernels", "attn"), "unknown kernel 'attn'"),
         (("--m-values", "0"), "M must be a positive integer"),
