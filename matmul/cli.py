@@ -1,4 +1,5 @@
-"""``python -m matmul``: inspect the host, the variants and the generated code."""
+"""``python -m matmul``: inspect the host, the variants and the generated code;
+report on saved benchmark runs; compare two variants side by side."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tvm.s_tir import ScheduleError
 
@@ -61,6 +63,61 @@ def _cmd_variants(args: argparse.Namespace) -> int:
         v = get_variant(name)
         status = "legal" if v.legal else f"ILLEGAL ({v.illegal_because})"
         print(f"{name:16} {v.family:8} {status:10} {v.summary(facts)}")
+    from .references import REFERENCES
+
+    for ref in REFERENCES.values():
+        reason = ref.unavailable()
+        print(f"{ref.name:16} {'vendor':8} {'available' if not reason else 'MISSING':10} {ref.summary}"
+              + (f" ({reason})" if reason else ""))
+    return 0
+
+
+def _cmd_peak(args: argparse.Namespace) -> int:
+    from .peak import computed_fp32_peak, measure_fp32_peak
+
+    for peak in (measure_fp32_peak(), computed_fp32_peak()):
+        if peak is not None:
+            print(f"{peak.method:9} {peak.gflops:8.1f} GFLOP/s  {peak.detail}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report, plot_report, to_text, write_report
+
+    report = build_report(args.runs, storage=args.storage, base=args.base, threshold=args.threshold,
+                          cv_threshold=args.cv_threshold)
+    print(to_text(report))
+    if args.out:
+        files = write_report(report, args.out)
+        if args.plots:
+            try:
+                files += plot_report(report, args.out)
+            except ImportError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+        print(f"\nwrote {len(files)} files to {args.out}/")
+    elif args.plots:
+        print("error: --plots needs --out DIR", file=sys.stderr)
+        return 2
+    return 1 if len(report.regressions) else 0
+
+
+def _cmd_paired(args: argparse.Namespace) -> int:
+    from .paired import paired, paired_table
+    from .report import to_markdown
+
+    loads = list(workloads(args.kernels, args.m_values, args.model))
+    results = paired(args.a, args.b, loads, layout=args.layout, blocks=args.blocks, calls=args.calls,
+                     progress=lambda line: print(line, file=sys.stderr))
+    table, geo = paired_table(results)
+    print(to_markdown(table))
+    print()
+    print(to_markdown(geo))
+    if args.csv:
+        from .report import _atomic_write
+
+        _atomic_write(args.csv, table.to_csv(index=False))
+        _atomic_write(args.csv.with_name(args.csv.stem + "-geomean.csv"), geo.to_csv(index=False))
     return 0
 
 
@@ -96,7 +153,38 @@ def parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_cmd_info)
 
-    sub.add_parser("variants", help="registered schedule variants").set_defaults(func=_cmd_variants)
+    sub.add_parser("variants", help="registered schedule variants and vendor references").set_defaults(
+        func=_cmd_variants)
+
+    sub.add_parser("peak", help="measure the FP32 FMA peak (and show the computed one)").set_defaults(
+        func=_cmd_peak)
+
+    from .report import CV_THRESHOLD, REGRESSION_THRESHOLD, STORAGE
+
+    rep = sub.add_parser("report", help="tables, comparisons and plots from saved benchmark runs",
+                         description="Exit status: 0 ok, 1 a regression beyond --threshold, 2 bad input.")
+    rep.add_argument("runs", nargs="*", help="run files, folders or globs (default: every run under --storage)")
+    rep.add_argument("--storage", type=Path, default=STORAGE, help="pytest-benchmark storage (default: %(default)s)")
+    rep.add_argument("--base", help="run label to compare the others against (default: the oldest)")
+    rep.add_argument("--threshold", type=float, default=REGRESSION_THRESHOLD,
+                     help="latency ratio above 1+threshold is a regression (default: %(default)s)")
+    rep.add_argument("--cv-threshold", type=float, default=CV_THRESHOLD,
+                     help="flag cases whose CV exceeds this (default: %(default)s)")
+    rep.add_argument("--out", type=Path, help="write CSV and Markdown (and PNG with --plots) here")
+    rep.add_argument("--plots", action="store_true", help="draw PNG plots (needs the 'plot' extra)")
+    rep.set_defaults(func=_cmd_report)
+
+    par = sub.add_parser("paired", help="ABBA side-by-side comparison of two variants on the same shapes")
+    par.add_argument("a", help="variant or reference A (e.g. full)")
+    par.add_argument("b", help="variant or reference B (e.g. numpy); ratios are B's speedup over A")
+    par.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
+    par.add_argument("--m-values", type=_positive, nargs="+", default=[16, 128], help="M values (default: 16 128)")
+    par.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    par.add_argument("--layout", choices=LAYOUTS, default="NN")
+    par.add_argument("--blocks", type=_positive, default=4, help="timed blocks per side, even (default: 4)")
+    par.add_argument("--calls", type=_positive, default=10, help="calls per block (default: 10)")
+    par.add_argument("--csv", type=Path, help="also write the per-shape table (and -geomean.csv) here")
+    par.set_defaults(func=_cmd_paired)
 
     shapes = sub.add_parser("shapes", help="Transformer GEMM shapes")
     shapes.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
@@ -122,11 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, hardware.HardwareError, VerificationError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except ScheduleError as err:
         notes = "; ".join(getattr(err, "__notes__", []))
         last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         print(f"error: schedule is illegal: {last}" + (f" ({notes})" if notes else ""), file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, hardware.HardwareError, VerificationError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2

@@ -57,3 +57,38 @@ def test_argparse_refuses_non_positive_shapes():
         [sys.executable, "-m", "matmul", "verify", "--shape", "4", "0", "4"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "'0' must be positive" in proc.stderr
+
+
+def test_variants_lists_vendor_references(capsys):
+    assert main(["variants"]) == 0
+    out = capsys.readouterr().out
+    assert "numpy" in out and "OpenBLAS" in out and "torch" in out
+
+
+def test_peak_prints_measured_figure(capsys):
+    assert main(["peak"]) == 0
+    assert capsys.readouterr().out.startswith("measured")
+
+
+def test_paired_prints_table_and_writes_csv(capsys, tmp_path):
+    out = tmp_path / "pair.csv"
+    argv = ["paired", "full", "numpy", "--kernels", "qkv", "--m-values", "4", "--blocks", "2", "--calls", "2",
+            "--csv", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| qkv | 4 | 768 | 768 | NN | full | numpy |" in text and "| all | 1 |" in text
+    assert out.read_text().startswith("kernel,M,K,N,layout,a,b,a_ms,b_ms,speedup_b_over_a")
+    assert (tmp_path / "pair-geomean.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["paired", "full", "vec_k", "--kernels", "qkv"], "declared illegal"),
+        (["paired", "full", "numpy", "--blocks", "3"], "even number"),
+        (["report", "/no/such/run.json"], "no such run file"),
+    ],
+)
+def test_paired_and_report_bad_input(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

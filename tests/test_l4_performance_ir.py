@@ -4,29 +4,21 @@ packed FMA at the host's SIMD width."""
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
 
-from matmul import build_cached, count_vector_fma, host_facts, kernel_shape
+from matmul import Workload, build_cached, count_vector_fma, host_facts, kernel_shape
+from matmul.paired import paired
 
 SHAPE = kernel_shape("qkv", 64)
 
 
 @pytest.mark.perf
 def test_full_beats_baseline_side_by_side():
-    base = build_cached("baseline", SHAPE)
-    full = build_cached("full", SHAPE)
-    # Interleave A/B/B/A so drift on a shared machine hits both alike.
-    times = {"baseline": [], "full": []}
-    for order in (("baseline", "full"), ("full", "baseline")) * 3:
-        for name in order:
-            k = base if name == "baseline" else full
-            times[name].append(statistics.median(k.time_evaluator(number=3, repeat=3)))
-    ratio = statistics.median(times["baseline"]) / statistics.median(times["full"])
+    # Blocks ordered A B B A so drift on a shared machine hits both alike.
+    (res,) = paired("baseline", "full", [Workload("qkv", SHAPE.M)], blocks=4, calls=3)
     # The seed measured full/baseline at 10-12x on QKV with 12 threads; even one
     # slow core leaves split+vectorize+unroll several times ahead.
-    assert ratio > 3.0, f"full is only {ratio:.2f}x faster than baseline: {times}"
+    assert res.speedup > 3.0, f"full is only {res.speedup:.2f}x faster than baseline: {res}"
 
 
 def test_full_uses_packed_fma_at_host_width():

@@ -1,0 +1,42 @@
+"""ABBA paired comparison: order, ratios, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from matmul import Workload
+from matmul.candidates import prepare
+from matmul.paired import paired, paired_table, time_pair
+from matmul.workloads import MatmulShape
+
+
+def test_blocks_alternate_abba(monkeypatch):
+    order = []
+    a = prepare("full", MatmulShape(4, 16, 16))
+    b = prepare("numpy", MatmulShape(4, 16, 16))
+    a.call = lambda: order.append("a")
+    b.call = lambda: order.append("b")
+    time_pair(a, b, blocks=4, calls=1, warmup=0)
+    assert "".join(order) == "abbaabba"
+
+
+def test_paired_table_holds_block_medians_and_geomeans():
+    (res,) = paired("full", "numpy", [Workload("qkv", 8)], blocks=2, calls=2)
+    assert len(res.a_blocks) == len(res.b_blocks) == 2 and res.speedup == res.a_s / res.b_s
+    table, geo = paired_table([res])
+    assert table.loc[0, "speedup_b_over_a"] == pytest.approx(res.speedup)
+    assert list(geo["kernel"]) == ["qkv", "all"] and geo["speedup_geomean"].iloc[-1] == pytest.approx(res.speedup)
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_odd_blocks_are_refused(blocks):
+    c = prepare("numpy", MatmulShape(2, 2, 2))
+    with pytest.raises(ValueError, match="even number"):
+        time_pair(c, c, blocks=blocks)
+
+
+def test_bad_names_and_empty_grid():
+    with pytest.raises(ValueError, match="unknown variant 'nope'"):
+        paired("full", "nope", [Workload("qkv", 8)])
+    with pytest.raises(ValueError, match="no workloads"):
+        paired("full", "numpy", [])

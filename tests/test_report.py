@@ -1,0 +1,182 @@
+"""The report, on runs the real suite saved (tests/fixtures/benchmarks: one
+with 2 runtime threads, one with 1, on the development machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from matmul.report import (
+    ReportError,
+    agreement_summary,
+    build_report,
+    find_runs,
+    geomean,
+    load_run,
+    plot_report,
+    to_markdown,
+    write_report,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
+TWO = next(FIXTURES.glob("*-t2/*_two-threads.json"))
+ONE = next(FIXTURES.glob("*-t1/*_one-thread.json"))
+
+
+@pytest.fixture(scope="module")
+def report():
+    return build_report([TWO, ONE])
+
+
+def test_fixtures_are_real_runs_of_this_suite():
+    data = json.loads(TWO.read_text())
+    assert data["machine_info"]["matmul"]["profile"].endswith("-t2")
+    assert json.loads(ONE.read_text())["machine_info"]["matmul"]["profile"].endswith("-t1")
+    assert all(b["stats"]["rounds"] >= 20 for b in data["benchmarks"])
+
+
+def test_runs_are_found_in_storage_per_profile():
+    assert set(find_runs([], storage=FIXTURES)) == {TWO, ONE}
+    assert find_runs([str(FIXTURES / "*-t1" / "*.json")]) == [ONE]
+
+
+def test_latency_table_carries_spread_and_peak(report):
+    lat = report.latency
+    assert set(lat["run"]) == {TWO.stem, ONE.stem}
+    assert (lat["iqr_ms"] >= 0).all() and (lat["cv"] >= 0).all() and (lat["pct_peak"] > 0).all()
+    row = lat[(lat.run == TWO.stem) & (lat.kernel == "qkv") & (lat.M == 64) & (lat.variant == "full")].iloc[0]
+    raw = next(b for b in json.loads(TWO.read_text())["benchmarks"] if b["name"].endswith("[qkv-M64-full-NN]"))
+    assert row.median_ms == pytest.approx(raw["stats"]["median"] * 1e3)
+    assert row.gflops == pytest.approx(2 * 64 * 768 * 768 / raw["stats"]["median"] / 1e9)
+    assert row.noisy == (raw["stats"]["stddev"] / raw["stats"]["mean"] > 0.10)
+
+
+def test_speedups_are_ratios_within_one_run(report):
+    sp = report.speedups
+    two = sp[sp.run == TWO.stem].set_index(["kernel", "M", "variant"])
+    lat = report.latency[report.latency.run == TWO.stem].set_index(["kernel", "M", "variant"])["median_ms"]
+    assert two.loc[("qkv", 16, "full"), "vs_baseline"] == pytest.approx(
+        lat[("qkv", 16, "baseline")] / lat[("qkv", 16, "full")])
+    assert two.loc[("qkv", 64, "numpy"), "vs_numpy"] == pytest.approx(1.0)
+    best = min(lat[("qkv", 64, "full")], lat[("qkv", 64, "parallel_vec_j")])
+    assert two.loc[("qkv", 64, "full"), "vs_best_manual"] == pytest.approx(best / lat[("qkv", 64, "full")])
+    assert pd.isna(two.loc[("qkv", 64, "full"), "vs_baseline"])  # baseline capped at M<=16 here
+    assert two["vs_metaschedule"].isna().all()  # no metaschedule in these runs
+
+
+def test_geomeans_per_kernel_and_overall(report):
+    geo = report.geomeans.set_index(["run", "kernel", "variant"])
+    sp = report.speedups
+    full = sp[(sp.run == TWO.stem) & (sp.variant == "full")]
+    assert geo.loc[(TWO.stem, "all", "full"), "gflops_geomean"] == pytest.approx(geomean(full["gflops"]))
+    assert geo.loc[(TWO.stem, "qkv", "full"), "shapes"] == 2
+
+
+def test_agreement_is_recorded_for_tvm_and_numpy(report):
+    summary = agreement_summary(report.agreement)
+    assert set(summary["agreement_check"]) == {"time_evaluator", "numpy_alone"}
+    assert ((summary["geomean"] > 0.5) & (summary["geomean"] < 2)).all()
+
+
+def test_comparing_profiles_flags_regressions(report):
+    comp = report.comparison
+    assert set(comp["base"]) == {TWO.stem} and set(comp["run"]) == {ONE.stem}
+    merged = comp.set_index(["kernel", "M", "variant", "layout"])
+    assert merged["ratio"].equals(merged["run_ms"] / merged["base_ms"])
+    assert merged["regression"].equals(merged["ratio"] > 1.10)
+    # one thread instead of two: the parallel variants must come out slower
+    assert merged.loc[("mlp_reduce", 64, "full", "NN"), "ratio"] > 1.3
+    assert len(report.regressions) > 0
+
+
+def test_a_run_compared_with_itself_has_no_regression():
+    r = build_report([TWO, TWO.parent])
+    assert r.comparison is None  # one distinct file
+    copy = build_report([TWO], base=TWO.stem)
+    assert copy.comparison.empty and copy.regressions.empty
+
+
+def test_outputs_csv_markdown_and_plots(report, tmp_path):
+    files = write_report(report, tmp_path)
+    names = {p.name for p in files}
+    assert {"latency.csv", "speedups.csv", "geomeans.csv", "comparison.csv", "report.md"} <= names
+    assert pd.read_csv(tmp_path / "latency.csv").shape[0] == len(report.latency)
+    md = (tmp_path / "report.md").read_text()
+    assert "## geomeans" in md and "| run | kernel |" in md
+    pytest.importorskip("matplotlib")
+    pngs = plot_report(report, tmp_path)
+    assert any(p.name.startswith("heatmap-") for p in pngs) and any(p.name.startswith("gflops-qkv") for p in pngs)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_plots_without_matplotlib_say_which_extra(report, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[plot\]'"):
+        plot_report(report, tmp_path)
+
+
+def test_markdown_formatting():
+    md = to_markdown(pd.DataFrame({"a": [1.23456, float("nan")], "b": [True, False]}))
+    assert md.splitlines() == ["| a | b |", "|---|---|", "| 1.23 | yes |", "|  |  |"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"benchmarks": [', "not valid JSON"),
+        ('{"x": 1}', "not a pytest-benchmark run"),
+        ('{"benchmarks": [{"params": {"a": 1}, "stats": {"median": 1}}]}', "holds no cases of this suite"),
+    ],
+)
+def test_bad_run_files_name_the_path(tmp_path, content, message):
+    bad = tmp_path / "0001_bad.json"
+    bad.write_text(content)
+    with pytest.raises(ReportError, match=message) as err:
+        load_run(bad)
+    assert str(bad) in str(err.value)
+    assert bad.read_text() == content  # never rewritten
+
+
+def test_missing_inputs_are_clear(tmp_path):
+    with pytest.raises(ReportError, match="no saved runs under"):
+        find_runs([], storage=tmp_path)
+    with pytest.raises(ReportError, match="no such run file"):
+        find_runs([tmp_path / "nope.json"])
+    with pytest.raises(ReportError, match="base run 'nope' is not among the runs"):
+        build_report([TWO, ONE], base="nope")
+
+
+def _cli(*args, cwd=ROOT):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "matmul", "report", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_cli_exit_codes(tmp_path):
+    # regression between profiles: exit 1, named in the last line
+    proc = _cli(str(TWO), str(ONE), "--out", str(tmp_path / "out"), "--plots")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "regression(s) beyond 10% against" in proc.stdout
+    assert (tmp_path / "out" / "report.md").exists()
+    # a generous threshold: no regression, exit 0
+    assert _cli(str(TWO), str(ONE), "--threshold", "100").returncode == 0
+    # a truncated file: exit 2, path named, file untouched
+    bad = tmp_path / "0003_cut.json"
+    bad.write_text(TWO.read_text()[:500])
+    proc = _cli(str(TWO), str(bad))
+    assert proc.returncode == 2 and str(bad) in proc.stderr and "truncated" in proc.stderr
+    assert _cli("--plots").returncode == 2
+
+
+def test_cli_reads_default_storage(tmp_path):
+    shutil.copytree(FIXTURES, tmp_path / ".benchmarks")
+    proc = _cli(cwd=tmp_path)
+    assert proc.returncode == 1 and "== geomeans ==" in proc.stdout
