@@ -7,9 +7,10 @@ pytest-benchmark: 3 warm-up rounds, then ``--rounds`` single-call rounds.
 
 Each saved case carries in ``extra_info``: GFLOP/s and its IQR, percent of
 the measured FP32 peak, the schedule's decisions, NumPy's median for the same
-shape measured in this session and the speedup over it, and an agreement
-figure: TVM's own ``time_evaluator`` on the same kernel, or, for ``numpy``,
-NumPy timed alone in a fresh process.
+shape measured right before and after the case and the speedup over it, and
+an agreement figure: TVM's own ``time_evaluator`` on the same kernel,
+interleaved call by call with the timed rounds, or, for ``numpy``, NumPy
+timed alone in a fresh process before and after them.
 """
 
 from __future__ import annotations
@@ -48,13 +49,24 @@ def test_matmul(benchmark, workload, variant, layout, bench_settings):
     info.update(model=workload.model, K=shape.K, N=shape.N, kind=cand.kind, threads=cand.threads,
                 decisions=cand.decisions, peak_gflops=peak.gflops, peak_method=peak.method)
     timed = benchmark.enabled
-    # Cross-checks bracket the timed rounds (A-B-A), so drift on a shared
-    # machine moves both sides of each ratio alike.
-    before = _cross_check(cand, rounds) if timed else None
+    # The independent timer for agreement. TVM kernels: one native
+    # time_evaluator call before every round, interleaved with
+    # pytest-benchmark's own calls, so drift on a shared machine hits both
+    # alike. numpy: NumPy alone in a fresh process, before and after the
+    # rounds (A-B-A).
+    native: list[float] = []
+    setup = None
+    if timed and cand.kind == "tvm":
+        sample = cand.native_timer()
+
+        def setup():
+            native.append(sample())
+
+    alone_before = _numpy_alone(cand, rounds) if timed and variant == "numpy" else None
     numpy_before = _numpy_median(shape, layout, cand.threads) if timed and variant != "numpy" else None
     with cand.pool():
         settle = wait_for_quiet()
-        benchmark.pedantic(cand.call, warmup_rounds=WARMUP_ROUNDS, rounds=rounds, iterations=1)
+        benchmark.pedantic(cand.call, setup=setup, warmup_rounds=WARMUP_ROUNDS, rounds=rounds, iterations=1)
     info.update(settle_s=settle.seconds, quiet=settle.quiet)
     if not timed:  # --benchmark-disable: verified, not timed
         return
@@ -68,24 +80,15 @@ def test_matmul(benchmark, workload, variant, layout, bench_settings):
     if numpy_before is not None:
         numpy_s = _geomean(numpy_before, _numpy_median(shape, layout, cand.threads))
         info.update(numpy_median_s=numpy_s, speedup_vs_numpy=numpy_s / median)
-    if before is not None:
-        check, first = before
-        other = _geomean(first, _cross_check(cand, rounds)[1])
-        info.update(agreement_check=check, agreement_median_s=other, agreement=median / other)
+    if native:
+        other = statistics.median(native[-rounds:])  # the samples taken beside the timed rounds
+        info.update(agreement_check="time_evaluator", agreement_median_s=other, agreement=median / other)
+    elif alone_before is not None:
+        other = _geomean(alone_before, _numpy_alone(cand, rounds))
+        info.update(agreement_check="numpy_alone", agreement_median_s=other, agreement=median / other)
 
 
-def _cross_check(cand, rounds: int) -> tuple[str, float] | None:
-    """The same kernel's median by an independent timer.
-
-    TVM kernels: TVM's own ``time_evaluator`` (``rounds`` single calls, as
-    pytest-benchmark does). ``numpy``: NumPy timed alone, in a fresh process
-    that loads nothing else. Others: none.
-    """
-    if cand.kind == "tvm":
-        wait_for_quiet()
-        return "time_evaluator", statistics.median(cand.kernel.time_evaluator(number=1, repeat=rounds))
-    if cand.name == "numpy":
-        wait_for_quiet()  # our own BLAS threads must not spin beside the child
-        alone = numpy_alone([cand.shape], layout=cand.layout, threads=cand.threads, calls=rounds)
-        return "numpy_alone", alone[cand.shape]
-    return None
+def _numpy_alone(cand, rounds: int) -> float:
+    """NumPy timed alone, in a fresh process that loads nothing else."""
+    wait_for_quiet()  # our own BLAS threads must not spin beside the child
+    return numpy_alone([cand.shape], layout=cand.layout, threads=cand.threads, calls=rounds)[cand.shape]

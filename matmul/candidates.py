@@ -54,11 +54,27 @@ class Candidate:
     threads: int
     decisions: dict[str, Any] = field(default_factory=dict)
     kernel: CompiledKernel | None = None
+    args: tuple | None = None
     _pool: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
     def pool(self) -> contextlib.AbstractContextManager:
         """Context in which the call runs with its intended thread count."""
         return self._pool()
+
+    def native_timer(self) -> Callable[[], float]:
+        """One call of the kernel on the bound tensors, timed by TVM's own
+        ``time_evaluator`` (which makes one untimed warm-up call first).
+
+        Raises
+        ------
+        TypeError
+            For a vendor reference, which TVM cannot time.
+        """
+        if self.kernel is None or self.args is None:
+            raise TypeError(f"{self.name!r} is not a TVM kernel; only TVM kernels have a native timer")
+        ev = self.kernel.executable.mod.time_evaluator("main", self.kernel.device, number=1, repeat=1)
+        args = self.args
+        return lambda: float(ev(*args).results[0])
 
     def time_evaluator_median(self, *, repeat: int = 10, min_repeat_ms: int = 50) -> float | None:
         """TVM's own native timer on the same kernel (None for references)."""
@@ -106,7 +122,7 @@ def prepare(
         call()
         result = tc.numpy()
         decisions = variant_decisions(name, shape, dtype=dtype, layout=layout, facts=facts)
-        cand = Candidate(name, kind, shape, layout, call, threads, decisions, kernel)
+        cand = Candidate(name, kind, shape, layout, call, threads, decisions, kernel, (ta, tb, tc))
     else:
         ref = get_reference(name)
         call, output = ref.prepare(a, b, layout, threads)

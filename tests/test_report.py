@@ -84,6 +84,9 @@ def test_agreement_is_recorded_for_tvm_and_numpy(report):
     summary = agreement_summary(report.agreement)
     assert set(summary["agreement_check"]) == {"time_evaluator", "numpy_alone"}
     assert ((summary["geomean"] > 0.5) & (summary["geomean"] < 2)).all()
+    # The saved runs themselves: interleaved time_evaluator within 5% on every case.
+    tvm = report.agreement[report.agreement.agreement_check == "time_evaluator"]
+    assert len(tvm) == 20 and tvm["agrees"].all(), tvm
 
 
 def test_comparing_profiles_flags_regressions(report):
