@@ -13,10 +13,12 @@ Tables (pandas DataFrames, also written as CSV and Markdown):
 ``speedups``
     each case's speedup over baseline, full, the best manual (seed) variant,
     numpy and metaschedule for the same shape in the same run (time of the
-    reference / time of the case; empty where the reference was not run).
+    reference / time of the case; empty where the reference was not run),
+    with the case's CV.
 ``geomeans``
     geometric means of GFLOP/s and of every speedup, per kernel and over all
-    kernels ("all"), per run and variant: the statistics the seed reports.
+    kernels ("all"), per run and variant, with the largest CV among the
+    shapes: the statistics the seed reports.
 ``agreement``
     each case's median over the independent timer that bracketed it
     (TVM's ``time_evaluator``; NumPy alone in a fresh process).
@@ -209,7 +211,7 @@ def latency_table(cases: pd.DataFrame, cv_threshold: float = CV_THRESHOLD) -> pd
 def speedup_table(cases: pd.DataFrame) -> pd.DataFrame:
     """Speedup of every case over each reference run on the same shape."""
     shape = ["run", "kernel", "M", "layout"]
-    out = cases[[*shape, "variant", "median_s", "gflops", "speedup_vs_numpy_paired"]].copy()
+    out = cases[[*shape, "variant", "median_s", "cv", "gflops", "speedup_vs_numpy_paired"]].copy()
     times = cases.set_index([*shape, "variant"])["median_s"]
 
     def ref_time(name: str) -> pd.Series:
@@ -240,7 +242,8 @@ def geomean_table(speedups: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (run, variant, layout), grp in speedups.groupby(["run", "variant", "layout"], sort=True):
         for kernel, sub in [*sorted(grp.groupby("kernel")), ("all", grp)]:
-            row = {"run": run, "kernel": kernel, "variant": variant, "layout": layout, "shapes": len(sub)}
+            row = {"run": run, "kernel": kernel, "variant": variant, "layout": layout, "shapes": len(sub),
+                   "max_cv": float(sub["cv"].max())}
             row.update({c: geomean(sub[c]) for c in cols})
             rows.append(row)
     out = pd.DataFrame(rows)

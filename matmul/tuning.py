@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+import tvm
 from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
 
@@ -68,6 +69,26 @@ def open_database(work_dir: str | Path) -> ms.database.JSONDatabase:
     )
 
 
+#: Seconds a builder worker may take per candidate. The first candidate of a
+#: fresh worker pays the worker's imports (TVM, and PyTorch when installed,
+#: which tvm_ffi imports eagerly).
+BUILD_TIMEOUT_S = 90
+
+
+def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params=None) -> tvm.runtime.Module:
+    """MetaSchedule's default CPU build, without importing ``tvm.s_tir.tensor_intrin``.
+
+    The default build imports every tensor-intrinsic table (CUDA, ROCm,
+    Hexagon, ARM) in each new builder worker: 24 s on the 2-core machine, 35 s
+    with PyTorch installed, beyond the default 30 s timeout, so every
+    candidate failed to build. Plain fp32 matmul on a CPU tensorizes nothing.
+    """
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
 def tune(
     shape: MatmulShape,
     work_dir: str | Path,
@@ -96,6 +117,7 @@ def tune(
         work_dir=str(work_dir),
         max_trials_global=trials,
         num_trials_per_iter=min(trials, 64),
+        builder=ms.builder.LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S),
         seed=seed,
     )
 
@@ -116,4 +138,4 @@ def best_schedule(
     return ms.tir_integration.compile_tir(database, mod, facts.target())
 
 
-__all__ = ["DatabaseError", "best_schedule", "check_database_files", "open_database", "tune"]
+__all__ = ["BUILD_TIMEOUT_S", "DatabaseError", "build_candidate", "best_schedule", "check_database_files", "open_database", "tune"]

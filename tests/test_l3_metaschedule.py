@@ -67,3 +67,22 @@ def test_corrupt_database_is_reported_and_left_untouched(tmp_path, victim):
 def test_tune_refuses_bad_trial_counts(tmp_path, trials):
     with pytest.raises(ValueError, match="trials must be a positive integer"):
         tune(SHAPE, tmp_path, trials=trials)
+
+
+def test_candidate_build_skips_the_tensor_intrinsic_tables():
+    # The default MetaSchedule build imports every tensor-intrinsic table in
+    # each new worker (24-35 s here), past the builder timeout.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from matmul import MatmulShape, host_facts\n"
+        "from matmul.kernel import matmul_module\n"
+        "from matmul.tuning import build_candidate\n"
+        "m = build_candidate(matmul_module(MatmulShape(4, 8, 4), 'float32', 'NN'), host_facts().target())\n"
+        "assert hasattr(m, 'export_library'), type(m)\n"
+        "assert 'tvm.s_tir.tensor_intrin' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

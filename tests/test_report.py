@@ -78,6 +78,7 @@ def test_geomeans_per_kernel_and_overall(report):
     full = sp[(sp.run == TWO.stem) & (sp.variant == "full")]
     assert geo.loc[(TWO.stem, "all", "full"), "gflops_geomean"] == pytest.approx(geomean(full["gflops"]))
     assert geo.loc[(TWO.stem, "qkv", "full"), "shapes"] == 2
+    assert geo.loc[(TWO.stem, "all", "full"), "max_cv"] == pytest.approx(full["cv"].max())  # spread travels along
 
 
 def test_agreement_is_recorded_for_tvm_and_numpy(report):
