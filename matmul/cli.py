@@ -102,6 +102,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 1 if len(report.regressions) else 0
 
 
+def _cmd_agreement(args: argparse.Namespace) -> int:
+    from .agreement import numpy_agreement
+    from .report import to_markdown
+
+    loads = list(workloads(args.kernels, args.m_values, args.model))
+    table, summary = numpy_agreement(loads, layout=args.layout, alternations=args.alternations,
+                                     progress=lambda line: print(line, file=sys.stderr))
+    print(to_markdown(table))
+    print()
+    print(to_markdown(summary))
+    return 0
+
+
 def _cmd_paired(args: argparse.Namespace) -> int:
     from .paired import paired, paired_table
     from .report import to_markdown
@@ -173,6 +186,14 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="write CSV and Markdown (and PNG with --plots) here")
     rep.add_argument("--plots", action="store_true", help="draw PNG plots (needs the 'plot' extra)")
     rep.set_defaults(func=_cmd_report)
+
+    agr = sub.add_parser("agreement", help="NumPy inside the suite versus NumPy alone, alternated")
+    agr.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
+    agr.add_argument("--m-values", type=_positive, nargs="+", default=[16, 128], help="M values (default: 16 128)")
+    agr.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    agr.add_argument("--layout", choices=LAYOUTS, default="NN")
+    agr.add_argument("--alternations", type=_positive, default=6, help="suite/alone pairs per shape, even (default: 6)")
+    agr.set_defaults(func=_cmd_agreement)
 
     par = sub.add_parser("paired", help="ABBA side-by-side comparison of two variants on the same shapes")
     par.add_argument("a", help="variant or reference A (e.g. full)")

@@ -24,8 +24,10 @@ Tables (pandas DataFrames, also written as CSV and Markdown):
     (TVM's ``time_evaluator``; NumPy alone in a fresh process).
 ``comparison``
     with two or more runs: for every case present in the base run and
-    another, the latency ratio other / base; above ``1 + threshold`` it is a
-    regression. Geometric means per kernel and overall come with it.
+    another, the latency ratio other / base. A regression is a ratio above
+    ``1 + threshold`` whose interquartile range lies wholly above the base's
+    (slower beyond the threshold and beyond the noise). Geometric means per
+    kernel and overall come with it.
 """
 
 from __future__ import annotations
@@ -154,6 +156,8 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
         row.update(
             median_s=median,
             iqr_s=float(stats.get("iqr", 0.0)),
+            q1_s=float(stats.get("q1", median)),
+            q3_s=float(stats.get("q3", median)),
             cv=float(stats.get("stddev", 0.0)) / mean if mean else 0.0,
             rounds=int(stats.get("rounds", 0)),
             gflops=_flops(row) / median / 1e9,
@@ -287,17 +291,22 @@ def compare_runs(
     rows = []
     for run, grp in cases[cases["run"] != base].groupby("run", sort=False):
         joined = grp.set_index(KEY).merge(
-            ref[["median_s", "cv"]], left_index=True, right_index=True, how="inner", suffixes=("", "_base")
+            ref[["median_s", "cv", "q1_s", "q3_s"]], left_index=True, right_index=True, how="inner", suffixes=("", "_base")
         )
         for key, r in joined.iterrows():
             ratio = r["median_s"] / r["median_s_base"]
+            # slower beyond the threshold AND beyond the noise: the run's
+            # interquartile range lies wholly above the base's
+            separated = bool(r["q1_s"] > r["q3_s_base"])
             rows.append({
                 "base": base, "run": run, **dict(zip(KEY, key, strict=True)),
                 "base_ms": r["median_s_base"] * 1e3, "run_ms": r["median_s"] * 1e3, "ratio": ratio,
                 "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold),
-                "regression": bool(ratio > 1 + threshold),
+                "iqr_separated": separated,
+                "regression": bool(ratio > 1 + threshold and separated),
             })
-    comp = pd.DataFrame(rows, columns=["base", "run", *KEY, "base_ms", "run_ms", "ratio", "noisy", "regression"])
+    cols = ["base", "run", *KEY, "base_ms", "run_ms", "ratio", "noisy", "iqr_separated", "regression"]
+    comp = pd.DataFrame(rows, columns=cols)
     geo = []
     for run, grp in comp.groupby("run", sort=False):
         for kernel, sub in [*sorted(grp.groupby("kernel")), ("all", grp)]:

@@ -95,10 +95,28 @@ def test_comparing_profiles_flags_regressions(report):
     assert set(comp["base"]) == {TWO.stem} and set(comp["run"]) == {ONE.stem}
     merged = comp.set_index(["kernel", "M", "variant", "layout"])
     assert merged["ratio"].equals(merged["run_ms"] / merged["base_ms"])
-    assert merged["regression"].equals(merged["ratio"] > 1.10)
+    assert merged["regression"].equals((merged["ratio"] > 1.10) & merged["iqr_separated"])
     # one thread instead of two: the parallel variants must come out slower
     assert merged.loc[("mlp_reduce", 64, "full", "NN"), "ratio"] > 1.3
     assert len(report.regressions) > 0
+
+
+def test_a_slower_median_inside_the_noise_is_not_a_regression(tmp_path):
+    data = json.loads(TWO.read_text())
+    case = next(b for b in data["benchmarks"] if b["name"].endswith("[qkv-M64-full-NN]"))
+    st = case["stats"]
+    # 20% slower median, but the IQR still overlaps the base's
+    slow = dict(st, median=st["median"] * 1.2, q1=st["q1"], q3=st["q3"] * 1.3)
+    other = dict(data, benchmarks=[dict(case, stats=slow)])
+    path = tmp_path / "0002_noisy.json"
+    path.write_text(json.dumps(other))
+    r = build_report([TWO, path])
+    row = r.comparison.iloc[0]
+    assert row.ratio == pytest.approx(1.2) and not row.iqr_separated and not row.regression
+    # shifted wholly above the base's IQR: a regression
+    shifted = dict(st, median=st["median"] * 1.2, q1=st["q3"] * 1.01, q3=st["q3"] * 1.3)
+    path.write_text(json.dumps(dict(data, benchmarks=[dict(case, stats=shifted)])))
+    assert build_report([TWO, path]).comparison.iloc[0].regression
 
 
 def test_a_run_compared_with_itself_has_no_regression():
