@@ -86,6 +86,7 @@ def test_paired_prints_table_and_writes_csv(capsys, tmp_path):
     [
         (["paired", "full", "vec_k", "--kernels", "qkv"], "declared illegal"),
         (["paired", "full", "numpy", "--blocks", "3"], "even number"),
+        (["agreement", "--alternations", "3"], "even number"),
         (["report", "/no/such/run.json"], "no such run file"),
     ],
 )
