@@ -28,6 +28,7 @@ from tvm.script import tirx as T
 
 from .hardware import HardwareError, HostFacts, host_facts
 from .runner import compile_module, count_vector_fma
+from .timing import wait_for_quiet
 
 #: Independent accumulators per thread; 12 of the 16 vector registers.
 CHAINS = 12
@@ -89,6 +90,7 @@ def measure_fp32_peak(
     acc = tvm.runtime.tensor(np.ones((threads, chains, lanes), np.float32))
     # x < 1 keeps the accumulators finite; the values do not affect speed.
     timer = ex.mod.time_evaluator("fma_loop", tvm.cpu(), number=1, repeat=repeat)
+    wait_for_quiet()  # a BLAS pool still spinning would take a core from the loop
     seconds = statistics.median(timer(acc, 0.999, 0.001).results)
     flops = 2.0 * lanes * chains * iters * threads
     return Peak(
