@@ -76,14 +76,6 @@ class Candidate:
         args = self.args
         return lambda: float(ev(*args).results[0])
 
-    def time_evaluator_median(self, *, repeat: int = 10, min_repeat_ms: int = 50) -> float | None:
-        """TVM's own native timer on the same kernel (None for references)."""
-        if self.kernel is None:
-            return None
-        import statistics
-
-        return statistics.median(self.kernel.time_evaluator(number=1, repeat=repeat, min_repeat_ms=min_repeat_ms))
-
 
 def prepare(
     name: str,

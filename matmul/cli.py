@@ -127,10 +127,10 @@ def _cmd_paired(args: argparse.Namespace) -> int:
     print()
     print(to_markdown(geo))
     if args.csv:
-        from .report import _atomic_write
+        from .report import atomic_write
 
-        _atomic_write(args.csv, table.to_csv(index=False))
-        _atomic_write(args.csv.with_name(args.csv.stem + "-geomean.csv"), geo.to_csv(index=False))
+        atomic_write(args.csv, table.to_csv(index=False))
+        atomic_write(args.csv.with_name(args.csv.stem + "-geomean.csv"), geo.to_csv(index=False))
     return 0
 
 

@@ -381,7 +381,8 @@ def to_text(report: Report) -> str:
     return "\n\n".join(parts)
 
 
-def _atomic_write(path: Path, text: str | bytes) -> None:
+def atomic_write(path: Path, text: str | bytes) -> None:
+    """Write via a temporary file in the same folder and rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -399,11 +400,11 @@ def write_report(report: Report, out: Path) -> list[Path]:
     md = ["# Benchmark report", ""]
     for name, df in [*report.tables().items(), ("agreement_summary", agreement_summary(report.agreement))]:
         path = out / f"{name}.csv"
-        _atomic_write(path, df.to_csv(index=False))
+        atomic_write(path, df.to_csv(index=False))
         written.append(path)
         md += [f"## {name}", "", to_markdown(df) if not df.empty else "(none)", ""]
     path = out / "report.md"
-    _atomic_write(path, "\n".join(md))
+    atomic_write(path, "\n".join(md))
     written.append(path)
     return written
 
@@ -417,7 +418,7 @@ def _save_png(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def plot_report(report: Report, out: Path) -> list[Path]:
@@ -485,6 +486,7 @@ __all__ = [
     "ReportError",
     "agreement_summary",
     "agreement_table",
+    "atomic_write",
     "build_report",
     "compare_runs",
     "find_runs",

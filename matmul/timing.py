@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 #: Sleep window used to sample the process's CPU time.
@@ -107,16 +107,6 @@ def median_seconds(fn: Callable[[], object], *, calls: int = 20, warmup: int = 3
     return statistics.median(call_times(fn, calls))
 
 
-def spread(samples: Sequence[float]) -> dict[str, float]:
-    """Median, IQR and coefficient of variation of timing samples."""
-    if not samples:
-        raise ValueError("no samples")
-    qs = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else [samples[0]] * 3
-    mean = statistics.fmean(samples)
-    sd = statistics.stdev(samples) if len(samples) > 1 else 0.0
-    return {"median": qs[1], "iqr": qs[2] - qs[0], "cv": sd / mean if mean else 0.0}
-
-
 __all__ = [
     "QUIET_TIMEOUT_S",
     "Settle",
@@ -124,6 +114,5 @@ __all__ = [
     "blas_threads",
     "call_times",
     "median_seconds",
-    "spread",
     "wait_for_quiet",
 ]

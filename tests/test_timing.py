@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from matmul.timing import blas_info, blas_threads, call_times, median_seconds, spread, wait_for_quiet
+from matmul.timing import blas_info, blas_threads, call_times, median_seconds, wait_for_quiet
 
 
 def test_quiet_process_settles_at_once():
@@ -76,10 +76,3 @@ def test_blas_threads_limits_openblas_and_restores():
 def test_call_times_and_median():
     assert len(call_times(lambda: None, 5)) == 5
     assert median_seconds(lambda: np.zeros(10), calls=5, warmup=1) >= 0
-
-
-def test_spread_statistics():
-    s = spread([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert s["median"] == 3.0 and s["iqr"] == 2.0 and s["cv"] == pytest.approx(np.std([1, 2, 3, 4, 5], ddof=1) / 3)
-    with pytest.raises(ValueError):
-        spread([])
