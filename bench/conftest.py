@@ -148,11 +148,6 @@ def bench_settings(request) -> dict:
     return request.config.stash[_SETTINGS]
 
 
-@pytest.fixture(scope="session")
-def grid(request) -> list[tuple[str, int, str, str]]:
-    return request.config.stash[_GRID]
-
-
 def pytest_benchmark_update_machine_info(config, machine_info):
     from matmul.peak import computed_fp32_peak, fp32_peak
     from matmul.timing import blas_info

@@ -15,12 +15,12 @@ timed alone in a fresh process before and after them.
 
 from __future__ import annotations
 
-import math
 import statistics
 
 from matmul.candidates import prepare
 from matmul.peak import fp32_peak
 from matmul.references import get_reference, numpy_alone
+from matmul.report import geomean
 from matmul.timing import median_seconds, wait_for_quiet
 from matmul.verify import make_inputs
 
@@ -33,10 +33,6 @@ def _numpy_median(shape, layout, threads: int) -> float:
     call, _ = ref.prepare(*make_inputs(shape, layout=layout), layout, threads)
     with ref.threads(threads):
         return median_seconds(call)
-
-
-def _geomean(a: float, b: float) -> float:
-    return math.sqrt(a * b)
 
 
 def test_matmul(benchmark, workload, variant, layout, bench_settings):
@@ -78,13 +74,13 @@ def test_matmul(benchmark, workload, variant, layout, bench_settings):
         pct_peak=100 * shape.flops / median / 1e9 / peak.gflops,
     )
     if numpy_before is not None:
-        numpy_s = _geomean(numpy_before, _numpy_median(shape, layout, cand.threads))
+        numpy_s = geomean([numpy_before, _numpy_median(shape, layout, cand.threads)])
         info.update(numpy_median_s=numpy_s, speedup_vs_numpy=numpy_s / median)
     if native:
         other = statistics.median(native[-rounds:])  # the samples taken beside the timed rounds
         info.update(agreement_check="time_evaluator", agreement_median_s=other, agreement=median / other)
     elif alone_before is not None:
-        other = _geomean(alone_before, _numpy_alone(cand, rounds))
+        other = geomean([alone_before, _numpy_alone(cand, rounds)])
         info.update(agreement_check="numpy_alone", agreement_median_s=other, agreement=median / other)
 
 

@@ -22,12 +22,12 @@ import pandas as pd
 
 from .candidates import prepare
 from .references import numpy_alone
-from .report import geomean
+from .report import AGREEMENT_TOLERANCE, geomean
 from .timing import median_seconds, wait_for_quiet
 from .workloads import Workload
 
-#: The tolerance the issue sets for NumPy inside versus alone.
-NUMPY_TOLERANCE = 0.10
+#: NumPy inside versus alone: the report's tolerance for the same check.
+NUMPY_TOLERANCE = AGREEMENT_TOLERANCE["numpy_alone"]
 
 
 def numpy_agreement(

@@ -72,7 +72,7 @@ class Candidate:
         """
         if self.kernel is None or self.args is None:
             raise TypeError(f"{self.name!r} is not a TVM kernel; only TVM kernels have a native timer")
-        ev = self.kernel.executable.mod.time_evaluator("main", self.kernel.device, number=1, repeat=1)
+        ev = self.kernel.evaluator(number=1, repeat=1)
         args = self.args
         return lambda: float(ev(*args).results[0])
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .candidates import Candidate, check_candidate, prepare
 from .report import geomean
-from .timing import call_times, wait_for_quiet
+from .timing import median_seconds
 from .workloads import Workload
 
 
@@ -49,9 +49,7 @@ class PairedResult:
 
 def _block(cand: Candidate, calls: int, warmup: int) -> float:
     with cand.pool():
-        wait_for_quiet()
-        call_times(cand.call, warmup)
-        return statistics.median(call_times(cand.call, calls))
+        return median_seconds(cand.call, calls=calls, warmup=warmup)
 
 
 def time_pair(ca: Candidate, cb: Candidate, *, blocks: int = 4, calls: int = 10, warmup: int = 2) -> tuple[list, list]:

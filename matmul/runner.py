@@ -77,14 +77,18 @@ class CompiledKernel:
         self(ta, tb, tc)
         return tc.numpy()
 
+    def evaluator(self, *, number: int = 10, repeat: int = 5, min_repeat_ms: int = 0):
+        """TVM's own native timer for this kernel: call it with (A, B, C) tensors."""
+        return self.executable.mod.time_evaluator(
+            "main", self.device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
+        )
+
     def time_evaluator(self, *, number: int = 10, repeat: int = 5, min_repeat_ms: int = 0) -> list[float]:
         """Seconds per call for each repeat, measured by TVM's own native timer."""
         rng = np.random.default_rng(0)
         a = rng.random((self.shape.M, self.shape.K)).astype(self.dtype)
         b = rng.random(self.b_shape).astype(self.dtype)
-        ev = self.executable.mod.time_evaluator(
-            "main", self.device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
-        )
+        ev = self.evaluator(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
         return [float(x) for x in ev(*self.tensors(a, b)).results]
 
     def source(self, kind: str = "asm") -> str:

@@ -62,6 +62,7 @@ def test_prepared_tvm_candidate_records_decisions():
     assert cand.kind == "tvm" and cand.decisions["vector_width"] == host_facts().simd_lanes_fp32
     cand.call()
     assert cand.native_timer()() > 0
+    assert len(cand.kernel.time_evaluator(number=1, repeat=2)) == 2
     with pytest.raises(TypeError, match="not a TVM kernel"):
         prepare("numpy", MatmulShape(2, 2, 2)).native_timer()
 

@@ -3,6 +3,7 @@ limits apply to NumPy's BLAS."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -17,37 +18,34 @@ def test_quiet_process_settles_at_once():
     assert settle.quiet and settle.seconds < 0.5
 
 
-def test_spinning_thread_delays_quiet_until_it_stops():
-    stop = time.perf_counter() + 0.3
+@contextlib.contextmanager
+def _spinner(seconds: float):
+    """A thread burning CPU for ``seconds`` (or until the block ends)."""
+    stop, done = time.perf_counter() + seconds, threading.Event()
 
     def spin():
-        while time.perf_counter() < stop:
+        while not done.is_set() and time.perf_counter() < stop:
             pass
 
     t = threading.Thread(target=spin)
     t.start()
     try:
-        settle = wait_for_quiet(timeout=2.0)
+        yield
     finally:
+        done.set()
         t.join()
+
+
+def test_spinning_thread_delays_quiet_until_it_stops():
+    with _spinner(0.3):
+        settle = wait_for_quiet(timeout=2.0)
     assert settle.quiet
     assert settle.seconds >= 0.2  # it waited for the spinner, not a fixed pause
 
 
 def test_endless_spinner_times_out_and_says_so():
-    done = threading.Event()
-
-    def spin():
-        while not done.is_set():
-            pass
-
-    t = threading.Thread(target=spin)
-    t.start()
-    try:
+    with _spinner(60):
         settle = wait_for_quiet(timeout=0.1)
-    finally:
-        done.set()
-        t.join()
     assert not settle.quiet and settle.seconds >= 0.1
 
 
