@@ -25,6 +25,7 @@ from tvm.s_tir import Schedule, ScheduleError
 
 from .hardware import HostFacts, host_facts
 from .kernel import BLOCK, check_dtype, check_layout, matmul_module
+from .rules import apply_config, decide, parse_overrides
 from .workloads import MatmulShape
 
 #: Loop handles a recipe may name, after its splits.
@@ -208,18 +209,29 @@ def variant_names(*, legal_only: bool = False, family: str | None = None) -> lis
     ]
 
 
+#: Variants that take knob overrides in their name, ``base[knob=value,...]``:
+#: base name -> factory(overrides) -> Variant.
+_PARAMETRIC: dict[str, Callable[[dict[str, Any]], Variant]] = {}
+
+
 def get_variant(name: str) -> Variant:
     """Look a variant up by name.
+
+    A parametric variant also answers to ``base[knob=value,...]`` (for example
+    ``rule_based[tk=64,jpack=16]``), which pins those knobs.
 
     Raises
     ------
     ValueError
-        For an unknown name; the message lists every known variant.
+        For an unknown name (the message lists every known variant) or a bad
+        override (the message lists the knobs).
     """
-    try:
+    if isinstance(name, str) and name in _REGISTRY:
         return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown variant {name!r}; known variants: {', '.join(_REGISTRY)}") from None
+    parsed = parse_overrides(name) if isinstance(name, str) else None
+    if parsed is not None and parsed[0] in _PARAMETRIC:
+        return _PARAMETRIC[parsed[0]](parsed[1])
+    raise ValueError(f"unknown variant {name!r}; known variants: {', '.join(_REGISTRY)}")
 
 
 def variant_decisions(
@@ -307,6 +319,37 @@ register_recipe(
     Recipe(j_split=SIMD, k_split=16, order=("i", "j0", "k0", "j1", "k1"), parallel="i", vectorize="j1", unroll="k1"),
 )
 del _tk
+
+
+# --------------------------------------------------------------------------- the rule-based schedule
+def _rule_based(overrides: dict[str, Any]) -> Variant:
+    """``rule_based``, optionally with knobs pinned (ablations use this)."""
+    pinned = dict(overrides)
+    name = "rule_based" + (f"[{','.join(f'{k}={v}' for k, v in pinned.items())}]" if pinned else "")
+
+    def plan(ctx: ScheduleContext):
+        return decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, overrides=pinned)
+
+    def apply(sch: Schedule, ctx: ScheduleContext) -> None:
+        apply_config(sch, plan(ctx).config, ctx.shape, ctx.layout)
+
+    def summary(facts: HostFacts) -> str:
+        return ("register-blocked GEMM from hardware rules: pad, pack B, task tiles TM x TN in parallel, "
+                "TK blocks, mr x j-pack accumulators" + (f"; pinned {pinned}" if pinned else ""))
+
+    def decisions(ctx: ScheduleContext) -> dict[str, Any]:
+        p = plan(ctx)
+        d = p.config.as_dict()
+        d["parallel_tasks"] = p.config.tasks(ctx.shape)
+        d["threads"] = ctx.facts.runtime_threads
+        d["vector_width"] = p.config.vector
+        return d
+
+    return Variant(name, "rule", apply, summary, None, decisions)
+
+
+register(_rule_based({}))
+_PARAMETRIC["rule_based"] = _rule_based
 
 __all__ = [
     "SIMD",
