@@ -134,6 +134,35 @@ def _cmd_paired(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from .rules import RULES, decide, parse_overrides
+
+    overrides = parse_overrides(f"rule_based[{args.set}]")[1] if args.set else None
+    plan = decide(_shape(args), hardware.host_facts(), dtype=args.dtype, layout=args.layout, overrides=overrides)
+    print(plan.table())
+    if args.rules:
+        print()
+        for rid, text in RULES.items():
+            print(f"  {rid:<4} {text}")
+    return 0
+
+
+def _cmd_evidence(args: argparse.Namespace) -> int:
+    from .evidence import get_study, overall, run_study, study_names, write_study
+
+    names = args.studies or study_names()
+    studies = [get_study(n) for n in names]  # every name checked before anything runs
+    for study in studies:
+        print(f"== {study.name}: {study.question}", file=sys.stderr)
+        result = run_study(study, kernels=args.kernels, m_values=args.m_values, blocks=args.blocks,
+                           calls=args.calls, progress=lambda line: print("   " + line, file=sys.stderr))
+        files = write_study(result, args.out)
+        for b, ratio in overall(result).items():
+            print(f"{study.name:<10} {b:<32} speedup over {result.study.pairs[0][0]}: {ratio:.3f}")
+        print(f"   wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
+    return 0
+
+
 def _cmd_shapes(args: argparse.Namespace) -> int:
     for w in workloads(args.kernels, args.m_values, args.model):
         s = w.shape
@@ -206,6 +235,22 @@ def parser() -> argparse.ArgumentParser:
     par.add_argument("--calls", type=_positive, default=10, help="calls per block (default: 10)")
     par.add_argument("--csv", type=Path, help="also write the per-shape table (and -geomean.csv) here")
     par.set_defaults(func=_cmd_paired)
+
+    desc = sub.add_parser("describe", help="the rule_based plan for a shape: each decision, its rule, the cache budget")
+    _add_kernel_args(desc)
+    desc.set_defaults(variant="rule_based")
+    desc.add_argument("--set", metavar="KNOB=V,...", help="pin knobs, as in rule_based[tk=64,jpack=16]")
+    desc.add_argument("--rules", action="store_true", help="also list every rule")
+    desc.set_defaults(func=_cmd_describe)
+
+    evi = sub.add_parser("evidence", help="regenerate the paired (ABBA) measurements behind the rules")
+    evi.add_argument("studies", nargs="*", help="studies to run (default: all; see matmul/evidence.py)")
+    evi.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
+    evi.add_argument("--m-values", type=_positive, nargs="+", help="M values (default: each study's own)")
+    evi.add_argument("--blocks", type=_positive, default=4, help="timed blocks per side, even (default: 4)")
+    evi.add_argument("--calls", type=_positive, help="calls per block (default: each study's own)")
+    evi.add_argument("--out", type=Path, default=Path("evidence"), help="output folder (default: %(default)s)")
+    evi.set_defaults(func=_cmd_evidence)
 
     shapes = sub.add_parser("shapes", help="Transformer GEMM shapes")
     shapes.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
