@@ -155,8 +155,13 @@ def write_summary(folder: Path) -> Path:
         geo_file, meta_file = folder / f"{name}-geomean.csv", folder / f"{name}.json"
         if not geo_file.exists():
             continue
-        geo = pd.read_csv(geo_file)
-        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        try:
+            geo = pd.read_csv(geo_file)
+            meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+            geo = geo[["a", "b", "kernel", "speedup_geomean"]]
+        except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as err:
+            raise ValueError(f"{geo_file} (or its .json) cannot be read ({err}); rerun that study or delete "
+                             "its files, they are left as they are") from None
         wide = geo.pivot_table(index=["a", "b"], columns="kernel", values="speedup_geomean", sort=False)
         wide = wide.reset_index()
         parts += [f"## {name} ({meta.get('rule', '')})", "", meta.get("question", ""), "",

@@ -289,6 +289,9 @@ def _largest_dividing_multiple(total: int, unit: int, cap: int) -> int:
     return best
 
 
+_INT_KNOBS = frozenset({"tm", "tn", "tk", "mr", "jpack", "vector", "unroll", "writeback"})
+
+
 def decide(
     shape: MatmulShape,
     facts: HostFacts,
@@ -318,6 +321,9 @@ def decide(
     def note(knob: str, value: Any, rule: str, why: str) -> Any:
         if knob in overrides:
             value = overrides[knob]
+            if knob in _INT_KNOBS and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                       or value < (0 if knob == "writeback" else 1)):
+                raise RuleError(f"illegal rule config: {knob} must be a positive integer, got {value!r}")
             rule, why = "user", f"overridden (rules chose differently: {why})"
         decisions.append(Decision(knob, value, rule, why))
         return value
@@ -349,7 +355,7 @@ def decide(
     threads = max(1, facts.runtime_threads)
     want = TASKS_PER_THREAD * threads
     # Fewer columns per task before cutting M (cutting M repacks B per row block).
-    while np_ // tn0 * (mp // mr) >= want and np_ // tn0 < want and tn0 > jpack:
+    while np_ // tn0 < want and tn0 > jpack:
         tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
     tn = note("tn", tn0, "R6", f"{tn0 // jpack} j-packs; {np_ // tn0} column tasks")
 
@@ -407,12 +413,15 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     sch.parallel(task)  # R11
     if packed is not None:
         sch.compute_at(packed, ko)
-        copy = sch.get_loops(packed)[-2:]
-        if layout == "NT":
+        ko_stmt = sch.get(ko)
+        loops = sch.get_loops(packed)
+        depth = next(n for n, loop in enumerate(loops) if sch.get(loop).same_as(ko_stmt))
+        copy = loops[depth + 1:]  # (k, j) for NN, (j, k) for NT; unit loops may be gone
+        if layout == "NT" and len(copy) == 2:
             sch.reorder(copy[1], copy[0])  # write panels row by row: reads stride K, writes contiguous
-        inner = sch.get_loops(packed)[-1]
-        _, lane = sch.split(inner, [None, c.vector])
-        sch.vectorize(lane)
+        if copy:
+            _, lane = sch.split(sch.get_loops(packed)[-1], [None, c.vector])
+            sch.vectorize(lane)
     jv_outer, jv = sch.split(jr, [None, c.vector])
     sch.vectorize(jv)
     sch.unroll(jv_outer)

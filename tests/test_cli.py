@@ -88,8 +88,27 @@ def test_paired_prints_table_and_writes_csv(capsys, tmp_path):
         (["paired", "full", "numpy", "--blocks", "3"], "even number"),
         (["agreement", "--alternations", "3"], "even number"),
         (["report", "/no/such/run.json"], "no such run file"),
+        (["describe", "--set", "tn=100"], "tn 100 is not a multiple of jpack"),
+        (["describe", "--set", "fast=1"], "knob=value with knob one of"),
+        (["evidence", "tk", "nope"], "unknown study 'nope'; choose from: ksplit"),
+        (["paired", "rule_based", "rule_based[tk=0]", "--kernels", "qkv"], "tk must be a positive integer"),
     ],
 )
 def test_paired_and_report_bad_input(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_describe_prints_each_decision_with_its_rule_and_the_budget(capsys):
+    assert main(["describe", "--kernel", "mlp_expand", "-M", "96", "--rules"]) == 0
+    out = capsys.readouterr().out
+    assert "rule_based plan for M=96 K=768 N=3072" in out
+    for knob, rule in [("jpack", "R2"), ("tk", "R4"), ("tn", "R6"), ("tm", "R7"), ("pack_b", "R5"), ("order", "R8")]:
+        assert any(line.split()[:1] == [knob] and rule in line.split() for line in out.splitlines()), knob
+    assert "packed B micro-panel" in out and "C tile" in out and "R11" in out
+
+
+def test_describe_with_pinned_knobs(capsys):
+    assert main(["describe", "--shape", "1", "768", "768", "--set", "tk=64,order=ifirst"]) == 0
+    out = capsys.readouterr().out
+    assert "overridden by the caller: tk=64, order=ifirst" in out

@@ -1,0 +1,63 @@
+"""The evidence command: every study is runnable, and its files are sound."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from matmul import bert_shapes, host_facts
+from matmul.candidates import check_candidate
+from matmul.evidence import STUDIES, Study, get_study, run_study, write_study, write_summary
+from matmul.rules import decide, parse_overrides
+
+
+@pytest.mark.parametrize("study", STUDIES.values(), ids=STUDIES.keys())
+def test_every_pair_names_legal_candidates(study):
+    for a, b in study.pairs:
+        assert check_candidate(a) == check_candidate(b) == "tvm"
+
+
+@pytest.mark.parametrize("study", [s for s in STUDIES.values() if s.rule.startswith("R")], ids=lambda s: s.name)
+def test_rule_ablations_pin_one_knob_legally_on_every_bert_shape(study):
+    facts = host_facts()
+    for a, b in study.pairs:
+        assert a == "rule_based"
+        base, pinned = parse_overrides(b)
+        assert base == "rule_based" and len(pinned) == 1
+        for w in bert_shapes():
+            plan = decide(w.shape, facts, overrides=pinned)
+            default = decide(w.shape, facts).config
+            assert plan.config != default, f"{b} changes nothing on {w.id}"
+            assert plan.config.padded(w.shape) == (w.shape.M, w.shape.N, w.shape.K), f"{b} pads {w.id}"
+
+
+def test_unknown_study_lists_the_studies():
+    with pytest.raises(ValueError, match="unknown study 'x'; choose from: ksplit, parallel"):
+        get_study("x")
+
+
+def test_a_study_runs_and_writes_its_files(tmp_path):
+    study = Study("unroll", "tiny", (("rule_based", "rule_based[unroll=1]"),), (16,), calls=1, rule="R9")
+    result = run_study(study, kernels=["qkv"], blocks=2)
+    assert list(result.table["b"]) == ["rule_based[unroll=1]"]
+    assert (result.table["speedup_b_over_a"] > 0).all()
+    files = write_study(result, tmp_path)
+    folder = tmp_path / host_facts().profile
+    assert {f.name for f in files} == {"unroll.csv", "unroll-geomean.csv", "unroll.json", "SUMMARY.md"}
+    assert all(f.parent == folder for f in files)
+    meta = json.loads((folder / "unroll.json").read_text())
+    assert meta["shapes"] == ["qkv-M16"] and meta["blocks"] == 2 and meta["profile"] == host_facts().profile
+    geo = pd.read_csv(folder / "unroll-geomean.csv")
+    assert set(geo["kernel"]) == {"qkv", "all"}
+    summary = (folder / "SUMMARY.md").read_text()
+    assert "## unroll (R9)" in summary and "rule_based[unroll=1]" in summary
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_summary_refuses_a_corrupt_study_file_and_leaves_it(tmp_path):
+    (tmp_path / "tk-geomean.csv").write_text("\x00\x01 not a csv")
+    with pytest.raises(ValueError, match="tk-geomean.csv"):
+        write_summary(tmp_path)
+    assert (tmp_path / "tk-geomean.csv").read_text() == "\x00\x01 not a csv"

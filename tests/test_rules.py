@@ -1,0 +1,213 @@
+"""The rule-based schedule: its decisions, their limits, its errors, its code.
+
+Decisions are pure functions of (shape, facts), so most tests here vary the
+facts (SIMD width, registers, caches, threads) and check what the rules must
+guarantee on any machine; correctness against NumPy is covered for every
+legal variant by the hypothesis and BERT suites, and below for the shapes
+the rules treat specially (M=1, padding, other models, float64, NT).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+
+from matmul import MatmulShape, build, build_cached, compare, host_facts, kernel_shape, make_inputs, verify
+from matmul.rules import RULES, RuleConfig, RuleError, decide, parse_overrides, vector_registers
+from matmul.runner import count_vector_fma
+from matmul.variants import get_variant, schedule, variant_decisions
+from matmul.workloads import MODELS, bert_shapes
+
+from .strategies import shapes
+
+HOST = host_facts()
+ZEN3 = dataclasses.replace(HOST, mcpu="znver3", simd_lanes_fp32=8, isa=("avx", "avx2", "fma"),
+                           l1d_bytes=32 * 1024, l2_bytes=512 * 1024, runtime_threads=2, num_cores=2)
+ZEN4 = dataclasses.replace(ZEN3, mcpu="znver4", simd_lanes_fp32=16, isa=("avx", "avx2", "fma", "avx512f"),
+                           l2_bytes=1024 * 1024)
+BIG = dataclasses.replace(ZEN3, runtime_threads=12, num_cores=12)
+FACTS = {"zen3": ZEN3, "zen4": ZEN4, "12 threads": BIG}
+ODD = [MatmulShape(1, 768, 768), MatmulShape(17, 100, 50), MatmulShape(77, 1024, 4096), MatmulShape(1, 1, 1),
+       MatmulShape(5, 3072, 13)]
+
+
+# --------------------------------------------------------------------------- decisions
+@pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())
+@pytest.mark.parametrize("shape", [w.shape for w in bert_shapes()] + ODD, ids=str)
+def test_plan_respects_registers_caches_and_tiles(facts, shape):
+    c = decide(shape, facts).config
+    lanes = facts.simd_lanes_fp32
+    assert c.vector == lanes
+    assert c.jpack % lanes == 0 and c.tn % c.jpack == 0 and c.tm % c.mr == 0
+    assert c.mr * (c.jpack // lanes) + c.jpack // lanes + 1 <= vector_registers(facts)
+    assert c.tk * c.jpack * 4 <= facts.l1d_bytes // 2 or c.tk <= lanes
+    assert c.tm * c.tn * 4 <= facts.l2_bytes // 2 or c.tm == c.mr
+    mp, np_, kp = c.padded(shape)
+    assert shape.M <= mp < shape.M + c.tm and shape.N <= np_ < shape.N + c.tn and shape.K <= kp < shape.K + c.tk
+
+
+@pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())
+@pytest.mark.parametrize("M", [1, 2, 3, 7, 16, 17, 32, 64, 96, 128, 192, 256, 384, 512, 1000])
+@pytest.mark.parametrize("kernel", ["qkv", "mlp_expand", "mlp_reduce"])
+def test_enough_parallel_tasks_at_every_m(facts, M, kernel):
+    shape = kernel_shape(kernel, M)
+    c = decide(shape, facts).config
+    assert c.tasks(shape) >= facts.runtime_threads
+    # and at least the 4-per-thread aim whenever the register tiles allow it
+    mp, np_, _ = c.padded(shape)
+    if (mp // c.mr) * (np_ // c.jpack) >= 4 * facts.runtime_threads:
+        assert c.tasks(shape) >= 4 * facts.runtime_threads
+
+
+def test_avx2_bert_tile_is_four_rows_by_three_vectors():
+    c = decide(kernel_shape("qkv", 128), ZEN3).config
+    assert (c.mr, c.jpack, c.tk, c.tn, c.tm) == (4, 24, 128, 96, 128)
+
+
+def test_the_wider_machine_gets_wider_tiles():
+    shape = kernel_shape("qkv", 128)
+    c3, c4 = decide(shape, ZEN3).config, decide(shape, ZEN4).config
+    assert c4.vector == 16 and c4.jpack % 16 == 0
+    assert c4.mr * c4.jpack // 16 > c3.mr * c3.jpack // 8  # 32 registers hold more accumulators
+
+
+def test_l1_size_sets_tk():
+    shape = kernel_shape("mlp_reduce", 64)
+    small = decide(shape, dataclasses.replace(ZEN3, l1d_bytes=16 * 1024)).config.tk
+    large = decide(shape, dataclasses.replace(ZEN3, l1d_bytes=64 * 1024)).config.tk
+    assert small < decide(shape, ZEN3).config.tk < large
+
+
+def test_more_threads_split_m_only_when_columns_run_out():
+    shape = kernel_shape("qkv", 384)
+    two, twelve = decide(shape, ZEN3).config, decide(shape, BIG).config
+    assert two.tm == 384  # 8 column tasks are enough for 2 threads: B is packed once
+    assert twelve.tasks(shape) >= 48 and twelve.tn <= two.tn
+
+
+def test_float64_halves_the_lanes():
+    c = decide(kernel_shape("qkv", 64), ZEN3, dtype="float64").config
+    assert c.vector == 4 and c.jpack % 4 == 0
+
+
+def test_every_decision_names_its_rule():
+    plan = decide(kernel_shape("mlp_expand", 96), ZEN3)
+    assert {d.rule for d in plan.decisions} <= set(RULES)
+    assert {d.knob for d in plan.decisions} == {f.name for f in dataclasses.fields(RuleConfig)}
+    text = plan.table()
+    for d in plan.decisions:
+        assert d.rule in text and d.knob in text
+    for level in ("registers", "L1", "L2"):
+        assert level in text
+    assert "12.0 KiB" in text  # the 128 x 24 packed micro-panel
+
+
+# --------------------------------------------------------------------------- overrides and errors
+def test_overrides_pin_knobs_and_say_so():
+    plan = decide(kernel_shape("qkv", 16), ZEN3, overrides={"tk": 64, "order": "ifirst"})
+    assert plan.config.tk == 64 and plan.config.order == "ifirst"
+    pinned = {d.knob: d.rule for d in plan.decisions}
+    assert pinned["tk"] == "user" and pinned["order"] == "user" and pinned["jpack"] == "R2"
+    assert "overridden by the caller: tk=64, order=ifirst" in plan.table()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("rule_based[tk=64]", ("rule_based", {"tk": 64})),
+        ("rule_based[pack_b=off, order=ifirst]", ("rule_based", {"pack_b": False, "order": "ifirst"})),
+        ("rule_based[]", ("rule_based", {})),
+        ("rule_based", None),
+    ],
+)
+def test_parse_overrides(text, expected):
+    assert parse_overrides(text) == expected
+
+
+@pytest.mark.parametrize("text", ["rule_based[tq=4]", "rule_based[tk]", "rule_based[=3]"])
+def test_bad_override_names_the_knobs(text):
+    with pytest.raises(RuleError, match="knob=value with knob one of: jpack, mr, order, pack_b, tk, tm, tn"):
+        parse_overrides(text)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"jpack": 12}, "jpack 12 is not a multiple of the vector width 8"),
+        ({"tn": 100}, "tn 100 is not a multiple of jpack 24"),
+        ({"tm": 6}, "tm 6 is not a multiple of mr 4"),
+        ({"tk": 0}, "tk must be a positive integer, got 0"),
+        ({"unroll": 3}, "unroll 3 does not divide tk 128"),
+        ({"writeback": 12}, "writeback 12 must be a multiple of the vector width 8"),
+        ({"order": "kfirst"}, "order 'kfirst' is not one of jfirst, ifirst"),
+        ({"tk": "big"}, "tk must be a positive integer, got 'big'"),
+        ({"speed": 9}, "unknown rule knob"),
+    ],
+)
+def test_illegal_configs_are_refused_with_the_reason(overrides, message):
+    with pytest.raises(RuleError, match=message):
+        decide(kernel_shape("qkv", 64), ZEN3, overrides=overrides)
+
+
+def test_variant_name_with_overrides_builds_that_config():
+    v = get_variant("rule_based[tk=64,unroll=2]")
+    assert v.family == "rule" and v.name == "rule_based[tk=64,unroll=2]"
+    d = variant_decisions("rule_based[tk=64,unroll=2]", kernel_shape("qkv", 32))
+    assert d["tk"] == 64 and d["unroll"] == 2 and d["parallel_tasks"] >= 2
+    with pytest.raises(ValueError, match="unknown variant 'nope\\[tk=1\\]'; known variants: baseline"):
+        get_variant("nope[tk=1]")
+
+
+def test_an_illegal_override_fails_before_scheduling():
+    with pytest.raises(ValueError, match="tn 100 is not a multiple of jpack 24"):
+        schedule("rule_based[tn=100]", kernel_shape("qkv", 16))
+
+
+# --------------------------------------------------------------------------- correctness where the rules branch
+@given(shape=shapes())
+@example(shape=MatmulShape(1, 1, 1))
+@example(shape=MatmulShape(1, 96, 95))
+@example(shape=MatmulShape(7, 13, 97))
+@pytest.mark.parametrize("layout", ["NN", "NT"])
+def test_rule_based_is_exact_on_awkward_shapes(layout, shape):
+    kernel = build_cached("rule_based", shape, "float32", layout)
+    a, b = make_inputs(shape, layout=layout, kind="int", seed=shape.M + 31 * shape.K)
+    check = compare(kernel.run(a, b), a, b, layout=layout, kind="int")
+    assert check.ok, f"rule_based {shape} {layout}: {check}"
+
+
+@pytest.mark.parametrize("shape", ODD[:3] + [kernel_shape(k, 77, MODELS["bert-large"]) for k in ("qkv", "mlp_reduce")],
+                         ids=str)
+@pytest.mark.parametrize("layout", ["NN", "NT"])
+def test_rule_based_outside_bert(shape, layout):
+    assert verify(build_cached("rule_based", shape, "float32", layout), seed=3).ok
+
+
+@pytest.mark.parametrize("overrides", ["pack_b=off", "order=ifirst", "writeback=24", "tk=256,unroll=8", "jpack=16"])
+def test_ablation_configs_stay_correct(overrides):
+    shape = MatmulShape(33, 512, 240)
+    assert verify(build(f"rule_based[{overrides}]", shape), seed=4).ok
+
+
+def test_rule_based_float64():
+    assert verify(build("rule_based", MatmulShape(19, 70, 45), dtype="float64"), seed=2).ok
+
+
+def test_hot_loop_is_a_full_width_register_tile():
+    """The accumulate loop has mr x jpack/lanes packed FMAs at the host's width."""
+    shape = kernel_shape("qkv", 64)
+    kernel = build_cached("rule_based", shape)
+    c = decide(shape, kernel.facts).config
+    n = count_vector_fma(kernel.source("asm"), kernel.facts)
+    assert n >= c.mr * c.jpack // c.vector
+
+
+def test_padding_keeps_the_hot_loop_free_of_predicates():
+    tir = schedule("rule_based", MatmulShape(17, 100, 50)).mod.script()
+    assert "A_pad" in tir and "C_pad" in tir
+    accumulate = tir[tir.index('T.sblock("C_update")'):]
+    accumulate = accumulate[:accumulate.index("T.sblock(", 10)] if "T.sblock(" in accumulate[10:] else accumulate
+    assert "T.where" not in accumulate
