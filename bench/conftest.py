@@ -20,6 +20,8 @@ folder and ``pytest-benchmark compare`` still finds them all.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from matmul import KERNELS, M_SWEEP, Workload, host_facts, workloads
@@ -29,14 +31,15 @@ from matmul.references import get_reference, is_reference
 
 #: The quick default: a few minutes on 2 cores.
 DEFAULT_M = (16, 128)
-DEFAULT_VARIANTS = ("baseline", "full", "parallel_vec_j", "numpy", "torch")
+DEFAULT_VARIANTS = ("baseline", "full", "parallel_vec_j", "rule_based", "numpy", "torch")
 #: The unscheduled triple loop takes ~0.4 s per call at qkv M=384 and ~1.5 s
 #: for the MLP kernels; by default it is measured only up to this M.
 BASELINE_MAX_M = 32
 
 
 def _csv(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+    """Split on commas outside brackets, so ``rule_based[tk=64,jpack=16]`` stays whole."""
+    return [x.strip() for x in re.split(r",(?![^\[]*\])", text) if x.strip()]
 
 
 def pytest_addoption(parser):

@@ -16,6 +16,7 @@ from typing import Any
 from .hardware import HostFacts, host_facts
 from .kernel import check_dtype, check_layout
 from .references import get_reference, is_reference, reference_names
+from .rules import RuleError
 from .runner import CompiledKernel, build_cached
 from .variants import get_variant, variant_decisions, variant_names
 from .verify import VerificationError, compare, make_inputs
@@ -33,6 +34,8 @@ def check_candidate(name: str) -> str:
         return "reference"
     try:
         v = get_variant(name)
+    except RuleError:
+        raise  # a known variant with a bad knob: its own message says which
     except ValueError:
         raise ValueError(f"unknown variant {name!r}; choose from: {', '.join(candidate_names())}") from None
     if not v.legal:

@@ -292,6 +292,30 @@ def _largest_dividing_multiple(total: int, unit: int, cap: int) -> int:
 _INT_KNOBS = frozenset({"tm", "tn", "tk", "mr", "jpack", "vector", "unroll", "writeback"})
 
 
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Knob names and value types, checked before any shape is seen.
+
+    Raises
+    ------
+    RuleError
+        An unknown knob (the message lists them) or a value of the wrong kind.
+    """
+    overrides = dict(overrides)
+    knobs = [f.name for f in dataclasses.fields(RuleConfig)]
+    unknown = set(overrides) - set(knobs)
+    if unknown:
+        raise RuleError(f"unknown rule knob(s) {', '.join(sorted(unknown))}; knobs are: {', '.join(knobs)}")
+    for knob, value in overrides.items():
+        if knob in _INT_KNOBS and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                   or value < (0 if knob == "writeback" else 1)):
+            raise RuleError(f"illegal rule config: {knob} must be a positive integer, got {value!r}")
+        if knob == "order" and value not in ORDERS:
+            raise RuleError(f"illegal rule config: order {value!r} is not one of {', '.join(ORDERS)}")
+        if knob == "pack_b" and not isinstance(value, bool):
+            raise RuleError(f"illegal rule config: pack_b must be on or off, got {value!r}")
+    return overrides
+
+
 def decide(
     shape: MatmulShape,
     facts: HostFacts,
@@ -309,21 +333,12 @@ def decide(
     """
     check_layout(layout)
     size = _itemsize(dtype)
-    overrides = dict(overrides or {})
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(RuleConfig)}
-    if unknown:
-        raise RuleError(
-            f"unknown rule knob(s) {', '.join(sorted(unknown))}; knobs are: "
-            f"{', '.join(f.name for f in dataclasses.fields(RuleConfig))}"
-        )
+    overrides = check_overrides(overrides or {})
     decisions: list[Decision] = []
 
     def note(knob: str, value: Any, rule: str, why: str) -> Any:
         if knob in overrides:
             value = overrides[knob]
-            if knob in _INT_KNOBS and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                       or value < (0 if knob == "writeback" else 1)):
-                raise RuleError(f"illegal rule config: {knob} must be a positive integer, got {value!r}")
             rule, why = "user", f"overridden (rules chose differently: {why})"
         decisions.append(Decision(knob, value, rule, why))
         return value
@@ -490,6 +505,7 @@ __all__ = [
     "RuleConfig",
     "RuleError",
     "apply_config",
+    "check_overrides",
     "decide",
     "parse_overrides",
     "vector_lanes",

@@ -25,7 +25,7 @@ from tvm.s_tir import Schedule, ScheduleError
 
 from .hardware import HostFacts, host_facts
 from .kernel import BLOCK, check_dtype, check_layout, matmul_module
-from .rules import apply_config, decide, parse_overrides
+from .rules import apply_config, check_overrides, decide, parse_overrides
 from .workloads import MatmulShape
 
 #: Loop handles a recipe may name, after its splits.
@@ -324,7 +324,7 @@ del _tk
 # --------------------------------------------------------------------------- the rule-based schedule
 def _rule_based(overrides: dict[str, Any]) -> Variant:
     """``rule_based``, optionally with knobs pinned (ablations use this)."""
-    pinned = dict(overrides)
+    pinned = check_overrides(overrides)
     name = "rule_based" + (f"[{','.join(f'{k}={v}' for k, v in pinned.items())}]" if pinned else "")
 
     def plan(ctx: ScheduleContext):

@@ -25,8 +25,8 @@ def test_default_grid_ids_read_kernel_m_variant_layout():
     proc = _collect()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = [line.split("[", 1)[1].rstrip("]") for line in proc.stdout.splitlines() if "::test_matmul[" in line]
-    assert {"qkv-M128-full-NN", "qkv-M16-numpy-NN", "mlp_expand-M16-baseline-NN"} <= set(ids)
-    assert len(ids) == 3 * 2 * 5  # kernels x default M x default variants
+    assert {"qkv-M128-full-NN", "qkv-M16-numpy-NN", "mlp_expand-M16-baseline-NN", "qkv-M16-rule_based-NN"} <= set(ids)
+    assert len(ids) == 3 * 2 * 6  # kernels x default M x default variants
 
 
 def test_baseline_is_capped_at_small_m_and_says_so():
@@ -44,6 +44,12 @@ def test_grid_options_select_cases():
     proc = _collect("--kernels", "mlp_reduce", "--m-values", "96", "--variants", "vec_j_k16", "--layout", "NN,NT")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "mlp_reduce-M96-vec_j_k16-NT" in proc.stdout and proc.stdout.count("::test_matmul[") == 2
+
+
+def test_variant_overrides_survive_the_comma_list():
+    proc = _collect("--kernels", "qkv", "--m-values", "16", "--variants", "rule_based[tk=64,jpack=16],numpy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "qkv-M16-rule_based[tk=64,jpack=16]-NN" in proc.stdout and proc.stdout.count("::test_matmul[") == 2
 
 
 def test_saved_runs_group_by_kernel_and_m(tmp_path):
@@ -129,6 +135,7 @@ def test_torch_reference_verifies_when_installed():
         (("--kernels", "attn"), "unknown kernel 'attn'"),
         (("--m-values", "0"), "M must be a positive integer"),
         (("--m-values", "16,x"), "must be 'all' or comma-separated integers"),
+        (("--variants", "rule_based[tk=-1]"), "tk must be a positive integer, got -1"),
     ],
 )
 def test_bad_grid_options_are_usage_errors(args, message):
