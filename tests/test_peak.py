@@ -49,3 +49,9 @@ def test_a_loop_without_packed_fma_is_refused():
     f = dataclasses.replace(host_facts(), simd_lanes_fp32=wide)
     with pytest.raises(HardwareError, match=f"packed {wide}-lane FMAs"):
         measure_fp32_peak(f, iters=10, repeat=1)
+
+
+
+def test_peak_samples_are_spread_over_time():
+    peak = measure_fp32_peak(repeat=4, spacing_s=0.05)
+    assert "best of 4 samples 50 ms apart" in peak.detail and peak.gflops > 0
