@@ -157,8 +157,8 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
         result = run_study(study, kernels=args.kernels, m_values=args.m_values, blocks=args.blocks,
                            calls=args.calls, progress=lambda line: print("   " + line, file=sys.stderr))
         files = write_study(result, args.out)
-        for b, ratio in overall(result).items():
-            print(f"{study.name:<10} {b:<32} speedup over {result.study.pairs[0][0]}: {ratio:.3f}")
+        for (a, b), ratio in overall(result).items():
+            print(f"{study.name:<10} {b:<32} speedup over {a}: {ratio:.3f}")
         print(f"   wrote {', '.join(str(f) for f in files)}", file=sys.stderr)
     return 0
 

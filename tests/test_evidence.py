@@ -9,7 +9,7 @@ import pytest
 
 from matmul import bert_shapes, host_facts
 from matmul.candidates import check_candidate
-from matmul.evidence import STUDIES, Study, get_study, run_study, write_study, write_summary
+from matmul.evidence import STUDIES, Study, get_study, overall, run_study, write_study, write_summary
 from matmul.rules import decide, parse_overrides
 
 
@@ -43,6 +43,7 @@ def test_a_study_runs_and_writes_its_files(tmp_path):
     result = run_study(study, kernels=["qkv"], blocks=2)
     assert list(result.table["b"]) == ["rule_based[unroll=1]"]
     assert (result.table["speedup_b_over_a"] > 0).all()
+    assert overall(result) == {("rule_based", "rule_based[unroll=1]"): pytest.approx(result.table["speedup_b_over_a"][0])}
     files = write_study(result, tmp_path)
     folder = tmp_path / host_facts().profile
     assert {f.name for f in files} == {"unroll.csv", "unroll-geomean.csv", "unroll.json", "SUMMARY.md"}
