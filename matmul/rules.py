@@ -46,11 +46,11 @@ from .workloads import MatmulShape
 RULES: dict[str, str] = {
     "R1": "vector width = the target's SIMD lanes for the element type",
     "R2": "register tile: the most accumulators (mr x j-pack / lanes) that leave one register per B vector "
-          "and one for the A broadcast, preferring tiles that divide N, then M",
+          "and one for the A broadcast, with mr <= M, preferring tiles that divide N, then M",
     "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop",
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
-    "R5": "pack B into j-pack-wide panels per (task, TK) block: contiguous, no cache-set aliasing, "
-          "and the NT layout gets its transpose for free",
+    "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them "
+          "(or the layout is NT): contiguous, no cache-set aliasing, NT transposed for free",
     "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile",
     "R7": "TM: the whole of M per task (B is packed once) unless that leaves fewer than 4 tasks per "
           "thread; the C tile must fit in half of L2",
@@ -271,7 +271,7 @@ def _register_tile(shape: MatmulShape, lanes: int, regs: int) -> tuple[int, int]
     """R2: (mr, vectors across j) with the most accumulators that fit."""
     best_key, best = None, (1, 1)
     for nv in range(1, 5):
-        for mr in range(1, 9):
+        for mr in range(1, min(8, shape.M) + 1):  # never more rows than M has
             if mr * nv + nv + 1 > regs:
                 continue
             key = (shape.N % (nv * lanes) == 0 or shape.N <= nv * lanes,
@@ -387,8 +387,14 @@ def decide(
     unroll = note("unroll", math.gcd(UNROLL_STEP, tk), "R9", "ki unrolled by this step")
     writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
     order = note("order", "jfirst", "R8", "B micro-panel reused from L1 by every row block")
-    pack_b = note("pack_b", True, "R5", "contiguous panels; NT transposed while packing" if layout == "NT"
-                  else "contiguous panels, no set aliasing at large N")
+    row_blocks = mp // mr
+    if layout == "NT":
+        pack0, why_pack = True, "NT: B transposed into contiguous panels while packing"
+    elif row_blocks >= 2:
+        pack0, why_pack = True, f"each panel reused by {row_blocks} row blocks; contiguous, no set aliasing"
+    else:
+        pack0, why_pack = False, "one row block: a packed panel would be read once, the copy is pure cost"
+    pack_b = note("pack_b", pack0, "R5", why_pack)
     config = RuleConfig(tm=tm, tn=tn, tk=tk, mr=mr, jpack=jpack, vector=lanes, unroll=unroll,
                         writeback=writeback, order=order, pack_b=bool(pack_b)).check()
     pinned = tuple(f"{k}={v}" for k, v in overrides.items())

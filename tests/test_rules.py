@@ -88,6 +88,18 @@ def test_more_threads_split_m_only_when_columns_run_out():
     assert twelve.tasks(shape) >= 48 and twelve.tn <= two.tn
 
 
+@pytest.mark.parametrize("M", [1, 2, 3])
+def test_tiny_m_gets_a_tile_of_m_rows_and_reads_b_in_place(M):
+    c = decide(kernel_shape("mlp_expand", M), ZEN3).config
+    assert c.mr == M and c.padded(kernel_shape("mlp_expand", M))[0] == M  # no padded rows
+    assert not c.pack_b  # one row block: a packed panel would be read once
+    assert decide(kernel_shape("mlp_expand", M), ZEN3, layout="NT").config.pack_b  # NT still needs the transpose
+
+
+def test_b_is_packed_once_two_row_blocks_share_it():
+    assert decide(kernel_shape("qkv", 8), ZEN3).config.pack_b  # 2 row blocks of 4
+
+
 def test_float64_halves_the_lanes():
     c = decide(kernel_shape("qkv", 64), ZEN3, dtype="float64").config
     assert c.vector == 4 and c.jpack % 4 == 0
