@@ -71,6 +71,8 @@ MAX_PANELS_PER_TASK = 4
 #: Share of L1 the packed B micro-panel may fill (R4). Half of L1 (TK=128 on
 #: AVX2) and 3/4 (TK=256) differ by 3-4% in two paired runs, in favour of 3/4.
 L1_SHARE_NUM, L1_SHARE_DEN = 3, 4
+#: Knobs that take positive integers.
+_INT_KNOBS = ("tm", "tn", "tk", "mr", "jpack", "vector", "writeback", "unroll")
 #: Default explicit unroll step of the ki loop (R9).
 UNROLL_STEP = 4
 
@@ -111,14 +113,10 @@ class RuleConfig:
     mr: int
     jpack: int
     vector: int
+    writeback: int
     unroll: int = UNROLL_STEP
-    writeback: int = 0  # 0: the vector width
     order: str = "jfirst"
     pack_b: bool = True
-
-    @property
-    def writeback_width(self) -> int:
-        return self.writeback or self.vector
 
     def padded(self, shape: MatmulShape) -> tuple[int, int, int]:
         """M, N, K after R3's padding: multiples of tm, tn and tk."""
@@ -131,7 +129,7 @@ class RuleConfig:
     def check(self) -> RuleConfig:
         """Raise :class:`RuleError` naming every broken constraint."""
         problems = []
-        for name in ("tm", "tn", "tk", "mr", "jpack", "vector", "unroll"):
+        for name in _INT_KNOBS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
@@ -145,9 +143,9 @@ class RuleConfig:
             problems.append(f"tm {self.tm} is not a multiple of mr {self.mr}")
         if self.tk % self.unroll:
             problems.append(f"unroll {self.unroll} does not divide tk {self.tk}")
-        wb = self.writeback_width
-        if wb % self.vector or self.tn % wb:
-            problems.append(f"writeback {wb} must be a multiple of the vector width {self.vector} dividing tn {self.tn}")
+        if self.writeback % self.vector or self.tn % self.writeback:
+            problems.append(f"writeback {self.writeback} must be a multiple of the vector width {self.vector} "
+                            f"dividing tn {self.tn}")
         if self.order not in ORDERS:
             problems.append(f"order {self.order!r} is not one of {', '.join(ORDERS)}")
         if problems:
@@ -155,9 +153,7 @@ class RuleConfig:
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["writeback"] = self.writeback_width
-        return d
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,17 +182,17 @@ class Plan:
         regs = vector_registers(self.facts)
         acc = c.mr * c.jpack // c.vector
         l1, l2 = _l1(self.facts), _l2(self.facts)
+        def cache(level: str, what: str, rows: int, cols: int, budget: int) -> dict[str, Any]:
+            return {"level": level, "what": f"{what} {rows} x {cols}", "unit": "bytes",
+                    "used": rows * cols * size, "budget": budget}
+
         return [
             {"level": "registers", "what": f"{acc} accumulators + {c.jpack // c.vector} B vectors + 1 broadcast",
-             "bytes": None, "used": acc + c.jpack // c.vector + 1, "budget": regs},
-            {"level": "L1", "what": f"packed B micro-panel {c.tk} x {c.jpack}",
-             "bytes": c.tk * c.jpack * size, "used": c.tk * c.jpack * size, "budget": l1},
-            {"level": "L1", "what": f"A rows {c.mr} x {c.tk}",
-             "bytes": c.mr * c.tk * size, "used": c.mr * c.tk * size, "budget": l1},
-            {"level": "L2", "what": f"packed B block {c.tk} x {c.tn}",
-             "bytes": c.tk * c.tn * size, "used": c.tk * c.tn * size, "budget": l2},
-            {"level": "L2", "what": f"C tile {c.tm} x {c.tn}",
-             "bytes": c.tm * c.tn * size, "used": c.tm * c.tn * size, "budget": l2},
+             "unit": "registers", "used": acc + c.jpack // c.vector + 1, "budget": regs},
+            cache("L1", "packed B micro-panel", c.tk, c.jpack, l1),
+            cache("L1", "A rows", c.mr, c.tk, l1),
+            cache("L2", "packed B block", c.tk, c.tn, l2),
+            cache("L2", "C tile", c.tm, c.tn, l2),
         ]
 
     def table(self) -> str:
@@ -220,8 +216,8 @@ class Plan:
             f"  {'level':<9} {'working set':<44} {'used':>10} {'budget':>10}",
         ]
         for b in self.budget():
-            used = str(b["used"]) if b["bytes"] is None else _kib(b["used"])
-            budget = str(b["budget"]) if b["bytes"] is None else _kib(b["budget"])
+            show = _kib if b["unit"] == "bytes" else str
+            used, budget = show(b["used"]), show(b["budget"])
             lines.append(f"  {b['level']:<9} {b['what']:<44} {used:>10} {budget:>10}")
         if self.overrides:
             lines += ["", f"  overridden by the caller: {', '.join(self.overrides)}"]
@@ -292,9 +288,6 @@ def _largest_dividing_multiple(total: int, unit: int, cap: int) -> int:
     return best
 
 
-_INT_KNOBS = frozenset({"tm", "tn", "tk", "mr", "jpack", "vector", "unroll", "writeback"})
-
-
 def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Knob names and value types, checked before any shape is seen.
 
@@ -310,7 +303,7 @@ def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         raise RuleError(f"unknown rule knob(s) {', '.join(sorted(unknown))}; knobs are: {', '.join(knobs)}")
     for knob, value in overrides.items():
         if knob in _INT_KNOBS and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                   or value < (0 if knob == "writeback" else 1)):
+                                   or value < 1):
             raise RuleError(f"illegal rule config: {knob} must be a positive integer, got {value!r}")
         if knob == "order" and value not in ORDERS:
             raise RuleError(f"illegal rule config: order {value!r} is not one of {', '.join(ORDERS)}")
@@ -350,7 +343,7 @@ def decide(
     lanes = note("vector", vector_lanes(facts, dtype), "R1", f"{facts.simd_lanes_fp32} fp32 lanes, {size}-byte elements")
     mr0, nv0 = _register_tile(shape, lanes, regs)
     jpack = note("jpack", nv0 * lanes, "R2", f"{nv0} vectors across j; {mr0 * nv0} accumulators of {regs} registers")
-    mr = note("mr", mr0, "R2", f"{mr0} rows x {jpack // lanes if jpack % lanes == 0 else '?'} vectors")
+    mr = note("mr", mr0, "R2", f"{mr0} rows, at most M")
     # R3 pads M and N to the register tile; the task tiles below divide the padded sizes.
     mp, np_ = _round_up(shape.M, mr), _round_up(shape.N, jpack)
 
@@ -453,22 +446,14 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     if c.unroll > 1:
         _, kq = sch.split(ki, [None, c.unroll])
         sch.unroll(kq)
-    _, wb = sch.split(sch.get_loops(local)[-1], [None, c.writeback_width])
+    _, wb = sch.split(sch.get_loops(local)[-1], [None, c.writeback])
     sch.vectorize(wb)
     sch.decompose_reduction(block, ko)
-    _schedule_padding(sch, task)
-
-
-def _schedule_padding(sch: Schedule, task: Any) -> None:
-    """Parallelise pad_einsum's copy-in and copy-out blocks, if any."""
-    for name in ("A_pad", "B_pad", "C_pad"):
-        try:
-            blk = sch.get_sblock(name)
-        except Exception:  # noqa: BLE001 - the block exists only when that operand was padded
-            continue
-        loops = sch.get_loops(blk)
-        if loops:
-            sch.parallel(loops[0])
+    # pad_einsum copies an operand in (A, B) or out (C) when one of its axes grew.
+    grown = {"M": mp != shape.M, "N": np_ != shape.N, "K": kp != shape.K}
+    for name, axes in (("A_pad", "MK"), ("B_pad", "KN"), ("C_pad", "MN")):
+        if any(grown[a] for a in axes):
+            sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
 
 
 # --------------------------------------------------------------------------- variant names with overrides
