@@ -186,6 +186,59 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tracker(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:9190)")
+    return host, int(port)
+
+
+def _tune_targets(args: argparse.Namespace) -> list[tuple[str, MatmulShape]]:
+    if args.shape:
+        s = MatmulShape(*args.shape)
+        return [(f"M{s.M}xK{s.K}xN{s.N}", s)]
+    return [(w.id, w.shape) for w in workloads(args.kernels, args.m_values, args.model)]
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning import RPCSettings, profile_dir, prune, tune_workloads
+
+    facts = hardware.facts_for(args.target) if args.target else hardware.host_facts()
+    rpc = None
+    if args.rpc_tracker or args.rpc_key:
+        if not (args.rpc_tracker and args.rpc_key):
+            print("error: --rpc-tracker and --rpc-key go together", file=sys.stderr)
+            return 2
+        rpc = RPCSettings(*args.rpc_tracker, args.rpc_key)
+    if not args.verbose:  # our own progress lines replace MetaSchedule's task tables
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    targets = _tune_targets(args)
+    pdir = profile_dir(facts, args.root)
+    where = f"on the RPC key {args.rpc_key!r} via {args.rpc_tracker[0]}:{args.rpc_tracker[1]}" if rpc else "locally"
+    print(f"tuning {len(targets)} workloads to {args.trials} trials each into {pdir}, measuring {where}",
+          file=sys.stderr)
+    outcomes = tune_workloads(targets, trials=args.trials, dtype=args.dtype, layout=args.layout, facts=facts,
+                              root=args.root, seed=args.seed, rpc=rpc, per_iter=args.per_iter,
+                              emit=lambda line: print(line, file=sys.stderr, flush=True))
+    for (label, shape), out in zip(targets, outcomes):
+        best = "-" if out.best_gflops is None else f"{out.best_gflops:.1f}"
+        print(f"{label:28} trials {out.trials_before:>4} -> {out.trials_now:<4} {out.seconds:7.0f} s  "
+              f"best {best} GFLOP/s{'  (already tuned)' if out.skipped else ''}")
+    if args.prune:
+        for key, (before, after) in prune(pdir, args.prune).items():
+            print(f"pruned {key}: {before} -> {after} records")
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from .tuning import profile_dir, prune
+
+    pdir = args.dir or profile_dir(hardware.host_facts(), args.root)
+    for key, (before, after) in prune(pdir, args.keep).items():
+        print(f"{key:32} {before:>5} -> {after} records")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m matmul", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -251,6 +304,41 @@ def parser() -> argparse.ArgumentParser:
     evi.add_argument("--calls", type=_positive, help="calls per block (default: each study's own)")
     evi.add_argument("--out", type=Path, default=Path("evidence"), help="output folder (default: %(default)s)")
     evi.set_defaults(func=_cmd_evidence)
+
+    from .tuning import KEEP_DEFAULT, TRIALS_PER_ITER
+
+    tun = sub.add_parser(
+        "tune", help="MetaSchedule tuning into this CPU profile's database (resumable)",
+        description="Tune each workload up to --trials measured trials. Records go to <root>/<profile>/; a run "
+                    "that is killed continues where it stopped when started again; a workload that already has "
+                    "the trials is skipped.")
+    tun.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
+    tun.add_argument("--m-values", type=_positive, nargs="+", help="M values (default: the seed sweep)")
+    tun.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    tun.add_argument("--shape", type=_positive, nargs=3, metavar=("M", "K", "N"), help="one explicit M K N instead")
+    tun.add_argument("--layout", choices=LAYOUTS, default="NN")
+    tun.add_argument("--dtype", choices=DTYPES, default="float32")
+    tun.add_argument("--trials", type=_positive, default=64, help="measured trials per workload (default: 64)")
+    tun.add_argument("--per-iter", type=_positive, default=TRIALS_PER_ITER,
+                     help="trials measured (and saved) per search iteration (default: %(default)s)")
+    tun.add_argument("--seed", type=int, help="MetaSchedule's random seed (default: random)")
+    tun.add_argument("--root", type=Path, help="folder of per-profile databases (default: $MATMUL_TUNING_ROOT "
+                                               "or the shipped tuning_db/)")
+    tun.add_argument("--target", help='JSON LLVM target to tune for, e.g. \'{"kind": "llvm", "mcpu": "znver4", '
+                                      '"num-cores": 8}\' (default: this host); it picks the profile folder')
+    tun.add_argument("--rpc-tracker", type=_tracker, metavar="HOST:PORT",
+                     help="measure on a machine registered with this TVM RPC tracker")
+    tun.add_argument("--rpc-key", help="the device key the RPC server registered under")
+    tun.add_argument("--prune", type=_positive, metavar="K", help="afterwards keep only the K best records per "
+                                                                  "workload (see `prune`)")
+    tun.set_defaults(func=_cmd_tune)
+
+    pru = sub.add_parser("prune", help="keep only the best records per workload in a profile's database")
+    pru.add_argument("--keep", type=_positive, default=KEEP_DEFAULT, help="records kept per workload "
+                                                                           "(default: %(default)s)")
+    pru.add_argument("--root", type=Path, help="folder of per-profile databases (default: the shipped one)")
+    pru.add_argument("--dir", type=Path, help="one profile folder (default: this host's profile under --root)")
+    pru.set_defaults(func=_cmd_prune)
 
     shapes = sub.add_parser("shapes", help="Transformer GEMM shapes")
     shapes.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
