@@ -10,6 +10,7 @@ per workload inside it, plus a ledger::
         ledger.json                       trials, seconds and best time per workload
         NN-float32-M128-K768-N768/        MetaSchedule's two JSON-lines files
         .staging/NN-float32-M128-K768-N768/   a tuning run in progress
+        .damaged/                         originals of staging files a kill cut short
 
 Resumable: a run tunes in ``.staging/<key>/``, where MetaSchedule appends
 each measured batch. Killed at any point (SIGKILL included) and started
@@ -53,6 +54,8 @@ WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 LEDGER_FILE = "ledger.json"
 STAGING = ".staging"
+#: Where the damaged originals of salvaged staging files are kept.
+DAMAGED = ".damaged"
 #: Environment variable naming the folder that holds the per-profile databases.
 ROOT_ENV = "MATMUL_TUNING_ROOT"
 #: Trials per MetaSchedule iteration: the unit in which records are committed,
@@ -60,6 +63,10 @@ ROOT_ENV = "MATMUL_TUNING_ROOT"
 #: pays one evolutionary search (about 35 s on 2 cores), so fewer, larger
 #: batches tune faster and smaller ones report and save more often.
 TRIALS_PER_ITER = 32
+#: Candidates the evolutionary search keeps per generation (MetaSchedule's
+#: default). Each generation mutates, post-processes and scores them all,
+#: which dominates a small workload's tuning time.
+POPULATION = 512
 #: MetaSchedule's run time for a candidate that failed to build or run.
 FAILED_RUN_S = 1e9
 #: Records kept per workload by :func:`prune` unless told otherwise.
@@ -91,9 +98,15 @@ def workload_key(shape: MatmulShape, dtype: str = "float32", layout: str = "NN")
     return f"{check_layout(layout)}-{check_dtype(dtype)}-M{shape.M}-K{shape.K}-N{shape.N}"
 
 
-def tune_command(shape: MatmulShape, dtype: str = "float32", layout: str = "NN") -> str:
+def tune_command(shape: MatmulShape, dtype: str = "float32", layout: str = "NN", *, kernel: str | None = None,
+                 M: int | None = None, model: str = "bert-base") -> str:
     """The command line that tunes this workload into the running profile's database."""
-    cmd = f"python -m matmul tune --shape {shape.M} {shape.K} {shape.N}"
+    if kernel is not None and M is not None:
+        cmd = f"python -m matmul tune --kernels {kernel} --m-values {M}"
+        if model != "bert-base":
+            cmd += f" --model {model}"
+    else:
+        cmd = f"python -m matmul tune --shape {shape.M} {shape.K} {shape.N}"
     if layout != "NN":
         cmd += f" --layout {layout}"
     if dtype != "float32":
@@ -164,10 +177,10 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _salvage_staging_file(path: Path) -> None:
+def _salvage_staging_file(path: Path, keep_dir: Path) -> None:
     """Drop a last line that a kill cut short (no newline, not JSON); refuse any other damage.
 
-    The damaged original is kept as ``<name>.cut-<time>`` beside it.
+    The damaged original is kept in ``keep_dir`` as ``<staging folder>-<name>.cut-<time>``.
     """
     if not path.is_file():
         return
@@ -179,7 +192,8 @@ def _salvage_staging_file(path: Path) -> None:
     try:
         json.loads(tail)
     except json.JSONDecodeError:
-        keep = path.with_name(f"{path.name}.cut-{time.strftime('%Y%m%dT%H%M%S')}")
+        keep_dir.mkdir(parents=True, exist_ok=True)
+        keep = keep_dir / f"{path.parent.name}-{path.name}.cut-{time.strftime('%Y%m%dT%H%M%S')}"
         shutil.copyfile(path, keep)
         _atomic_write(path, (head + b"\n").decode() if head else "")
         log.warning("%s ended in a line cut short by a kill; kept the complete lines, the original is %s",
@@ -272,6 +286,52 @@ class RPCSettings:
         return ms.runner.RPCRunner(config, max_workers=1)
 
 
+#: Tensor-intrinsic modules a CPU target's default MetaSchedule rules may ask
+#: for, by architecture (x86 VNNI/AVX-512 dot products, ARM dot/SVE).
+_CPU_INTRINSICS = {"x86_64": ("x86",), "i686": ("x86",), "aarch64": ("arm_cpu",), "arm64": ("arm_cpu",),
+                   "riscv64": ("riscv_cpu",)}
+
+
+def _register_cpu_intrinsics(facts: HostFacts) -> None:
+    """Make ``import tvm.s_tir.tensor_intrin`` load only this CPU's intrinsics.
+
+    Every ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose
+    ``__init__`` builds every table, CUDA's included: 25 s on the 2-core
+    machine, 40 s or more while it is busy, in every process that tunes. A
+    CPU target's rules need only its own architecture's table, so the package
+    is registered empty and that submodule imported; any other submodule can
+    still be imported by name later.
+    """
+    import importlib
+    import sys
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    import tvm.s_tir
+
+    pkg = types.ModuleType(name, "CPU tensor intrinsics only (see matmul.tuning._register_cpu_intrinsics)")
+    pkg.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
+    pkg.__package__ = name
+    sys.modules[name] = pkg
+    for sub in _CPU_INTRINSICS.get(facts.arch, ()):
+        setattr(pkg, sub, importlib.import_module(f"{name}.{sub}"))
+
+
+def _unnamed_log_handlers_off() -> None:
+    """Detach unnamed handlers from MetaSchedule's logger before it sets itself up.
+
+    Each tuning run rebuilds that logger's configuration from the names of the
+    handlers it already has, and fails (``None.format``) on one without a name,
+    such as pytest's log capture, which attaches to it after a first run.
+    """
+    ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(ms_log.handlers):
+        if handler.get_name() is None:
+            ms_log.removeHandler(handler)
+
+
 def _check_trials(trials: Any) -> int:
     if isinstance(trials, bool) or not isinstance(trials, int) or trials <= 0:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
@@ -305,6 +365,7 @@ def tune(
     rpc: RPCSettings | None = None,
     on_batch: Callable[[int, float | None], None] | None = None,
     per_iter: int = TRIALS_PER_ITER,
+    population: int = POPULATION,
 ) -> ms.database.JSONDatabase:
     """Run MetaSchedule on one canonical matmul; records are appended to ``work_dir``.
 
@@ -315,6 +376,8 @@ def tune(
     _check_trials(trials)
     facts = facts or host_facts()
     configure_runtime_threads()
+    _register_cpu_intrinsics(facts)
+    _unnamed_log_handlers_off()
     work_dir = Path(work_dir)
     if any((work_dir / name).exists() for name in (WORKLOAD_FILE, RECORD_FILE)):
         check_database_files(work_dir)
@@ -331,6 +394,8 @@ def tune(
         builder=ms.builder.LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S),
         runner=rpc.runner() if rpc else "local",
         measure_callbacks=callbacks,
+        strategy=ms.search_strategy.EvolutionarySearch(
+            population_size=_check_trials(population), init_min_unmeasured=min(50, population)),
         seed=seed,
     )
 
@@ -340,10 +405,15 @@ def _record_times(path: Path) -> list[float]:
     times = []
     if not path.is_file():
         return times
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
             run_secs = json.loads(line)[1][1]
             times.append(sum(float(x) for x in run_secs) / len(run_secs) if run_secs else float("inf"))
+        except (json.JSONDecodeError, IndexError, KeyError, TypeError, ValueError):
+            raise DatabaseError(f"tuning database file {path} line {lineno} is not a MetaSchedule tuning record; "
+                                "it was left untouched: repair or move it away") from None
     return times
 
 
@@ -390,6 +460,7 @@ def tune_workload(
     label: str | None = None,
     progress: Progress | None = None,
     per_iter: int = TRIALS_PER_ITER,
+    population: int = POPULATION,
 ) -> TuneOutcome:
     """Bring one workload's record count up to ``trials`` in its profile's database.
 
@@ -408,13 +479,19 @@ def tune_workload(
     base_file = staging / "run.json"
 
     if staging.is_dir() and base_file.is_file():
-        run = json.loads(base_file.read_text(encoding="utf-8"))
+        try:
+            run = json.loads(base_file.read_text(encoding="utf-8"))
+            run["id"], run["copied"]  # noqa: B018 - both keys must be there
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DatabaseError(f"staging run file {base_file} is corrupt ({type(err).__name__}); it was left "
+                                f"untouched: move {staging} away to drop that run, then tune again") from None
         if run["id"] in entry.runs:  # merged before a kill: only the clean-up was left
             shutil.rmtree(staging)
             return tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
-                                 seed=seed, rpc=rpc, label=label, progress=progress, per_iter=per_iter)
+                                 seed=seed, rpc=rpc, label=label, progress=progress, per_iter=per_iter,
+                                 population=population)
         for name in (WORKLOAD_FILE, RECORD_FILE):
-            _salvage_staging_file(staging / name)
+            _salvage_staging_file(staging / name, pdir / DAMAGED)
         run["seconds"] = run.get("seconds", 0.0) + run.pop("seconds_now", 0.0)  # the killed run's time
     else:
         if entry.trials >= trials:
@@ -422,13 +499,15 @@ def tune_workload(
                 progress.emit(f"[{progress.index}/{progress.total_workloads}] {label}: {entry.trials} trials "
                               f"already (asked {trials}), best {_fmt(entry.best_gflops)} GFLOP/s; skipped")
             return TuneOutcome(key, entry.trials, entry.trials, 0.0, entry.best_gflops, skipped=True)
+        if shard.is_dir():
+            check_database_files(shard)
+            _record_times(shard / RECORD_FILE)
         if staging.exists():  # a staging folder without its run file: a kill before anything was measured
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
         copied = 0
         if shard.is_dir():  # continue from the kept records (they seed the search)
             for name in (WORKLOAD_FILE, RECORD_FILE):
-                check_database_files(shard)
                 shutil.copyfile(shard / name, staging / name)
             copied = _check_jsonl(staging / RECORD_FILE)
         run = {"id": uuid.uuid4().hex, "copied": copied, "seconds": 0.0}
@@ -458,7 +537,7 @@ def tune_workload(
             progress.emit(f"[{progress.index}/{progress.total_workloads}] {label}: tuning {remaining} trials "
                           f"({before + staged} measured before)")
         tune(shape, staging, trials=remaining, dtype=dtype, layout=layout, facts=facts, seed=seed, rpc=rpc,
-             on_batch=on_batch, per_iter=per_iter)
+             on_batch=on_batch, per_iter=per_iter, population=population)
     elapsed = run.get("seconds", 0.0) + run.get("seconds_now", 0.0)
     # A kill before this line leaves everything in staging; a later run merges it.
     times = [t for t in _record_times(staging / RECORD_FILE) if t < FAILED_RUN_S]
@@ -496,6 +575,7 @@ def tune_workloads(
     rpc: RPCSettings | None = None,
     emit: Callable[[str], None] = print,
     per_iter: int = TRIALS_PER_ITER,
+    population: int = POPULATION,
 ) -> list[TuneOutcome]:
     """Tune several (label, shape) workloads in turn, with progress lines through ``emit``."""
     _check_trials(trials)
@@ -509,7 +589,8 @@ def tune_workloads(
     for i, (label, shape) in enumerate(shapes, 1):
         progress.index = i
         out.append(tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
-                                 seed=seed, rpc=rpc, label=label, progress=progress, per_iter=per_iter))
+                                 seed=seed, rpc=rpc, label=label, progress=progress, per_iter=per_iter,
+                                 population=population))
     return out
 
 
