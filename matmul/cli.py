@@ -219,6 +219,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
           file=sys.stderr)
     outcomes = tune_workloads(targets, trials=args.trials, dtype=args.dtype, layout=args.layout, facts=facts,
                               root=args.root, seed=args.seed, rpc=rpc, per_iter=args.per_iter,
+                              population=args.population,
                               emit=lambda line: print(line, file=sys.stderr, flush=True))
     for (label, shape), out in zip(targets, outcomes):
         best = "-" if out.best_gflops is None else f"{out.best_gflops:.1f}"
@@ -227,6 +228,29 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if args.prune:
         for key, (before, after) in prune(pdir, args.prune).items():
             print(f"pruned {key}: {before} -> {after} records")
+    return 0
+
+
+def _cmd_traces(args: argparse.Namespace) -> int:
+    from .report import atomic_write, to_markdown
+    from .traces import summary_counts, traces_table
+    from .tuning import profile_dir
+
+    facts = hardware.host_facts()
+    table = traces_table(facts=facts, root=args.root, top=args.top)
+    if table.empty:
+        print(f"error: no tuned workloads in {profile_dir(facts, args.root)}; run `python -m matmul tune` first",
+              file=sys.stderr)
+        return 2
+    counts = summary_counts(table)
+    shown = table.drop(columns=["model", "K", "N", "dtype", "tiling"], errors="ignore")
+    print(to_markdown(shown.round(1)))
+    print()
+    print(to_markdown(counts))
+    out = args.csv or Path(f"traces-{facts.profile}.csv")
+    atomic_write(out, table.to_csv(index=False))
+    atomic_write(out.with_name(out.stem + "-counts.csv"), counts.to_csv(index=False))
+    print(f"\nwrote {out} and {out.with_name(out.stem + '-counts.csv')}", file=sys.stderr)
     return 0
 
 
@@ -305,7 +329,7 @@ def parser() -> argparse.ArgumentParser:
     evi.add_argument("--out", type=Path, default=Path("evidence"), help="output folder (default: %(default)s)")
     evi.set_defaults(func=_cmd_evidence)
 
-    from .tuning import KEEP_DEFAULT, TRIALS_PER_ITER
+    from .tuning import KEEP_DEFAULT, POPULATION, TRIALS_PER_ITER
 
     tun = sub.add_parser(
         "tune", help="MetaSchedule tuning into this CPU profile's database (resumable)",
@@ -321,6 +345,8 @@ def parser() -> argparse.ArgumentParser:
     tun.add_argument("--trials", type=_positive, default=64, help="measured trials per workload (default: 64)")
     tun.add_argument("--per-iter", type=_positive, default=TRIALS_PER_ITER,
                      help="trials measured (and saved) per search iteration (default: %(default)s)")
+    tun.add_argument("--population", type=_positive, default=POPULATION,
+                     help="evolutionary search population per generation (default: %(default)s)")
     tun.add_argument("--seed", type=int, help="MetaSchedule's random seed (default: random)")
     tun.add_argument("--root", type=Path, help="folder of per-profile databases (default: $MATMUL_TUNING_ROOT "
                                                "or the shipped tuning_db/)")
@@ -339,6 +365,13 @@ def parser() -> argparse.ArgumentParser:
     pru.add_argument("--root", type=Path, help="folder of per-profile databases (default: the shipped one)")
     pru.add_argument("--dir", type=Path, help="one profile folder (default: this host's profile under --root)")
     pru.set_defaults(func=_cmd_prune)
+
+    tra = sub.add_parser("traces", help="what MetaSchedule chose: the best records' traces as a table, and counts")
+    tra.add_argument("--top", type=_positive, default=1, help="records per workload, fastest first (default: 1)")
+    tra.add_argument("--root", type=Path, help="folder of per-profile databases (default: the shipped one)")
+    tra.add_argument("--csv", type=Path, help="where to save the table (default: traces-<profile>.csv; the "
+                                              "counts go beside it as -counts.csv)")
+    tra.set_defaults(func=_cmd_traces)
 
     shapes = sub.add_parser("shapes", help="Transformer GEMM shapes")
     shapes.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
@@ -369,6 +402,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         print(f"error: schedule is illegal: {last}" + (f" ({notes})" if notes else ""), file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError, hardware.HardwareError, VerificationError) as err:
+    except (ValueError, RuntimeError, LookupError, hardware.HardwareError, VerificationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
