@@ -28,10 +28,12 @@ from matmul import KERNELS, M_SWEEP, Workload, host_facts, workloads
 from matmul.candidates import candidate_names, check_candidate
 from matmul.kernel import LAYOUTS, check_layout
 from matmul.references import get_reference, is_reference
+from matmul.tuning import has_record, profile_dir, tune_command
+from matmul.variants import get_variant
 
 #: The quick default: a few minutes on 2 cores.
 DEFAULT_M = (16, 128)
-DEFAULT_VARIANTS = ("baseline", "full", "parallel_vec_j", "rule_based", "numpy", "torch")
+DEFAULT_VARIANTS = ("baseline", "full", "parallel_vec_j", "rule_based", "metaschedule", "numpy", "torch")
 #: The unscheduled triple loop takes ~0.4 s per call at qkv M=384 and ~1.5 s
 #: for the MLP kernels; by default it is measured only up to this M.
 BASELINE_MAX_M = 32
@@ -113,7 +115,7 @@ def pytest_configure(config):
     pb_session.get_machine_id = lambda: f"{get_machine_id()}-{profile}"
 
 
-def _marks(variant: str, M: int, settings: dict) -> list:
+def _marks(variant: str, kernel: str, M: int, layout: str, model: str, settings: dict) -> list:
     if variant == "baseline" and M > settings["baseline_max_m"]:
         return [pytest.mark.skip(reason=(
             f"baseline capped at M<={settings['baseline_max_m']} (the triple loop takes up to 1.5 s per call); "
@@ -122,6 +124,12 @@ def _marks(variant: str, M: int, settings: dict) -> list:
         reason = get_reference(variant).unavailable()
         if reason:
             return [pytest.mark.skip(reason=reason)]
+    elif get_variant(variant).needs_record:
+        shape = Workload(kernel, M, model).shape
+        if not has_record(shape, layout=layout):
+            return [pytest.mark.skip(reason=(
+                f"no {variant} record for {kernel} M={M} {layout} in {profile_dir()}; tune it with "
+                f"`{tune_command(shape, layout=layout, kernel=kernel, M=M, model=model)}`"))]
     return []
 
 
@@ -135,7 +143,8 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize(
             "kernel, M, variant, layout",
             [
-                pytest.param(k, m, v, lay, id=f"{Workload(k, m, model).id}-{v}-{lay}", marks=_marks(v, m, settings))
+                pytest.param(k, m, v, lay, id=f"{Workload(k, m, model).id}-{v}-{lay}",
+                             marks=_marks(v, k, m, lay, model, settings))
                 for k, m, v, lay in config.stash[_GRID]
             ],
         )

@@ -170,6 +170,11 @@ class Variant:
     decisions : callable, optional
         ``decisions(ctx) -> dict``: the concrete choices (tiles, vector
         width, threads) for one shape; recorded with every benchmark.
+    needs_record : bool
+        True for a variant that replays a tuning record: it schedules only
+        the shapes the running profile's database holds (others raise
+        :class:`~matmul.tuning.NoRecordError`, naming the command that tunes
+        them).
     """
 
     name: str
@@ -178,6 +183,7 @@ class Variant:
     summary: Callable[[HostFacts], str]
     illegal_because: str | None = None
     decisions: Callable[[ScheduleContext], dict[str, Any]] | None = None
+    needs_record: bool = False
 
     @property
     def legal(self) -> bool:
@@ -200,12 +206,17 @@ def register_recipe(name: str, recipe: Recipe, *, illegal_because: str | None = 
     return register(Variant(name, "manual", recipe.apply, recipe.describe, illegal_because, recipe.decisions))
 
 
-def variant_names(*, legal_only: bool = False, family: str | None = None) -> list[str]:
-    """Registered names in registration order, optionally filtered."""
+def variant_names(*, legal_only: bool = False, family: str | None = None, standalone: bool = False) -> list[str]:
+    """Registered names in registration order, optionally filtered.
+
+    ``standalone=True`` leaves out variants that need a tuning record, for
+    callers that schedule arbitrary shapes.
+    """
     return [
         v.name
         for v in _REGISTRY.values()
         if (v.legal or not legal_only) and (family is None or v.family == family)
+        and not (standalone and v.needs_record)
     ]
 
 
@@ -350,6 +361,38 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
 
 register(_rule_based({}))
 _PARAMETRIC["rule_based"] = _rule_based
+
+
+# --------------------------------------------------------------------------- MetaSchedule's best record
+def _ms_best(ctx: ScheduleContext):
+    from .tuning import records
+
+    return records(ctx.shape, dtype=ctx.dtype, layout=ctx.layout, facts=ctx.facts)[0]
+
+
+def _ms_apply(sch: Schedule, ctx: ScheduleContext) -> None:
+    from .tuning import apply_record
+
+    apply_record(sch, _ms_best(ctx))
+
+
+def _ms_decisions(ctx: ScheduleContext) -> dict[str, Any]:
+    from .traces import trace_features
+    from .tuning import profile_dir, read_ledger, workload_key
+
+    d = trace_features(_ms_best(ctx), ctx.shape, dtype=ctx.dtype, layout=ctx.layout)
+    entry = read_ledger(profile_dir(ctx.facts)).get(workload_key(ctx.shape, ctx.dtype, ctx.layout))
+    d["trials"] = entry.trials if entry else None
+    d["profile"] = ctx.facts.profile
+    d["threads"] = ctx.facts.runtime_threads
+    return d
+
+
+register(Variant(
+    "metaschedule", "search", _ms_apply,
+    lambda facts: f"MetaSchedule's fastest record for the shape, from the {facts.profile} database",
+    decisions=_ms_decisions, needs_record=True,
+))
 
 __all__ = [
     "SIMD",

@@ -26,7 +26,7 @@ def test_default_grid_ids_read_kernel_m_variant_layout():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = [line.split("[", 1)[1].rstrip("]") for line in proc.stdout.splitlines() if "::test_matmul[" in line]
     assert {"qkv-M128-full-NN", "qkv-M16-numpy-NN", "mlp_expand-M16-baseline-NN", "qkv-M16-rule_based-NN"} <= set(ids)
-    assert len(ids) == 3 * 2 * 6  # kernels x default M x default variants
+    assert len(ids) == 3 * 2 * 7  # kernels x default M x default variants
 
 
 def test_baseline_is_capped_at_small_m_and_says_so():
@@ -38,6 +38,20 @@ def test_baseline_is_capped_at_small_m_and_says_so():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed, 1 skipped" in proc.stdout
     assert "baseline capped at M<=32" in proc.stdout and "--baseline-max-m" in proc.stdout
+
+
+def test_metaschedule_without_a_record_is_skipped_with_the_command_that_tunes_it(tmp_path):
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-rs", "-p", "no:cacheprovider", "--benchmark-disable",
+         "--kernels", "mlp_reduce", "--m-values", "16", "--variants", "metaschedule", "--layout", "NT"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "MATMUL_TUNING_ROOT": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 skipped" in proc.stdout
+    assert "no metaschedule record for mlp_reduce M=16 NT" in proc.stdout
+    assert "`python -m matmul tune --kernels mlp_reduce --m-values 16 --layout NT`" in proc.stdout
 
 
 def test_grid_options_select_cases():

@@ -80,7 +80,7 @@ def test_registry_holds_every_seed_variant():
     assert variant_names(legal_only=True) == [n for n in variant_names() if n != "vec_k"]
 
 
-@pytest.mark.parametrize("variant", variant_names())
+@pytest.mark.parametrize("variant", variant_names(standalone=True))
 @pytest.mark.parametrize("shape", [kernel_shape("qkv", 96), MatmulShape(13, 67, 29), MatmulShape(1, 1, 1)], ids=str)
 @pytest.mark.parametrize("layout", ["NN", "NT"])
 def test_every_variant_is_legal_or_declared_illegal(variant, shape, layout):

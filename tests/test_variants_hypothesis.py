@@ -17,7 +17,7 @@ from .strategies import shapes
 
 
 @pytest.mark.parametrize("layout", ["NN", "NT"])
-@pytest.mark.parametrize("variant", variant_names(legal_only=True))
+@pytest.mark.parametrize("variant", variant_names(legal_only=True, standalone=True))
 @given(shape=shapes())
 def test_variant_matches_numpy_on_random_shapes(variant, layout, shape):
     kernel = build_cached(variant, shape, "float32", layout)
@@ -30,7 +30,7 @@ def test_variant_matches_numpy_on_random_shapes(variant, layout, shape):
 # shapes above and by L5's K=3072 kernel: the seed's whole-axis vectorize(j)
 # recipes turn NT's strided B into 768- and 3072-lane gathers that take
 # minutes per BERT shape to build and run.
-@pytest.mark.parametrize("variant", variant_names(legal_only=True))
+@pytest.mark.parametrize("variant", variant_names(legal_only=True, standalone=True))
 @pytest.mark.parametrize("workload", bert_shapes(), ids=lambda w: w.id)
 def test_variant_matches_numpy_on_bert_shapes(variant, workload):
     assert verify(build_cached(variant, workload.shape, "float32", "NN"), seed=1).ok
