@@ -1,47 +1,216 @@
-"""L3: MetaSchedule tunes into a database, finds the record again, and the
-kernel built from it is correct. Plus the database's failure modes."""
+"""L3: MetaSchedule tunes into a per-profile database, finds its records again,
+and the kernel built from them is correct. Plus the database's failure modes:
+a kill during tuning, corrupt files, records from another CPU."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from matmul import MatmulShape, host_facts, verify
+from matmul import MatmulShape, host_facts, schedule, verify
+from matmul.hardware import facts_for
 from matmul.runner import CompiledKernel, compile_module
-from matmul.tuning import RECORD_FILE, WORKLOAD_FILE, DatabaseError, best_schedule, open_database, tune
+from matmul.tuning import (
+    DAMAGED, LEDGER_FILE, RECORD_FILE, STAGING, WORKLOAD_FILE, DatabaseError, NoRecordError, best_schedule, has_record,
+    open_database, profile_dir, prune, read_ledger, records, tune, tune_workload, workload_key,
+)
 
+ROOT = Path(__file__).resolve().parents[1]
 SHAPE = MatmulShape(16, 32, 24)
+#: Small searches: the population, not the trial count, sets a tiny workload's tuning time.
+FAST = dict(population=16, seed=1)
 
 
 @pytest.fixture(scope="module")
-def tuned_dir(tmp_path_factory):
-    work_dir = tmp_path_factory.mktemp("ms_db")
-    tune(SHAPE, work_dir, trials=8, seed=1)
-    return work_dir
+def tuned_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ms_root")
+    tune_workload(SHAPE, trials=6, per_iter=6, root=root, **FAST)
+    return root
 
 
 @pytest.mark.metaschedule
-def test_tuning_writes_records_that_are_found_again(tuned_dir):
-    db = open_database(tuned_dir)
-    assert len(db.get_all_tuning_records()) >= 1
-    sch = best_schedule(db, SHAPE)
-    assert sch is not None
-    # the best record is a real MetaSchedule trace, not the untouched kernel
+def test_tuning_writes_records_that_are_found_again(tuned_root):
+    pdir = profile_dir(host_facts(), tuned_root)
+    entry = read_ledger(pdir)[workload_key(SHAPE)]
+    assert entry.trials == 6 and entry.seconds > 0 and entry.best_gflops > 0
+    assert len(open_database(pdir / workload_key(SHAPE)).get_all_tuning_records()) == 6
+    assert not (pdir / STAGING / workload_key(SHAPE)).exists()  # staging is merged and cleaned up
+    sch = best_schedule(SHAPE, root=tuned_root)
     insts = {inst.kind.name for inst in sch.trace.insts}
-    assert "SamplePerfectTile" in insts
+    assert "SamplePerfectTile" in insts  # a real MetaSchedule trace, not the untouched kernel
 
 
 @pytest.mark.metaschedule
-def test_kernel_built_from_the_record_is_correct(tuned_dir):
-    sch = best_schedule(open_database(tuned_dir), SHAPE)
+def test_kernel_built_from_the_record_is_correct(tuned_root):
     facts = host_facts()
-    kernel = CompiledKernel("metaschedule", SHAPE, "float32", "NN", facts, compile_module(sch, facts.target()), sch.mod)
-    assert verify(kernel).ok
-    assert verify(kernel, kind="int").ok
+    for rec in records(SHAPE, root=tuned_root):  # every successful record, not only the best
+        from tvm.s_tir import Schedule
+
+        from matmul.kernel import matmul_module
+        from matmul.tuning import apply_record
+
+        sch = Schedule(matmul_module(SHAPE, "float32", "NN"))
+        apply_record(sch, rec)
+        kernel = CompiledKernel("metaschedule", SHAPE, "float32", "NN", facts, compile_module(sch, facts.target()),
+                                sch.mod)
+        assert verify(kernel, kind="int").ok
 
 
 @pytest.mark.metaschedule
-def test_other_workload_has_no_record(tuned_dir):
-    assert best_schedule(open_database(tuned_dir), MatmulShape(16, 32, 25)) is None
+def test_metaschedule_variant_reads_the_running_profile(tuned_root, monkeypatch):
+    monkeypatch.setenv("MATMUL_TUNING_ROOT", str(tuned_root))
+    sch = schedule("metaschedule", SHAPE)
+    facts = host_facts()
+    kernel = CompiledKernel("metaschedule", SHAPE, "float32", "NN", facts, compile_module(sch, facts.target()),
+                            sch.mod)
+    assert verify(kernel).ok
+
+
+def test_a_shape_without_record_names_the_command(tuned_root, monkeypatch):
+    monkeypatch.setenv("MATMUL_TUNING_ROOT", str(tuned_root))
+    other = MatmulShape(16, 32, 25)
+    assert not has_record(other)
+    with pytest.raises(NoRecordError, match=r"no MetaSchedule record .* `python -m matmul tune --shape 16 32 25`"):
+        schedule("metaschedule", other)
+
+
+@pytest.mark.metaschedule
+def test_workload_with_the_trials_already_is_not_tuned_again(tuned_root):
+    before = (profile_dir(host_facts(), tuned_root) / workload_key(SHAPE) / RECORD_FILE).read_bytes()
+    t0 = time.monotonic()
+    out = tune_workload(SHAPE, trials=6, root=tuned_root, **FAST)
+    assert out.skipped and out.trials_now == 6 and time.monotonic() - t0 < 5
+    assert (profile_dir(host_facts(), tuned_root) / workload_key(SHAPE) / RECORD_FILE).read_bytes() == before
+
+
+def _other_facts():
+    """Facts for a CPU profile that is not the host's."""
+    host = host_facts()
+    for mcpu in ("skylake-avx512", "znver4", "haswell"):
+        if mcpu != host.mcpu:
+            return facts_for({"kind": "llvm", "mcpu": mcpu, "num-cores": host.num_cores})
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.metaschedule
+def test_records_from_another_profile_are_never_used(tuned_root, tmp_path):
+    other = _other_facts()
+    assert other.profile != host_facts().profile
+    # another profile's folder is another database: nothing there
+    with pytest.raises(NoRecordError, match=other.profile):
+        records(SHAPE, facts=other, root=tuned_root)
+    # records copied by hand into the wrong profile's folder are refused, not served
+    import shutil
+
+    src = profile_dir(host_facts(), tuned_root)
+    shutil.copytree(src, profile_dir(other, tuned_root))
+    with pytest.raises(DatabaseError, match="records from one CPU must never serve another"):
+        records(SHAPE, facts=other, root=tuned_root)
+
+
+@pytest.mark.metaschedule
+def test_prune_keeps_the_fastest_records_and_the_trial_count(tuned_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tuned_root, root)
+    pdir = profile_dir(host_facts(), root)
+    times = sorted(sum(float(x) for x in r.run_secs) / len(r.run_secs) for r in records(SHAPE, root=root))
+    assert prune(pdir, keep=2) == {workload_key(SHAPE): (6, 2)}
+    kept = [sum(float(x) for x in r.run_secs) / len(r.run_secs) for r in records(SHAPE, root=root)]
+    assert kept == pytest.approx(times[:2])
+    entry = read_ledger(pdir)[workload_key(SHAPE)]
+    assert entry.trials == 6 and entry.kept == 2
+    with pytest.raises(ValueError, match="keep must be a positive integer"):
+        prune(pdir, keep=0)
+
+
+def test_prune_of_an_empty_folder_says_so(tmp_path):
+    with pytest.raises(DatabaseError, match="holds no tuned workloads"):
+        prune(tmp_path)
+
+
+def _tune_cmd(root: Path, trials: int) -> list[str]:
+    return [sys.executable, "-m", "matmul", "tune", "--shape", *map(str, (SHAPE.M, SHAPE.K, SHAPE.N)),
+            "--trials", str(trials), "--per-iter", "3", "--population", "16", "--seed", "2", "--root", str(root)]
+
+
+def _lines(path: Path) -> list[str]:
+    return [ln for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+
+@pytest.mark.metaschedule
+def test_resume_after_sigkill_loses_no_record(tmp_path):
+    """Kill the tuner (and its workers) with SIGKILL once a batch is saved; start it again."""
+    pdir = profile_dir(host_facts(), tmp_path)
+    staged = pdir / STAGING / workload_key(SHAPE) / RECORD_FILE
+    proc = subprocess.Popen(_tune_cmd(tmp_path, 9), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while len(_lines(staged)) < 3:
+            assert proc.poll() is None, f"tuning ended before it could be killed:\n{proc.stdout.read()}"
+            assert time.monotonic() < deadline, "no batch saved within 400 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    survived = _lines(staged)
+    assert 3 <= len(survived) < 9
+    # A kill can also cut a record in half mid-write: the resumed run keeps the complete lines.
+    with staged.open("a") as fh:
+        fh.write('[0, [{"insts": [')
+    again = subprocess.run(_tune_cmd(tmp_path, 9), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"({len(survived)} measured before)" in again.stderr
+    final = _lines(pdir / workload_key(SHAPE) / RECORD_FILE)
+    assert set(survived) <= set(final)  # every record saved before the kill is still there
+    assert len(final) == 9
+    assert read_ledger(pdir)[workload_key(SHAPE)].trials == 9
+    assert not (pdir / STAGING / workload_key(SHAPE)).exists()
+    # the damaged original was kept, not thrown away
+    (cut,) = (pdir / DAMAGED).glob(f"{workload_key(SHAPE)}-{RECORD_FILE}.cut-*")
+    assert cut.read_text().endswith('[0, [{"insts": [')
+    # progress lines: shape i of n, trials, best so far, time left
+    assert "[1/1] M16xK32xN24: trials 9/9, best" in again.stderr and "left" in again.stderr
+
+
+@pytest.mark.parametrize("victim", [WORKLOAD_FILE, RECORD_FILE])
+def test_corrupt_database_is_reported_and_left_untouched(tmp_path, victim):
+    pdir = profile_dir(host_facts(), tmp_path)
+    shard = pdir / workload_key(SHAPE)
+    shard.mkdir(parents=True)
+    (shard / WORKLOAD_FILE).write_text('["ok"]\n')
+    (shard / RECORD_FILE).write_text('[0, 1]\n')
+    (shard / victim).write_text('["truncated", {"rec\n')
+    (pdir / LEDGER_FILE).write_text(json.dumps({"workloads": {workload_key(SHAPE): {
+        "M": 16, "K": 32, "N": 24, "layout": "NN", "dtype": "float32", "trials": 1}}}))
+    before = {p: p.read_bytes() for p in pdir.rglob("*") if p.is_file()}
+    with pytest.raises(DatabaseError, match=rf"{shard / victim} is corrupt at line 1"):
+        open_database(shard)
+    with pytest.raises(DatabaseError, match=rf"{shard / victim} is corrupt"):
+        records(SHAPE, root=tmp_path)
+    with pytest.raises(DatabaseError, match="corrupt"):  # tuning more trials must not touch it either
+        tune_workload(SHAPE, trials=2, root=tmp_path, **FAST)
+    with pytest.raises(DatabaseError, match="corrupt"):
+        prune(pdir)
+    assert {p: p.read_bytes() for p in pdir.rglob("*") if p.is_file()} == before
+
+
+def test_corrupt_ledger_is_reported_and_left_untouched(tmp_path):
+    pdir = profile_dir(host_facts(), tmp_path)
+    pdir.mkdir(parents=True)
+    (pdir / LEDGER_FILE).write_text('{"workloads": {"x": ')
+    with pytest.raises(DatabaseError, match=rf"tuning ledger {pdir / LEDGER_FILE} is corrupt"):
+        tune_workload(SHAPE, trials=2, root=tmp_path, **FAST)
+    assert (pdir / LEDGER_FILE).read_text() == '{"workloads": {"x": '
 
 
 def test_missing_database_names_the_path_and_the_command(tmp_path):
@@ -49,32 +218,17 @@ def test_missing_database_names_the_path_and_the_command(tmp_path):
         open_database(tmp_path)
 
 
-@pytest.mark.parametrize("victim", [WORKLOAD_FILE, RECORD_FILE])
-def test_corrupt_database_is_reported_and_left_untouched(tmp_path, victim):
-    (tmp_path / WORKLOAD_FILE).write_text('["ok"]\n')
-    (tmp_path / RECORD_FILE).write_text('[0, 1]\n')
-    garbage = '["truncated", {"rec\n'
-    (tmp_path / victim).write_text(garbage)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(DatabaseError, match=rf"{tmp_path / victim} is corrupt at line 1"):
-        open_database(tmp_path)
-    with pytest.raises(DatabaseError, match="corrupt"):
-        tune(SHAPE, tmp_path, trials=1)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-
-
 @pytest.mark.parametrize("trials", [0, -3, 2.5, True])
 def test_tune_refuses_bad_trial_counts(tmp_path, trials):
     with pytest.raises(ValueError, match="trials must be a positive integer"):
         tune(SHAPE, tmp_path, trials=trials)
+    with pytest.raises(ValueError, match="trials must be a positive integer"):
+        tune_workload(SHAPE, trials=trials, root=tmp_path)
 
 
 def test_candidate_build_skips_the_tensor_intrinsic_tables():
     # The default MetaSchedule build imports every tensor-intrinsic table in
     # each new worker (24-35 s here), past the builder timeout.
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from matmul import MatmulShape, host_facts\n"
@@ -86,3 +240,35 @@ def test_candidate_build_skips_the_tensor_intrinsic_tables():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.metaschedule
+def test_traces_table_reads_the_tiles_and_steps_of_each_record(tuned_root, tmp_path, capsys):
+    import pandas as pd
+
+    from matmul.cli import main
+
+    out = tmp_path / "traces.csv"
+    assert main(["traces", "--root", str(tuned_root), "--top", "6", "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "inner_j" in printed and "cache_write" in printed
+    df = pd.read_csv(out)
+    assert len(df) == len(records(SHAPE, root=tuned_root)) and list(df["rank"]) == list(range(1, len(df) + 1))
+    for _, row in df.iterrows():  # the sampled tiles are perfect tilings of the loops
+        assert row.i0 * row.i1 * row.i2 * row.i3 == SHAPE.M
+        assert row.j0 * row.j1 * row.j2 * row.j3 == SHAPE.N
+        assert row.k0 * row.k1 == SHAPE.K
+        assert row.inner_j == row.j3
+        assert row.unroll_step in (0, 16, 64, 512)
+        assert 0 < row.parallel_extent <= SHAPE.M * SHAPE.N
+    assert (df["gflops"].diff().dropna() <= 1e-9).all()  # fastest first
+    counts = pd.read_csv(out.with_name("traces-counts.csv"))
+    inner = counts[counts["choice"] == "inner_j"]
+    assert inner["count"].sum() == 1  # one workload: its best record
+
+
+def test_traces_on_an_empty_profile_says_what_to_run(tmp_path, capsys):
+    from matmul.cli import main
+
+    assert main(["traces", "--root", str(tmp_path)]) == 2
+    assert "run `python -m matmul tune` first" in capsys.readouterr().err
