@@ -244,6 +244,8 @@ def _cmd_traces(args: argparse.Namespace) -> int:
         return 2
     counts = summary_counts(table)
     shown = table.drop(columns=["model", "K", "N", "dtype", "tiling"], errors="ignore")
+    for col in ("cache_write", "decompose_reduction"):
+        shown[col] = shown[col].map({True: "yes", False: "no"})
     print(to_markdown(shown.round(1)))
     print()
     print(to_markdown(counts))

@@ -142,7 +142,8 @@ def summary_counts(df: pd.DataFrame, columns: Iterable[str] = COUNTED) -> pd.Dat
     for col in columns:
         if col not in best:
             continue
-        counts = best[col].astype("object").where(best[col].notna(), "none").value_counts()
+        values = best[col].astype("object").where(best[col].notna(), "none")
+        counts = values.map(lambda v: {True: "yes", False: "no"}.get(v, v) if isinstance(v, bool) else v).value_counts()
         for value, n in counts.items():
             rows.append({"choice": col, "value": value, "count": int(n),
                          "share": round(n / len(best), 3) if len(best) else 0.0})
