@@ -201,7 +201,7 @@ def _tune_targets(args: argparse.Namespace) -> list[tuple[str, MatmulShape]]:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .tuning import RPCSettings, profile_dir, prune, tune_workloads
+    from .tuning import RPCSettings, SearchSettings, profile_dir, prune, tune_workloads
 
     facts = hardware.facts_for(args.target) if args.target else hardware.host_facts()
     rpc = None
@@ -218,8 +218,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     print(f"tuning {len(targets)} workloads to {args.trials} trials each into {pdir}, measuring {where}",
           file=sys.stderr)
     outcomes = tune_workloads(targets, trials=args.trials, dtype=args.dtype, layout=args.layout, facts=facts,
-                              root=args.root, seed=args.seed, rpc=rpc, per_iter=args.per_iter,
-                              population=args.population,
+                              root=args.root,
+                              search=SearchSettings(args.per_iter, args.population, args.seed, rpc),
                               emit=lambda line: print(line, file=sys.stderr, flush=True))
     for (label, shape), out in zip(targets, outcomes):
         best = "-" if out.best_gflops is None else f"{out.best_gflops:.1f}"

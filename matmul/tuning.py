@@ -332,10 +332,36 @@ def _unnamed_log_handlers_off() -> None:
             ms_log.removeHandler(handler)
 
 
-def _check_trials(trials: Any) -> int:
+def _check_trials(trials: Any, what: str = "trials") -> int:
     if isinstance(trials, bool) or not isinstance(trials, int) or trials <= 0:
-        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+        raise ValueError(f"{what} must be a positive integer, got {trials!r}")
     return trials
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How MetaSchedule searches and measures; the same for every workload of a run.
+
+    Attributes
+    ----------
+    per_iter : int
+        Trials measured, and saved, per search iteration.
+    population : int
+        Candidates per generation of the evolutionary search.
+    seed : int, optional
+        MetaSchedule's random seed (default: random).
+    rpc : RPCSettings, optional
+        Measure through a TVM RPC tracker instead of on this machine.
+    """
+
+    per_iter: int = TRIALS_PER_ITER
+    population: int = POPULATION
+    seed: int | None = None
+    rpc: RPCSettings | None = None
+
+    def __post_init__(self) -> None:
+        _check_trials(self.per_iter, "per_iter")
+        _check_trials(self.population, "population")
 
 
 def _progress_callback(on_batch: Callable[[int, float | None], None]):
@@ -361,11 +387,8 @@ def tune(
     dtype: str = "float32",
     layout: str = "NN",
     facts: HostFacts | None = None,
-    seed: int | None = None,
-    rpc: RPCSettings | None = None,
+    search: SearchSettings = SearchSettings(),
     on_batch: Callable[[int, float | None], None] | None = None,
-    per_iter: int = TRIALS_PER_ITER,
-    population: int = POPULATION,
 ) -> ms.database.JSONDatabase:
     """Run MetaSchedule on one canonical matmul; records are appended to ``work_dir``.
 
@@ -390,13 +413,13 @@ def tune(
         facts.target(),
         work_dir=str(work_dir),
         max_trials_global=trials,
-        num_trials_per_iter=min(trials, _check_trials(per_iter)),
+        num_trials_per_iter=min(trials, search.per_iter),
         builder=ms.builder.LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S),
-        runner=rpc.runner() if rpc else "local",
+        runner=search.rpc.runner() if search.rpc else "local",
         measure_callbacks=callbacks,
         strategy=ms.search_strategy.EvolutionarySearch(
-            population_size=_check_trials(population), init_min_unmeasured=min(50, population)),
-        seed=seed,
+            population_size=search.population, init_min_unmeasured=min(50, search.population)),
+        seed=search.seed,
     )
 
 
@@ -455,12 +478,9 @@ def tune_workload(
     layout: str = "NN",
     facts: HostFacts | None = None,
     root: str | Path | None = None,
-    seed: int | None = None,
-    rpc: RPCSettings | None = None,
+    search: SearchSettings = SearchSettings(),
     label: str | None = None,
     progress: Progress | None = None,
-    per_iter: int = TRIALS_PER_ITER,
-    population: int = POPULATION,
 ) -> TuneOutcome:
     """Bring one workload's record count up to ``trials`` in its profile's database.
 
@@ -488,8 +508,7 @@ def tune_workload(
         if run["id"] in entry.runs:  # merged before a kill: only the clean-up was left
             shutil.rmtree(staging)
             return tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
-                                 seed=seed, rpc=rpc, label=label, progress=progress, per_iter=per_iter,
-                                 population=population)
+                                 search=search, label=label, progress=progress)
         for name in (WORKLOAD_FILE, RECORD_FILE):
             _salvage_staging_file(staging / name, pdir / DAMAGED)
         run["seconds"] = run.get("seconds", 0.0) + run.pop("seconds_now", 0.0)  # the killed run's time
@@ -536,8 +555,8 @@ def tune_workload(
         if progress:
             progress.emit(f"[{progress.index}/{progress.total_workloads}] {label}: tuning {remaining} trials "
                           f"({before + staged} measured before)")
-        tune(shape, staging, trials=remaining, dtype=dtype, layout=layout, facts=facts, seed=seed, rpc=rpc,
-             on_batch=on_batch, per_iter=per_iter, population=population)
+        tune(shape, staging, trials=remaining, dtype=dtype, layout=layout, facts=facts, search=search,
+             on_batch=on_batch)
     elapsed = run.get("seconds", 0.0) + run.get("seconds_now", 0.0)
     # A kill before this line leaves everything in staging; a later run merges it.
     times = [t for t in _record_times(staging / RECORD_FILE) if t < FAILED_RUN_S]
@@ -571,11 +590,8 @@ def tune_workloads(
     layout: str = "NN",
     facts: HostFacts | None = None,
     root: str | Path | None = None,
-    seed: int | None = None,
-    rpc: RPCSettings | None = None,
+    search: SearchSettings = SearchSettings(),
     emit: Callable[[str], None] = print,
-    per_iter: int = TRIALS_PER_ITER,
-    population: int = POPULATION,
 ) -> list[TuneOutcome]:
     """Tune several (label, shape) workloads in turn, with progress lines through ``emit``."""
     _check_trials(trials)
@@ -589,8 +605,7 @@ def tune_workloads(
     for i, (label, shape) in enumerate(shapes, 1):
         progress.index = i
         out.append(tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
-                                 seed=seed, rpc=rpc, label=label, progress=progress, per_iter=per_iter,
-                                 population=population))
+                                 search=search, label=label, progress=progress))
     return out
 
 
@@ -702,7 +717,7 @@ def has_record(shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN"
 
 
 __all__ = [
-    "BUILD_TIMEOUT_S", "DatabaseError", "KEEP_DEFAULT", "LedgerEntry", "NoRecordError", "RPCSettings",
+    "BUILD_TIMEOUT_S", "DatabaseError", "KEEP_DEFAULT", "LedgerEntry", "NoRecordError", "RPCSettings", "SearchSettings",
     "TuneOutcome", "apply_record", "best_schedule", "build_candidate", "check_database_files", "default_root",
     "has_record", "open_database", "profile_dir", "prune", "read_ledger", "records", "tune", "tune_command",
     "tune_workload", "tune_workloads", "workload_key",

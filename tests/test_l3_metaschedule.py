@@ -18,20 +18,21 @@ from matmul import MatmulShape, host_facts, schedule, verify
 from matmul.hardware import facts_for
 from matmul.runner import CompiledKernel, compile_module
 from matmul.tuning import (
-    DAMAGED, LEDGER_FILE, RECORD_FILE, STAGING, WORKLOAD_FILE, DatabaseError, NoRecordError, best_schedule, has_record,
+    DAMAGED, LEDGER_FILE, RECORD_FILE, STAGING, WORKLOAD_FILE, DatabaseError, NoRecordError, SearchSettings,
+    best_schedule, has_record,
     open_database, profile_dir, prune, read_ledger, records, tune, tune_workload, workload_key,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = MatmulShape(16, 32, 24)
 #: Small searches: the population, not the trial count, sets a tiny workload's tuning time.
-FAST = dict(population=16, seed=1)
+FAST = SearchSettings(population=16, seed=1)
 
 
 @pytest.fixture(scope="module")
 def tuned_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("ms_root")
-    tune_workload(SHAPE, trials=6, per_iter=6, root=root, **FAST)
+    tune_workload(SHAPE, trials=6, root=root, search=SearchSettings(per_iter=6, population=16, seed=1))
     return root
 
 
@@ -85,7 +86,7 @@ def test_a_shape_without_record_names_the_command(tuned_root, monkeypatch):
 def test_workload_with_the_trials_already_is_not_tuned_again(tuned_root):
     before = (profile_dir(host_facts(), tuned_root) / workload_key(SHAPE) / RECORD_FILE).read_bytes()
     t0 = time.monotonic()
-    out = tune_workload(SHAPE, trials=6, root=tuned_root, **FAST)
+    out = tune_workload(SHAPE, trials=6, root=tuned_root, search=FAST)
     assert out.skipped and out.trials_now == 6 and time.monotonic() - t0 < 5
     assert (profile_dir(host_facts(), tuned_root) / workload_key(SHAPE) / RECORD_FILE).read_bytes() == before
 
@@ -198,7 +199,7 @@ def test_corrupt_database_is_reported_and_left_untouched(tmp_path, victim):
     with pytest.raises(DatabaseError, match=rf"{shard / victim} is corrupt"):
         records(SHAPE, root=tmp_path)
     with pytest.raises(DatabaseError, match="corrupt"):  # tuning more trials must not touch it either
-        tune_workload(SHAPE, trials=2, root=tmp_path, **FAST)
+        tune_workload(SHAPE, trials=2, root=tmp_path, search=FAST)
     with pytest.raises(DatabaseError, match="corrupt"):
         prune(pdir)
     assert {p: p.read_bytes() for p in pdir.rglob("*") if p.is_file()} == before
@@ -209,7 +210,7 @@ def test_corrupt_ledger_is_reported_and_left_untouched(tmp_path):
     pdir.mkdir(parents=True)
     (pdir / LEDGER_FILE).write_text('{"workloads": {"x": ')
     with pytest.raises(DatabaseError, match=rf"tuning ledger {pdir / LEDGER_FILE} is corrupt"):
-        tune_workload(SHAPE, trials=2, root=tmp_path, **FAST)
+        tune_workload(SHAPE, trials=2, root=tmp_path, search=FAST)
     assert (pdir / LEDGER_FILE).read_text() == '{"workloads": {"x": '
 
 
@@ -224,6 +225,10 @@ def test_tune_refuses_bad_trial_counts(tmp_path, trials):
         tune(SHAPE, tmp_path, trials=trials)
     with pytest.raises(ValueError, match="trials must be a positive integer"):
         tune_workload(SHAPE, trials=trials, root=tmp_path)
+    with pytest.raises(ValueError, match="per_iter must be a positive integer"):
+        SearchSettings(per_iter=trials)
+    with pytest.raises(ValueError, match="population must be a positive integer"):
+        SearchSettings(population=trials)
 
 
 def test_candidate_build_skips_the_tensor_intrinsic_tables():

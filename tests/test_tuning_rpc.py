@@ -20,7 +20,7 @@ import pytest
 
 from matmul import MatmulShape, host_facts
 from matmul.cli import main
-from matmul.tuning import RPCSettings, profile_dir, read_ledger, records, tune_workload, workload_key
+from matmul.tuning import RPCSettings, SearchSettings, profile_dir, read_ledger, records, tune_workload, workload_key
 
 SHAPE = MatmulShape(8, 16, 16)
 KEY = "matmul-test"
@@ -80,8 +80,8 @@ def test_tuning_through_an_rpc_tracker_and_server_on_localhost(tmp_path):
         with _started("tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(sport), "--port-end",
                       str(sport + 1), "--tracker", f"127.0.0.1:{tport}", "--key", KEY) as server:
             _wait(lambda: _registered(tport), "RPC server registration", server)
-            out = tune_workload(SHAPE, trials=3, per_iter=3, population=16, seed=3, root=tmp_path,
-                                rpc=RPCSettings("127.0.0.1", tport, KEY))
+            search = SearchSettings(per_iter=3, population=16, seed=3, rpc=RPCSettings("127.0.0.1", tport, KEY))
+            out = tune_workload(SHAPE, trials=3, root=tmp_path, search=search)
     assert out.trials_now == 3
     entry = read_ledger(profile_dir(host_facts(), tmp_path))[workload_key(SHAPE)]
     assert entry.trials == 3 and entry.best_gflops > 0
