@@ -423,21 +423,21 @@ def tune(
     )
 
 
-def _record_times(path: Path) -> list[float]:
-    """Mean run time of every record in a record file (failed ones at ``FAILED_RUN_S`` or more)."""
-    times = []
+def _timed_records(path: Path) -> list[tuple[str, float]]:
+    """Each record line of a record file with its mean run time (failed ones at ``FAILED_RUN_S`` or more)."""
+    out = []
     if not path.is_file():
-        return times
+        return out
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             run_secs = json.loads(line)[1][1]
-            times.append(sum(float(x) for x in run_secs) / len(run_secs) if run_secs else float("inf"))
+            out.append((line, sum(float(x) for x in run_secs) / len(run_secs) if run_secs else float("inf")))
         except (json.JSONDecodeError, IndexError, KeyError, TypeError, ValueError):
             raise DatabaseError(f"tuning database file {path} line {lineno} is not a MetaSchedule tuning record; "
                                 "it was left untouched: repair or move it away") from None
-    return times
+    return out
 
 
 @dataclass
@@ -520,7 +520,7 @@ def tune_workload(
             return TuneOutcome(key, entry.trials, entry.trials, 0.0, entry.best_gflops, skipped=True)
         if shard.is_dir():
             check_database_files(shard)
-            _record_times(shard / RECORD_FILE)
+            _timed_records(shard / RECORD_FILE)
         if staging.exists():  # a staging folder without its run file: a kill before anything was measured
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
@@ -533,7 +533,7 @@ def tune_workload(
         _atomic_write(base_file, json.dumps(run) + "\n")
 
     before = entry.trials
-    staged = len(_record_times(staging / RECORD_FILE)) - run["copied"]
+    staged = len(_timed_records(staging / RECORD_FILE)) - run["copied"]
     remaining = trials - before - staged
     t0 = time.monotonic()
     best = [entry.best_s]
@@ -559,12 +559,13 @@ def tune_workload(
              on_batch=on_batch)
     elapsed = run.get("seconds", 0.0) + run.get("seconds_now", 0.0)
     # A kill before this line leaves everything in staging; a later run merges it.
-    times = [t for t in _record_times(staging / RECORD_FILE) if t < FAILED_RUN_S]
+    staged_records = _timed_records(staging / RECORD_FILE)
+    times = [t for _, t in staged_records if t < FAILED_RUN_S]
     shard.mkdir(parents=True, exist_ok=True)
     # workloads first: records only ever refer to workload lines that exist
     _atomic_copy(staging / WORKLOAD_FILE, shard / WORKLOAD_FILE)
     _atomic_copy(staging / RECORD_FILE, shard / RECORD_FILE)
-    new = len(_record_times(staging / RECORD_FILE)) - run["copied"]
+    new = len(staged_records) - run["copied"]
     entry.trials = before + new
     entry.seconds += elapsed
     entry.best_s = min([*times, *([entry.best_s] if entry.best_s else [])], default=None)
@@ -616,8 +617,7 @@ def prune(pdir: str | Path, keep: int = KEEP_DEFAULT) -> dict[str, tuple[int, in
     Each workload's record file is rewritten atomically. The ledger keeps the
     trial count that was measured.
     """
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep <= 0:
-        raise ValueError(f"keep must be a positive integer, got {keep!r}")
+    _check_trials(keep, "keep")
     pdir = Path(pdir)
     ledger = read_ledger(pdir)
     if not ledger:
@@ -626,13 +626,12 @@ def prune(pdir: str | Path, keep: int = KEEP_DEFAULT) -> dict[str, tuple[int, in
     for key, entry in ledger.items():
         shard = pdir / key
         check_database_files(shard)
-        lines = [ln for ln in (shard / RECORD_FILE).read_text(encoding="utf-8").splitlines() if ln.strip()]
-        times = _record_times(shard / RECORD_FILE)
-        order = sorted(range(len(lines)), key=lambda i: times[i])
-        kept = sorted(i for i in order[:keep] if times[i] < FAILED_RUN_S)
-        _atomic_write(shard / RECORD_FILE, "".join(lines[i] + "\n" for i in kept))
+        timed = _timed_records(shard / RECORD_FILE)
+        fastest = sorted(range(len(timed)), key=lambda i: timed[i][1])[:keep]
+        kept = sorted(i for i in fastest if timed[i][1] < FAILED_RUN_S)  # file order kept
+        _atomic_write(shard / RECORD_FILE, "".join(timed[i][0] + "\n" for i in kept))
         entry.kept = len(kept)
-        result[key] = (len(lines), len(kept))
+        result[key] = (len(timed), len(kept))
     _write_ledger(pdir, ledger)
     return result
 
@@ -641,6 +640,12 @@ def prune(pdir: str | Path, keep: int = KEEP_DEFAULT) -> dict[str, tuple[int, in
 def _target_key(target: tvm.target.Target) -> tuple[str, str, int]:
     attrs = target.attrs
     return (str(target.kind.name), str(attrs.get("mcpu", "")), int(attrs.get("num-cores", 0)))
+
+
+def _shard(shape: MatmulShape, dtype: str, layout: str, facts: HostFacts | None,
+           root: str | Path | None) -> Path:
+    """The database folder of one workload in its profile."""
+    return profile_dir(facts, root) / workload_key(shape, dtype, layout)
 
 
 def records(
@@ -662,7 +667,7 @@ def records(
         A file is corrupt, or a record was tuned for another target.
     """
     facts = facts or host_facts()
-    shard = profile_dir(facts, root) / workload_key(shape, dtype, layout)
+    shard = _shard(shape, dtype, layout, facts, root)
     if not (shard / RECORD_FILE).is_file():
         raise NoRecordError(
             f"no MetaSchedule record for {shape} {layout} {dtype} in {shard.parent}; "
@@ -712,8 +717,7 @@ def best_schedule(
 def has_record(shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN",
                facts: HostFacts | None = None, root: str | Path | None = None) -> bool:
     """Cheap check (files only) that a workload has a database in its profile."""
-    shard = profile_dir(facts, root) / workload_key(shape, dtype, layout)
-    return (shard / RECORD_FILE).is_file()
+    return (_shard(shape, dtype, layout, facts, root) / RECORD_FILE).is_file()
 
 
 __all__ = [
