@@ -46,7 +46,8 @@ def trace_features(record, shape: MatmulShape, *, dtype: str = "float32", layout
     structure annotation), ``cache_write`` and ``cache_write_depth`` (number
     of tiled loops outside the write-back), ``decompose_reduction``,
     ``unroll_step`` (the auto-unroll pragma's max step), ``parallel_extent``
-    (iterations of the parallel loop), ``vector_extent`` (lanes of the
+    (iterations of the parallel loop, 0 if the search left the block serial,
+    which it does for small workloads), ``vector_extent`` (lanes of the
     compute block's vectorised loop, 0 if none), ``run_us``.
     """
     trace = record.trace
