@@ -394,6 +394,25 @@ register(Variant(
     decisions=_ms_decisions, needs_record=True,
 ))
 
+
+# --------------------------------------------------------------------------- the learned schedule
+def _ml_prediction(ctx: ScheduleContext):
+    from .ml import predict
+
+    return predict(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout)
+
+
+def _ml_apply(sch: Schedule, ctx: ScheduleContext) -> None:
+    apply_config(sch, _ml_prediction(ctx).config, ctx.shape, ctx.layout)
+
+
+register(Variant(
+    "ml_guided", "learned", _ml_apply,
+    lambda facts: (f"the rule template with the config a LightGBM ranker picks for the shape ({facts.profile} "
+                   "model); no search; the rules' config when the model is missing, broken or illegal"),
+    decisions=lambda ctx: _ml_prediction(ctx).decisions,
+))
+
 __all__ = [
     "SIMD",
     "Recipe",

@@ -1,0 +1,370 @@
+"""The learned variant: the rule template's candidate configs, the measured
+sweep (its records and their failure modes), the dataset, deterministic
+training, the shipped model, every fallback of ml_guided, and the
+leave-one-shape-out evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tvm.s_tir import Schedule
+
+from matmul import MatmulShape, build, host_facts, kernel_shape, verify
+from matmul import ml
+from matmul.kernel import matmul_module
+from matmul.rules import RuleConfig, RuleError, apply_config, decide
+from matmul.template import (
+    TemplateError, candidate_configs, config_key, config_name, read_records, record_path, sweep_workload,
+    template_dir,
+)
+from matmul.variants import get_variant, variant_decisions
+from matmul.workloads import bert_shapes
+
+pytestmark = pytest.mark.ml
+ROOT = Path(__file__).resolve().parents[1]
+FACTS = host_facts()
+#: Two small workloads of one made-up kernel: enough for every code path, built in seconds.
+TINY = (MatmulShape(16, 64, 48), MatmulShape(32, 64, 48))
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tuning")
+    for shape in TINY:
+        sweep_workload(shape, configs=6, calls=1, root=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tiny_root, tmp_path_factory):
+    models = tmp_path_factory.mktemp("models")
+    ml.train(ml.dataset(root=tiny_root, sources=["template"]), root=models, rounds=20)
+    return models
+
+
+def _copy_models(src: Path, dst: Path) -> tuple[Path, Path]:
+    shutil.copytree(src, dst)
+    return ml.model_paths(FACTS, dst)
+
+
+def _rule(shape: MatmulShape) -> RuleConfig:
+    return decide(shape, FACTS).config
+
+
+# --------------------------------------------------------------------------- the candidate set
+@pytest.mark.parametrize("kernel,M", [("qkv", 16), ("mlp_expand", 128), ("mlp_reduce", 384)])
+def test_candidates_are_legal_distinct_deterministic_and_start_with_the_rules(kernel, M):
+    shape = kernel_shape(kernel, M)
+    configs = candidate_configs(shape, FACTS)
+    assert configs == candidate_configs(shape, FACTS)
+    assert configs[0] == _rule(shape) and len(configs) == 28
+    assert len({config_key(c) for c in configs}) == len(configs)
+    for c in configs:
+        c.check()
+    knobs = {k: {getattr(c, k) for c in configs} for k in ("tm", "tn", "tk", "jpack", "unroll", "pack_b", "order")}
+    assert all(len(v) >= 2 for v in knobs.values()), knobs  # every knob is really explored
+
+
+@settings(max_examples=12, deadline=None)
+@given(M=st.integers(1, 400), K=st.sampled_from([8, 40, 64, 768, 3072]), N=st.sampled_from([8, 24, 100, 768]))
+def test_every_candidate_schedules_on_any_shape(M, K, N):
+    shape = MatmulShape(M, K, N)
+    configs = candidate_configs(shape, FACTS, limit=8)
+    assert configs and configs[0] == _rule(shape)
+    for c in configs:
+        apply_config(Schedule(matmul_module(shape, "float32", "NN")), c, shape)
+
+
+def test_every_candidate_of_a_small_shape_computes_the_right_product():
+    shape = MatmulShape(20, 96, 40)
+    for c in candidate_configs(shape, FACTS):
+        check = verify(build(config_name(c), shape))
+        assert check.ok, (c, check)
+
+
+def test_config_name_pins_every_knob():
+    shape = kernel_shape("qkv", 64)
+    for c in candidate_configs(shape, FACTS)[:6]:
+        d = variant_decisions(config_name(c), shape)
+        assert {k: d[k] for k in dataclasses.asdict(c)} == c.as_dict()
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        candidate_configs(shape, FACTS, limit=0)
+
+
+# --------------------------------------------------------------------------- the sweep's records
+def test_sweep_keeps_one_record_per_config_and_resumes(tiny_root):
+    for shape in TINY:
+        data = read_records(record_path(shape, root=tiny_root))
+        configs = [tuple(r["config"].values()) for r in data["records"]]
+        assert len(configs) == 6 == len(set(configs))
+        assert data["records"][0]["config"] == _rule(shape).as_dict()  # measured against itself: the noise
+        assert all(r["speedup"] > 0 and r["rule_s"] > 0 and r["config_s"] > 0 for r in data["records"])
+        assert data["profile"] == FACTS.profile and data["workload"]["M"] == shape.M
+    before = record_path(TINY[0], root=tiny_root).read_bytes()
+    again = sweep_workload(TINY[0], configs=6, calls=1, root=tiny_root)
+    assert again.measured == 0 and again.total == 6
+    assert record_path(TINY[0], root=tiny_root).read_bytes() == before
+
+
+def test_a_corrupt_or_foreign_record_file_is_named_and_left_alone(tiny_root, tmp_path):
+    root = tmp_path / "t"
+    shutil.copytree(tiny_root, root)
+    path = record_path(TINY[0], root=root)
+    path.write_bytes(path.read_bytes()[:-40])
+    cut = path.read_bytes()
+    for call in (lambda: read_records(path), lambda: sweep_workload(TINY[0], configs=6, root=root),
+                 lambda: ml.dataset(root=root)):
+        with pytest.raises(TemplateError, match=f"{path.name}.*corrupt.*left untouched"):
+            call()
+    assert path.read_bytes() == cut
+    other = record_path(TINY[1], root=root)
+    data = json.loads(other.read_text())
+    data["profile"] = "zen9-64c-simd16-t64"
+    other.write_text(json.dumps(data))
+    with pytest.raises(TemplateError, match="never serve another"):
+        read_records(other)
+
+
+# --------------------------------------------------------------------------- the dataset
+def test_dataset_has_a_row_per_record_with_features_and_targets(tiny_root):
+    df = ml.dataset(root=tiny_root, sources=["template"])
+    assert len(df) == 12 and set(df["source"]) == {"template"} and df["workload"].nunique() == 2
+    for col in (*ml.FEATURES, *ml.TARGET_KNOBS, "cache_write", "decompose_reduction", "rel", "target", "profile"):
+        assert col in df, col
+    assert (df.groupby("workload")["rel"].max() == 1.0).all()
+    assert (df[df["is_rule"] == 1]["target"] == 0).all() and df["target"].abs().max() <= ml.TARGET_CLIP
+    assert (df["is_rule"].groupby(df["workload"]).sum() == 1).all()
+    assert ((df["M"] * df["N"]).apply(lambda x: x > 0)).all() and set(df["K"]) == {64}
+
+
+def test_dataset_reads_every_metaschedule_record_as_knobs():
+    from matmul.tuning import has_record
+
+    if not has_record(kernel_shape("qkv", 16)):
+        pytest.skip(f"the shipped MetaSchedule database has no records for profile {FACTS.profile}")
+    df = ml.dataset(sources=["metaschedule"])
+    assert len(df) >= 24 and set(df["source"]) == {"metaschedule"}
+    assert (df["K"] % df["tk"] == 0).all() and (df["jpack"] >= 1).all() and (df["M"] % df["mr"] == 0).all()
+    assert df["cache_write"].isin([True, False]).all() and (df.groupby("workload")["rel"].max() == 1.0).all()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_dataset_file_and_its_provenance(tiny_root, tmp_path, suffix):
+    from matmul.cli import main
+
+    out = tmp_path / f"data{suffix}"
+    assert main(["ml", "dataset", "--root", str(tiny_root), "--sources", "template", "--out", str(out)]) == 0
+    meta = json.loads(out.with_name(out.name + ".json").read_text())
+    assert meta["rows"] == 12 and meta["sources"] == {"template": 12} and meta["profile"] == FACTS.profile
+    assert meta["file_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    back = ml.read_dataset(out)
+    assert len(back) == 12 and list(back.columns) == meta["columns"]
+    assert ml.data_hash(ml.training_frame(back)) == ml.data_hash(ml.training_frame(
+        ml.dataset(root=tiny_root, sources=["template"])))
+
+
+def test_dataset_bad_inputs_name_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="choose from: template, metaschedule"):
+        ml.dataset(sources=["autotvm"])
+    with pytest.raises(ValueError, match="no tuning records.*ml sweep"):
+        ml.dataset(root=tmp_path)
+    with pytest.raises(ValueError, match=r"must end in \.csv or \.parquet"):
+        ml.write_dataset(pd.DataFrame({"source": ["template"], "workload": ["w"]}), tmp_path / "d.xlsx")
+    with pytest.raises(ValueError, match="no dataset at"):
+        ml.read_dataset(tmp_path / "missing.csv")
+
+
+# --------------------------------------------------------------------------- training
+def test_training_is_deterministic_and_saves_text_with_a_sidecar(tiny_root, tmp_path):
+    df = ml.dataset(root=tiny_root, sources=["template"])
+    texts = []
+    for n in range(2):
+        (model, side), meta = ml.train(df, root=tmp_path / str(n), rounds=20)
+        texts.append(model.read_bytes())
+        side_meta = json.loads(side.read_text())
+        assert side_meta["model_sha256"] == hashlib.sha256(texts[-1]).hexdigest()
+        assert side_meta["features"] == list(ml.FEATURES) and side_meta["params"]["deterministic"] is True
+        import lightgbm
+
+        assert side_meta["lightgbm_version"] == lightgbm.__version__ and side_meta["data_sha256"] == ml.data_hash(
+            ml.training_frame(df))
+    assert texts[0] == texts[1]
+    assert texts[0].startswith(b"tree\nversion=")  # LightGBM's own text format
+    assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pickle"))
+
+
+# --------------------------------------------------------------------------- the shipped model
+def _shipped():
+    model, side = ml.model_paths(FACTS, ROOT / "models")
+    if not model.is_file():
+        pytest.skip(f"no shipped model for profile {FACTS.profile}")
+    return model, side
+
+
+def test_shipped_model_loads_from_its_text_files_and_predicts_every_bert_shape():
+    model, side = _shipped()
+    assert {p.suffix for p in model.parent.iterdir()} == {".txt", ".json"}  # text and JSON, nothing pickled
+    loaded = ml.load_model(FACTS, ROOT / "models")
+    assert loaded.path == model and loaded.booster.num_trees() == json.loads(side.read_text())["rounds"]
+    for w in bert_shapes():
+        pred = ml.predict(w.shape, FACTS, root=ROOT / "models")
+        assert pred.fallback is None, pred.fallback
+        assert pred.decisions["source"] == "model" and pred.decisions["search_trials"] == 0
+        pred.config.check()
+
+
+def test_retraining_on_the_shipped_records_reproduces_the_shipped_model():
+    model, side = _shipped()
+    meta = json.loads(side.read_text())
+    df = ml.dataset(sources=["template"])
+    if ml.data_hash(ml.training_frame(df)) != meta["data_sha256"]:
+        pytest.skip("the shipped records give other features on this machine (other caches or threads)")
+    text = ml.fit(df, rounds=meta["rounds"]).model_to_string()
+    assert hashlib.sha256(text.encode()).hexdigest() == meta["model_sha256"]
+
+
+@pytest.mark.parametrize("kernel,M", [("qkv", 16), ("mlp_reduce", 96)])
+def test_ml_guided_from_the_shipped_model_is_correct(kernel, M):
+    _shipped()
+    shape = kernel_shape(kernel, M)
+    assert verify(build("ml_guided", shape)).ok
+    assert variant_decisions("ml_guided", shape)["fallback"] is None
+
+
+# --------------------------------------------------------------------------- fallbacks
+def _assert_falls_back(shape, root, caplog, match):
+    caplog.set_level(logging.WARNING, logger="matmul.ml")
+    pred = ml.predict(shape, FACTS, root=root)
+    assert pred.fallback is not None and pred.decisions["source"] == "rule_based"
+    assert pred.decisions["fallback"] == pred.fallback
+    assert pred.config == _rule(shape)
+    assert pred.fallback and __import__("re").search(match, pred.fallback), pred.fallback
+    assert any("falls back to rule_based" in r.getMessage() for r in caplog.records)
+    return pred
+
+
+def _edit_sidecar(side: Path, **changes) -> None:
+    meta = json.loads(side.read_text())
+    meta.update(changes)
+    side.write_text(json.dumps(meta))
+
+
+FALLBACKS = {
+    "missing": (lambda model, side: model.unlink(), r"no model for profile .*ml train"),
+    "corrupt-text": (lambda model, side: model.write_bytes(model.read_bytes().replace(b"Tree=3", b"Tree=9")),
+                     r"does not match the hash"),
+    "truncated-with-its-hash": (
+        lambda model, side: (model.write_bytes(model.read_bytes()[:4000]),
+                             _edit_sidecar(side, model_sha256=hashlib.sha256(model.read_bytes()).hexdigest())),
+        r"LightGBM cannot read .*not a complete LightGBM text model"),
+    "corrupt-sidecar": (lambda model, side: side.write_text("{not json"), r"sidecar .* is corrupt"),
+    "lightgbm-version": (lambda model, side: _edit_sidecar(side, lightgbm_version="3.3.5"),
+                         r"trained with LightGBM '3\.3\.5'"),
+    "schema": (lambda model, side: _edit_sidecar(side, schema=99), r"schema 99"),
+    "features": (lambda model, side: _edit_sidecar(side, features=["M", "K"]), r"other features"),
+}
+
+
+@pytest.mark.parametrize("mode", list(FALLBACKS))
+def test_ml_guided_falls_back_on_a_broken_model_and_leaves_the_files(mode, tiny_models, tmp_path, caplog):
+    breaker, match = FALLBACKS[mode]
+    root = tmp_path / "models"
+    model, side = _copy_models(tiny_models, root)
+    breaker(model, side)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    _assert_falls_back(TINY[0], root, caplog, match)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("bad", [
+    {"mr": 8, "jpack": 32, "tm": 16, "tn": 32},  # 8 x 4 accumulators: over the register file
+    {"tn": 36},  # not a multiple of j-pack
+])
+def test_ml_guided_falls_back_on_an_illegal_predicted_config(bad, tiny_models, monkeypatch, caplog):
+    shape = TINY[0]
+
+    def candidates(shape, facts, **kw):
+        return [dataclasses.replace(_rule(shape), **bad)]
+
+    monkeypatch.setattr(ml, "_candidates", candidates)
+    pred = _assert_falls_back(shape, tiny_models, caplog, r"illegal")
+    assert pred.decisions["search_trials"] == 0
+
+
+def test_the_variant_records_the_fallback_and_still_computes_the_right_product(tmp_path, monkeypatch):
+    monkeypatch.setenv(ml.MODEL_ROOT_ENV, str(tmp_path))
+    shape = kernel_shape("qkv", 16)
+    d = variant_decisions("ml_guided", shape)
+    assert d["source"] == "rule_based" and d["fallback"].startswith("no model for profile")
+    assert verify(build("ml_guided", shape)).ok
+    assert get_variant("ml_guided").family == "learned"
+
+
+def test_clamp_fits_sizes_to_the_shape_and_refuses_broken_relations():
+    shape = MatmulShape(10, 40, 24)
+    big = RuleConfig(tm=64, tn=96, tk=256, mr=2, jpack=8, vector=4, writeback=4, unroll=8)
+    cfg, changed = ml.clamp(big, shape, FACTS)
+    lanes = FACTS.simd_lanes_fp32
+    assert cfg.vector == lanes and cfg.tm == 10 and cfg.tn == 24 and cfg.tk == -(-40 // lanes) * lanes
+    assert cfg.tk % cfg.unroll == 0 and any(c.startswith("tm 64->10") for c in changed)
+    apply_config(Schedule(matmul_module(shape, "float32", "NN")), cfg, shape)
+    with pytest.raises(RuleError, match="not a multiple of jpack"):
+        ml.clamp(dataclasses.replace(big, tn=20, vector=lanes, writeback=lanes, jpack=lanes * 2), shape, FACTS)
+
+
+# --------------------------------------------------------------------------- evaluation and CLI
+def test_leave_one_out_never_trains_on_the_held_out_shape(tiny_root, monkeypatch):
+    seen = []
+    real = ml.fit
+
+    def spy(train, **kw):
+        seen.append(set(train["workload"]))
+        return real(train, rounds=10)
+
+    monkeypatch.setattr(ml, "fit", spy)
+    loo = ml.leave_one_out(ml.dataset(root=tiny_root, sources=["template"]))
+    assert len(loo) == 2 and [len(s) for s in seen] == [1, 1]
+    for key, trained_on in zip(loo["workload"], seen):
+        assert key not in trained_on
+    assert loo["rel_pick"].between(0, 1).all()
+    acc = ml.knob_accuracy(loo)
+    assert list(acc["knob"]) == list(ml.TARGET_KNOBS) and acc["model_accuracy"].between(0, 1).all()
+
+
+def test_cli_train_predict_and_evaluate(tiny_root, tmp_path, monkeypatch):
+    from matmul.cli import main
+
+    models = tmp_path / "models"
+    assert main(["ml", "train", "--root", str(tiny_root), "--model-root", str(models)]) == 0
+    monkeypatch.setenv(ml.MODEL_ROOT_ENV, str(models))
+    assert main(["ml", "predict", "--shape", "16", "64", "48"]) == 0
+    monkeypatch.setenv(ml.MODEL_ROOT_ENV, str(tmp_path / "none"))
+    assert main(["ml", "predict", "--shape", "16", "64", "48"]) == 1
+    out = tmp_path / "eval"
+    monkeypatch.setenv("MATMUL_TUNING_ROOT", str(tiny_root))
+    assert main(["ml", "evaluate", "--out", str(out), "--blocks", "2", "--calls", "2"]) == 0
+    meas = pd.read_csv(out / "measured.csv")
+    assert len(meas) == 2 and (meas["ml_vs_rule"] > 0).all() and meas["ms_s"].isna().all()
+    assert "Per-knob accuracy" in (out / "EVALUATION.md").read_text()
+    assert (out / "accuracy.csv").is_file() and (out / "loo.csv").is_file()
+
+
+def test_cli_reports_a_missing_dataset_and_corrupt_records(tmp_path, capsys):
+    from matmul.cli import main
+
+    assert main(["ml", "train", "--dataset", str(tmp_path / "nope.csv")]) == 2
+    assert "no dataset at" in capsys.readouterr().err
+    bad = template_dir(FACTS, tmp_path) / "NN-float32-M1-K8-N8.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("[")
+    assert main(["ml", "dataset", "--root", str(tmp_path), "--out", str(tmp_path / "d.csv")]) == 2
+    assert "corrupt" in capsys.readouterr().err and bad.read_text() == "["
