@@ -33,7 +33,8 @@ from matmul.variants import get_variant
 
 #: The quick default: a few minutes on 2 cores.
 DEFAULT_M = (16, 128)
-DEFAULT_VARIANTS = ("baseline", "full", "parallel_vec_j", "rule_based", "metaschedule", "numpy", "torch")
+DEFAULT_VARIANTS = ("baseline", "full", "parallel_vec_j", "rule_based", "metaschedule", "ml_guided", "numpy",
+                    "torch")
 #: The unscheduled triple loop takes ~0.4 s per call at qkv M=384 and ~1.5 s
 #: for the MLP kernels; by default it is measured only up to this M.
 BASELINE_MAX_M = 32

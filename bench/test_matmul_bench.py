@@ -6,7 +6,8 @@ no other thread pool of the process still spins, and only then is timed by
 pytest-benchmark: 3 warm-up rounds, then ``--rounds`` single-call rounds.
 
 Each saved case carries in ``extra_info``: GFLOP/s and its IQR, percent of
-the measured FP32 peak, the schedule's decisions, NumPy's median for the same
+the measured FP32 peak, the schedule's decisions (for ``ml_guided``, also
+``fallback``: None, or why it used the rules' config), NumPy's median for the same
 shape measured right before and after the case and the speedup over it, and
 an agreement figure: TVM's own ``time_evaluator`` on the same kernel,
 interleaved call by call with the timed rounds, or, for ``numpy``, NumPy
@@ -50,6 +51,8 @@ def test_matmul(benchmark, workload, variant, layout, bench_settings):
     # kernel, M, variant and layout are saved as params already
     info.update(model=workload.model, K=shape.K, N=shape.N, kind=cand.kind, threads=cand.threads,
                 decisions=cand.decisions, peak_gflops=peak.gflops, peak_method=peak.method)
+    if "fallback" in cand.decisions:  # ml_guided: None, or why it used the rules' config
+        info["fallback"] = cand.decisions["fallback"]
     timed = benchmark.enabled
     # The independent timer for agreement. TVM kernels: one native
     # time_evaluator call before every round, interleaved with

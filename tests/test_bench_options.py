@@ -26,7 +26,7 @@ def test_default_grid_ids_read_kernel_m_variant_layout():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = [line.split("[", 1)[1].rstrip("]") for line in proc.stdout.splitlines() if "::test_matmul[" in line]
     assert {"qkv-M128-full-NN", "qkv-M16-numpy-NN", "mlp_expand-M16-baseline-NN", "qkv-M16-rule_based-NN"} <= set(ids)
-    assert len(ids) == 3 * 2 * 7  # kernels x default M x default variants
+    assert len(ids) == 3 * 2 * 8  # kernels x default M x default variants
 
 
 def test_baseline_is_capped_at_small_m_and_says_so():
@@ -156,3 +156,23 @@ def test_bad_grid_options_are_usage_errors(args, message):
     proc = _collect(*args)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert message in proc.stdout + proc.stderr
+
+
+def test_ml_guided_fallback_is_saved_in_extra_info(tmp_path):
+    """No model for the profile: ml_guided runs the rules' config and the saved case says so and why."""
+    import os
+
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--kernels", "qkv",
+         "--m-values", "8", "--variants", "ml_guided", f"--benchmark-storage=file://{tmp_path / 'runs'}",
+         "--benchmark-save=ml", "--rounds=3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "MATMUL_MODEL_ROOT": str(tmp_path / "no-models")},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    (saved,) = (tmp_path / "runs").glob("*/0001_ml.json")
+    (case,) = json.loads(saved.read_text())["benchmarks"]
+    info = case["extra_info"]
+    assert info["fallback"].startswith("no model for profile") and "python -m matmul ml train" in info["fallback"]
+    assert info["decisions"]["source"] == "rule_based" and info["decisions"]["search_trials"] == 0
+    assert info["gflops"] > 0
