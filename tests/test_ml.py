@@ -368,3 +368,14 @@ def test_cli_reports_a_missing_dataset_and_corrupt_records(tmp_path, capsys):
     bad.write_text("[")
     assert main(["ml", "dataset", "--root", str(tmp_path), "--out", str(tmp_path / "d.csv")]) == 2
     assert "corrupt" in capsys.readouterr().err and bad.read_text() == "["
+
+
+def test_cli_sweep_writes_records_and_says_how_far_it_got(tmp_path, capsys):
+    from matmul.cli import main
+
+    assert main(["ml", "sweep", "--kernels", "qkv", "--m-values", "2", "--configs", "2", "--calls", "1",
+                 "--root", str(tmp_path)]) == 0
+    data = read_records(record_path(kernel_shape("qkv", 2), root=tmp_path))
+    assert len(data["records"]) == 2 and data["records"][0]["config"] == _rule(kernel_shape("qkv", 2)).as_dict()
+    err = capsys.readouterr().err
+    assert "[1/1] qkv-M2: 2 measured now, 2 on file" in err
