@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .evidence import _commit
 from .hardware import HostFacts, host_facts
 from .kernel import check_dtype, check_layout
 from .rules import RuleConfig, RuleError, decide, vector_registers
@@ -280,12 +281,6 @@ def data_hash(df: pd.DataFrame) -> str:
     """sha256 of a table's canonical CSV text (floats at full precision)."""
     text = df.to_csv(index=False, float_format="%.17g", lineterminator="\n")
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _commit() -> str:
-    from .evidence import _commit
-
-    return _commit()
 
 
 def write_dataset(df: pd.DataFrame, out: Path, *, facts: HostFacts | None = None,
