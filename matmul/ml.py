@@ -63,8 +63,8 @@ import pandas as pd
 
 from .evidence import _commit
 from .hardware import HostFacts, host_facts
-from .kernel import check_dtype, check_layout
-from .rules import RuleConfig, RuleError, decide, vector_registers
+from .kernel import check_layout
+from .rules import RuleConfig, RuleError, _itemsize, _l1, _l2, decide, vector_registers
 from .template import (
     CONFIGS_DEFAULT,
     candidate_configs,
@@ -131,10 +131,6 @@ class ModelError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- features
-def _itemsize(dtype: str) -> int:
-    return np.dtype(check_dtype(dtype)).itemsize
-
-
 def shape_features(shape: MatmulShape, facts: HostFacts, dtype: str = "float32", layout: str = "NN") -> dict:
     return {
         "M": shape.M, "K": shape.K, "N": shape.N,
@@ -142,7 +138,7 @@ def shape_features(shape: MatmulShape, facts: HostFacts, dtype: str = "float32",
         "m_mod_8": shape.M % 8, "m_mod_16": shape.M % 16, "n_mod_96": shape.N % 96,
         "layout_nt": int(check_layout(layout) == "NT"), "dtype_bytes": _itemsize(dtype),
         "lanes": facts.simd_lanes_fp32, "vregs": vector_registers(facts),
-        "l1_kib": (facts.l1d_bytes or 32768) / 1024, "l2_kib": (facts.l2_bytes or 262144) / 1024,
+        "l1_kib": _l1(facts) / 1024, "l2_kib": _l2(facts) / 1024,
         "threads": facts.runtime_threads,
     }
 
@@ -152,7 +148,7 @@ def config_features(shape: MatmulShape, cfg: RuleConfig, rule: RuleConfig, facts
     size = _itemsize(dtype)
     mp, np_, kp = cfg.padded(shape)
     tasks = cfg.tasks(shape)
-    l1, l2 = facts.l1d_bytes or 32768, facts.l2_bytes or 262144
+    l1, l2 = _l1(facts), _l2(facts)
     return {
         "tm": cfg.tm, "tn": cfg.tn, "tk": cfg.tk, "mr": cfg.mr, "jpack": cfg.jpack, "unroll": cfg.unroll,
         "pack_b": int(cfg.pack_b), "order_ifirst": int(cfg.order == "ifirst"),
