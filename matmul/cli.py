@@ -504,7 +504,7 @@ def parser() -> argparse.ArgumentParser:
     mlt.add_argument("--model-root", type=Path, help="where models go (default: $MATMUL_MODEL_ROOT or models/)")
     mle = mls.choices["evaluate"]
     mle.add_argument("--no-measure", action="store_true", help="accuracy only; time nothing")
-    mle.add_argument("--blocks", type=_positive, default=4, help="timed blocks per variant (default: 4)")
+    mle.add_argument("--blocks", type=_positive, default=4, help="timed blocks per variant, even (default: 4)")
     mle.add_argument("--calls", type=_positive, default=10, help="calls per block (default: 10)")
     mle.add_argument("--out", type=Path, help="output folder (default: evidence/<profile>/ml)")
 

@@ -618,14 +618,14 @@ def measure_held_out(loo: pd.DataFrame, *, facts: HostFacts | None = None, block
                      progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Time each held-out pick beside rule_based and MetaSchedule's best, interleaved, in this run.
 
-    Each of ``blocks`` rounds times every variant once (at least ``calls``
-    calls, more for short kernels), in alternating order; a variant's time is
-    the median of its blocks.
+    Each of ``blocks`` rounds (an even number) times every variant once (at
+    least ``calls`` calls, more for short kernels), in mirrored order (A B C,
+    C B A, ...: each variant sees the same drift); a variant's time is the
+    median of its blocks.
     """
     from .candidates import prepare
-    from .paired import _block
+    from .paired import calls_for, time_interleaved
     from .template import BLOCK_S, config_name
-    from .timing import median_seconds
     from .tuning import NoRecordError, has_record
 
     facts = facts or host_facts()
@@ -642,14 +642,9 @@ def measure_held_out(loo: pd.DataFrame, *, facts: HostFacts | None = None, block
                 cands["metaschedule"] = prepare("metaschedule", shape, layout=layout, dtype=dtype)
             except NoRecordError:
                 pass
-        with cands["rule_based"].pool():
-            n_calls = max(calls, math.ceil(BLOCK_S / median_seconds(cands["rule_based"].call, calls=calls)))
-        times: dict[str, list[float]] = {k: [] for k in cands}
-        names = list(cands)
-        for b in range(blocks):  # A B C, C B A, ...: each variant sees the same drift
-            for name in names if b % 2 == 0 else names[::-1]:
-                times[name].append(_block(cands[name], n_calls, 2))
-        med = {k: float(np.median(v)) for k, v in times.items()}
+        times = time_interleaved(list(cands.values()), blocks=blocks,
+                                 calls=calls_for(cands["rule_based"], calls, BLOCK_S))
+        med = {k: float(np.median(v)) for k, v in zip(cands, times)}
         row = {"workload": key, "M": r.M, "K": r.K, "N": r.N, "ml_s": med["ml_guided"], "rule_s": med["rule_based"],
                "ms_s": med.get("metaschedule", float("nan"))}
         row["ml_vs_rule"] = row["rule_s"] / row["ml_s"]

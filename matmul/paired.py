@@ -12,6 +12,7 @@ and overall, as the seed research did for its j-pack and write-back choices.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,17 +53,37 @@ def _block(cand: Candidate, calls: int, warmup: int) -> float:
         return median_seconds(cand.call, calls=calls, warmup=warmup)
 
 
-def time_pair(ca: Candidate, cb: Candidate, *, blocks: int = 4, calls: int = 10, warmup: int = 2) -> tuple[list, list]:
-    """Block medians of A and B, in ABBA order."""
+def time_interleaved(cands: Sequence[Candidate], *, blocks: int = 4, calls: int = 10,
+                     warmup: int = 2) -> list[list[float]]:
+    """Block medians of each candidate, in mirrored order: A B C, C B A, A B C, ...
+
+    With two candidates that is ABBA. Returns one list of ``blocks`` block
+    medians per candidate, in the order given.
+    """
     if blocks < 2 or blocks % 2:
         raise ValueError(f"blocks must be an even number >= 2 (ABBA pairs), got {blocks}")
     if calls < 1:
         raise ValueError(f"calls must be positive, got {calls}")
-    times: dict[str, list[float]] = {"a": [], "b": []}
+    if not cands:
+        raise ValueError("no candidates to time")
+    times: list[list[float]] = [[] for _ in cands]
+    order = list(range(len(cands)))
     for i in range(blocks):
-        for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
-            times[side].append(_block(ca if side == "a" else cb, calls, warmup))
-    return times["a"], times["b"]
+        for n in order if i % 2 == 0 else order[::-1]:
+            times[n].append(_block(cands[n], calls, warmup))
+    return times
+
+
+def time_pair(ca: Candidate, cb: Candidate, *, blocks: int = 4, calls: int = 10, warmup: int = 2) -> tuple[list, list]:
+    """Block medians of A and B, in ABBA order."""
+    ta, tb = time_interleaved([ca, cb], blocks=blocks, calls=calls, warmup=warmup)
+    return ta, tb
+
+
+def calls_for(cand: Candidate, calls: int, block_s: float) -> int:
+    """At least ``calls``, and enough that one block of ``cand`` lasts ``block_s`` seconds."""
+    with cand.pool():
+        return max(calls, math.ceil(block_s / median_seconds(cand.call, calls=calls)))
 
 
 def paired(

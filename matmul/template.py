@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import random
 import statistics
 from collections.abc import Callable, Iterable, Sequence
@@ -206,24 +205,15 @@ class SweepOutcome:
     best_speedup: float
 
 
-def _measure(rule_cand, cfg_cand, calls: int) -> tuple[float, float]:
-    from .paired import time_pair
-
-    ta, tb = time_pair(rule_cand, cfg_cand, blocks=2, calls=calls)
-    return statistics.median(ta), statistics.median(tb)
-
-
 def sweep_workload(
     shape: MatmulShape,
     *,
-    label: str | None = None,
     dtype: str = "float32",
     layout: str = "NN",
     configs: int = CONFIGS_DEFAULT,
     calls: int = 10,
     facts: HostFacts | None = None,
     root: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Measure the workload's candidate configs against the rules' config.
 
@@ -235,11 +225,11 @@ def sweep_workload(
     speedup shows the noise of the measurement.
     """
     from .candidates import prepare
+    from .paired import calls_for, time_pair
     from .report import atomic_write
     from .tuning import _target_key
 
     facts = facts or host_facts()
-    label = label or f"M{shape.M}xK{shape.K}xN{shape.N}"
     check_dtype(dtype)
     check_layout(layout)
     path = record_path(shape, dtype, layout, facts=facts, root=root)
@@ -253,24 +243,19 @@ def sweep_workload(
             if config_key(c) not in done]
     measured = 0
     if todo:
-        from .timing import median_seconds
-
         rule = prepare("rule_based", shape, layout=layout, dtype=dtype, facts=facts)
-        with rule.pool():
-            calls = max(calls, math.ceil(BLOCK_S / median_seconds(rule.call, calls=calls)))
+        calls = calls_for(rule, calls, BLOCK_S)
         for cfg in todo:
             cand = prepare(config_name(cfg), shape, layout=layout, dtype=dtype, facts=facts)
-            rule_s, cfg_s = _measure(rule, cand, calls)
+            ta, tb = time_pair(rule, cand, blocks=2, calls=calls)
+            rule_s, cfg_s = statistics.median(ta), statistics.median(tb)
             data["records"].append({
                 "config": cfg.as_dict(), "rule_s": rule_s, "config_s": cfg_s, "speedup": rule_s / cfg_s,
                 "calls": calls, "blocks": "ABBA", "target": list(_target_key(facts.target())),
                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             })
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, json.dumps(data, indent=1) + "\n")
+            atomic_write(path, json.dumps(data, indent=1) + "\n")  # after each config: a kill loses one
             measured += 1
-            if progress:
-                progress(f"  {label}: {config_name(cfg)} {rule_s / cfg_s:.3f}x the rules' config")
     best = max((float(r["speedup"]) for r in data["records"]), default=float("nan"))
     return SweepOutcome(shape, path, measured, len(data["records"]), best)
 
@@ -286,7 +271,7 @@ def sweep(
         raise ValueError("no workloads to sweep")
     out = []
     for n, w in enumerate(loads, 1):
-        res = sweep_workload(w.shape, label=w.id, **kwargs)
+        res = sweep_workload(w.shape, **kwargs)
         out.append(res)
         if progress:
             progress(f"[{n}/{len(loads)}] {w.id}: {res.measured} measured now, {res.total} on file, "

@@ -6,7 +6,7 @@ import pytest
 
 from matmul import Workload
 from matmul.candidates import prepare
-from matmul.paired import paired, paired_table, time_pair
+from matmul.paired import calls_for, paired, paired_table, time_interleaved, time_pair
 from matmul.workloads import MatmulShape
 
 
@@ -18,6 +18,23 @@ def test_blocks_alternate_abba(monkeypatch):
     b.call = lambda: order.append("b")
     time_pair(a, b, blocks=4, calls=1, warmup=0)
     assert "".join(order) == "abbaabba"
+
+
+def test_three_candidates_are_timed_in_mirrored_order():
+    order = []
+    cands = [prepare("numpy", MatmulShape(4, 16, 16)) for _ in range(3)]
+    for name, c in zip("abc", cands):
+        c.call = (lambda n: lambda: order.append(n))(name)
+    times = time_interleaved(cands, blocks=4, calls=1, warmup=0)
+    assert "".join(order) == "abccbaabccba" and [len(t) for t in times] == [4, 4, 4]
+    with pytest.raises(ValueError, match="no candidates"):
+        time_interleaved([], blocks=2)
+
+
+def test_calls_for_makes_a_block_last_long_enough():
+    c = prepare("numpy", MatmulShape(4, 16, 16))  # microseconds per call
+    assert calls_for(c, 5, 0.0) == 5
+    assert calls_for(c, 5, 0.01) > 5
 
 
 def test_paired_table_holds_block_medians_and_geomeans():
