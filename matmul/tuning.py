@@ -29,6 +29,7 @@ instead of served.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -332,6 +333,23 @@ def _unnamed_log_handlers_off() -> None:
             ms_log.removeHandler(handler)
 
 
+@contextlib.contextmanager
+def _log_level_kept():
+    """Keep MetaSchedule's logger at the level the caller gave it, over a tuning run.
+
+    Each run configures that logger from its current level (which sets its
+    console handler's level) and then sets the logger itself to DEBUG, so from
+    the second run in a process on, every task table and cost-model line went
+    to stdout even when the caller had asked for warnings only.
+    """
+    ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = ms_log.level
+    try:
+        yield
+    finally:
+        ms_log.setLevel(level)
+
+
 def _check_trials(trials: Any, what: str = "trials") -> int:
     if isinstance(trials, bool) or not isinstance(trials, int) or trials <= 0:
         raise ValueError(f"{what} must be a positive integer, got {trials!r}")
@@ -408,19 +426,20 @@ def tune(
     callbacks = ms.measure_callback.MeasureCallback.create("default")
     if on_batch is not None:
         callbacks = [*callbacks, _progress_callback(on_batch)]
-    return ms.tune_tir(
-        matmul_module(shape, dtype, layout),
-        facts.target(),
-        work_dir=str(work_dir),
-        max_trials_global=trials,
-        num_trials_per_iter=min(trials, search.per_iter),
-        builder=ms.builder.LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S),
-        runner=search.rpc.runner() if search.rpc else "local",
-        measure_callbacks=callbacks,
-        strategy=ms.search_strategy.EvolutionarySearch(
-            population_size=search.population, init_min_unmeasured=min(50, search.population)),
-        seed=search.seed,
-    )
+    with _log_level_kept():
+        return ms.tune_tir(
+            matmul_module(shape, dtype, layout),
+            facts.target(),
+            work_dir=str(work_dir),
+            max_trials_global=trials,
+            num_trials_per_iter=min(trials, search.per_iter),
+            builder=ms.builder.LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S),
+            runner=search.rpc.runner() if search.rpc else "local",
+            measure_callbacks=callbacks,
+            strategy=ms.search_strategy.EvolutionarySearch(
+                population_size=search.population, init_min_unmeasured=min(50, search.population)),
+            seed=search.seed,
+        )
 
 
 def _timed_records(path: Path) -> list[tuple[str, float]]:

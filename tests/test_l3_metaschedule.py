@@ -279,3 +279,22 @@ def test_traces_on_an_empty_profile_says_what_to_run(tmp_path, capsys):
 
     assert main(["traces", "--root", str(tmp_path)]) == 2
     assert "run `python -m matmul tune` first" in capsys.readouterr().err
+
+
+@pytest.mark.metaschedule
+def test_a_second_tuning_run_keeps_metaschedule_as_quiet_as_asked(tmp_path, capsys):
+    """MetaSchedule sets its own logger to DEBUG during a run; from the second run
+    on, every task table used to reach stdout even though `tune` asks for warnings only."""
+    import logging
+
+    ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
+    old = ms_log.level
+    ms_log.setLevel(logging.WARNING)
+    try:
+        for n in (1, 2):
+            tune(SHAPE, tmp_path / f"db{n}", trials=2, search=SearchSettings(per_iter=2, population=16, seed=1))
+            assert ms_log.level == logging.WARNING
+        out = capsys.readouterr().out
+        assert "Total trials" not in out and "TaskScheduler" not in out
+    finally:
+        ms_log.setLevel(old)
