@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,31 +108,74 @@ def prepare(
     threads = facts.runtime_threads
     a, b = make_inputs(shape, dtype=dtype, layout=layout, seed=seed)
     if kind == "tvm":
-        kernel = build_cached(name, shape, dtype, layout)
-        ta, tb, tc = kernel.tensors(a, b)
-        func = kernel.func  # fetched once, outside any timed call
-
-        def call() -> object:
-            return func(ta, tb, tc)
-
-        call()
-        result = tc.numpy()
         decisions = variant_decisions(name, shape, dtype=dtype, layout=layout, facts=facts)
-        cand = Candidate(name, kind, shape, layout, call, threads, decisions, kernel, (ta, tb, tc))
-    else:
-        ref = get_reference(name)
-        call, output = ref.prepare(a, b, layout, threads)
-        with ref.threads(threads):
-            call()
-        result = output()
-        cand = Candidate(
-            name, kind, shape, layout, call, threads, {"library": ref.summary, "threads": threads},
-            _pool=lambda: ref.threads(threads),
-        )
+        return _bind(name, build_cached(name, shape, dtype, layout), decisions, a, b)
+    ref = get_reference(name)
+    call, output = ref.prepare(a, b, layout, threads)
+    with ref.threads(threads):
+        call()
+    _check(name, shape, output(), a, b, layout)
+    return Candidate(name, kind, shape, layout, call, threads, {"library": ref.summary, "threads": threads},
+                     _pool=lambda: ref.threads(threads))
+
+
+def _check(name: str, shape: MatmulShape, result, a, b, layout: str) -> None:
     check = compare(result, a, b, layout=layout)
     if not check.ok:
         raise VerificationError(f"{name} on {shape} ({layout}): {check}")
-    return cand
 
 
-__all__ = ["Candidate", "candidate_names", "check_candidate", "prepare"]
+def _bind(name: str, kernel: CompiledKernel, decisions: dict[str, Any], a, b) -> Candidate:
+    """A compiled kernel as a verified candidate, its tensors bound once."""
+    ta, tb, tc = kernel.tensors(a, b)
+    func = kernel.func  # fetched once, outside any timed call
+
+    def call() -> object:
+        return func(ta, tb, tc)
+
+    call()
+    _check(name, kernel.shape, tc.numpy(), a, b, kernel.layout)
+    return Candidate(name, "tvm", kernel.shape, kernel.layout, call, kernel.facts.runtime_threads, decisions, kernel,
+                     (ta, tb, tc))
+
+
+def prepare_record(
+    name: str,
+    shape: MatmulShape,
+    root: str | Path,
+    *,
+    layout: str = "NN",
+    dtype: str = "float32",
+    facts: HostFacts | None = None,
+    seed: int = 0,
+) -> Candidate:
+    """MetaSchedule's best record for ``shape`` from the databases under ``root``, as a candidate named ``name``.
+
+    Like ``prepare("metaschedule", ...)``, but from any database folder (the
+    ``--root`` of ``tune``), so two databases can be timed side by side.
+
+    Raises
+    ------
+    NoRecordError
+        ``root`` holds no record for the shape on this CPU profile.
+    DatabaseError
+        A file there is corrupt, or a record was tuned for another CPU.
+    VerificationError
+        The kernel built from the record computes the wrong product.
+    """
+    from .runner import compile_module
+    from .traces import record_decisions
+    from .tuning import best_record
+
+    check_layout(layout)
+    check_dtype(dtype)
+    facts = facts or host_facts()
+    rec, sch = best_record(shape, dtype=dtype, layout=layout, facts=facts, root=root)
+    kernel = CompiledKernel(name, shape, dtype, layout, facts, compile_module(sch, facts.target()), sch.mod)
+    decisions = record_decisions(rec, shape, dtype=dtype, layout=layout, facts=facts, root=root)
+    decisions["root"] = str(root)
+    a, b = make_inputs(shape, dtype=dtype, layout=layout, seed=seed)
+    return _bind(name, kernel, decisions, a, b)
+
+
+__all__ = ["Candidate", "candidate_names", "check_candidate", "prepare", "prepare_record"]

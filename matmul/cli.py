@@ -256,6 +256,37 @@ def _cmd_traces(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare_db(args: argparse.Namespace) -> int:
+    from .paired import compare_databases
+    from .report import atomic_write, to_markdown
+    from .tuning import default_root, has_record, profile_dir
+
+    facts = hardware.host_facts()
+    new_root = args.root or default_root()
+    targets = []
+    for label, shape in _tune_targets(args):
+        lacking = [str(profile_dir(facts, r)) for r in (args.base, new_root)
+                   if not has_record(shape, dtype=args.dtype, layout=args.layout, facts=facts, root=r)]
+        if lacking:
+            print(f"skipped {label}: no record in {' or '.join(lacking)}", file=sys.stderr)
+        else:
+            targets.append((label, shape))
+    if not targets:
+        print(f"error: no shape has a record in both {profile_dir(facts, args.base)} and {profile_dir(facts, new_root)}; "
+              "tune them with `python -m matmul tune --root ...`", file=sys.stderr)
+        return 2
+    table, geo = compare_databases(args.base, new_root, targets, layout=args.layout, dtype=args.dtype,
+                                   beside=args.beside, blocks=args.blocks, calls=args.calls,
+                                   progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(to_markdown(table.round(3)))
+    print()
+    print(to_markdown(geo.round(3)))
+    if args.csv:
+        atomic_write(args.csv, table.to_csv(index=False))
+        atomic_write(args.csv.with_name(args.csv.stem + "-geomean.csv"), geo.to_csv(index=False))
+    return 0
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     from .tuning import profile_dir, prune
 
@@ -454,6 +485,28 @@ def parser() -> argparse.ArgumentParser:
     tun.add_argument("--prune", type=_positive, metavar="K", help="afterwards keep only the K best records per "
                                                                   "workload (see `prune`)")
     tun.set_defaults(func=_cmd_tune)
+
+    cmp = sub.add_parser(
+        "compare-db", help="two MetaSchedule databases' best records, timed side by side (with rule_based, numpy)",
+        description="Build each shape's best record from the BASE database folder and from --root, verify both, "
+                    "and time them in interleaved blocks (A B C, C B A, ...) beside --beside, in one run. "
+                    "Ratios: new_over_base above 1 means the --root record is faster.")
+    cmp.add_argument("base", type=Path, help="the folder of per-profile databases to compare against (a --root "
+                                              "of `tune`, e.g. a copy taken before tuning further)")
+    cmp.add_argument("--root", type=Path, help="the new databases (default: $MATMUL_TUNING_ROOT or the shipped "
+                                               "tuning_db/)")
+    cmp.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
+    cmp.add_argument("--m-values", type=_positive, nargs="+", help="M values (default: the seed sweep)")
+    cmp.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    cmp.add_argument("--shape", type=_positive, nargs=3, metavar=("M", "K", "N"), help="one explicit M K N instead")
+    cmp.add_argument("--layout", choices=LAYOUTS, default="NN")
+    cmp.add_argument("--dtype", choices=DTYPES, default="float32")
+    cmp.add_argument("--beside", nargs="*", default=["rule_based", "numpy"],
+                     help="variants or references timed in the same blocks (default: rule_based numpy)")
+    cmp.add_argument("--blocks", type=_positive, default=4, help="timed blocks per candidate, even (default: 4)")
+    cmp.add_argument("--calls", type=_positive, default=10, help="least calls per block (default: 10)")
+    cmp.add_argument("--csv", type=Path, help="also write the per-shape table (and -geomean.csv) here")
+    cmp.set_defaults(func=_cmd_compare_db)
 
     pru = sub.add_parser("prune", help="keep only the best records per workload in a profile's database")
     pru.add_argument("--keep", type=_positive, default=KEEP_DEFAULT, help="records kept per workload "

@@ -624,8 +624,8 @@ def measure_held_out(loo: pd.DataFrame, *, facts: HostFacts | None = None, block
     median of its blocks.
     """
     from .candidates import prepare
-    from .paired import calls_for, time_interleaved
-    from .template import BLOCK_S, config_name
+    from .paired import BLOCK_S, calls_for, time_interleaved
+    from .template import config_name
     from .tuning import NoRecordError, has_record
 
     facts = facts or host_facts()

@@ -16,13 +16,19 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-from .candidates import Candidate, check_candidate, prepare
+from .candidates import Candidate, check_candidate, prepare, prepare_record
 from .report import geomean
 from .timing import median_seconds
-from .workloads import Workload
+from .workloads import MatmulShape, Workload
+
+
+#: Each timed block lasts at least this long (see :func:`calls_for`): a 0.2 ms
+#: kernel timed 10 times read up to 15% apart from itself in ABBA blocks.
+BLOCK_S = 0.03
 
 
 @dataclass(frozen=True)
@@ -133,4 +139,73 @@ def paired_table(results: Sequence[PairedResult]) -> tuple[pd.DataFrame, pd.Data
     return table, pd.DataFrame(geo)
 
 
-__all__ = ["PairedResult", "paired", "paired_table", "time_pair"]
+def compare_databases(
+    base_root: str | Path,
+    new_root: str | Path,
+    shapes: Sequence[tuple[str, MatmulShape]],
+    *,
+    layout: str = "NN",
+    dtype: str = "float32",
+    beside: Sequence[str] = ("rule_based", "numpy"),
+    blocks: int = 4,
+    calls: int = 10,
+    progress=None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two MetaSchedule databases' best records per shape, timed interleaved with ``beside``.
+
+    For each (label, shape): the best record under ``base_root`` and the
+    best under ``new_root`` (for the running CPU profile), each built and
+    verified, and every candidate in ``beside`` (variants or references),
+    all timed in mirrored blocks in one run. ``new_over_base`` is the new
+    database's speedup (above 1: the new record is faster); each ``beside``
+    candidate gets its speedup over the new record. ``*_recorded_ms`` is what
+    the tuner measured for that record when it was tuned, beside ``*_ms``,
+    what it takes now.
+
+    Returns the per-shape table and geometric means per kernel and overall.
+
+    Raises
+    ------
+    NoRecordError
+        A shape has no record in one of the databases (the message names it).
+    """
+    for name in beside:
+        check_candidate(name)
+    if not shapes:
+        raise ValueError("no shapes to compare")
+    rows = []
+    for n, (label, shape) in enumerate(shapes, 1):
+        cands = {"base": prepare_record("base", shape, base_root, layout=layout, dtype=dtype),
+                 "new": prepare_record("new", shape, new_root, layout=layout, dtype=dtype)}
+        cands.update((name, prepare(name, shape, layout=layout, dtype=dtype)) for name in beside)
+        times = time_interleaved(list(cands.values()), blocks=blocks, calls=calls_for(cands["new"], calls, BLOCK_S))
+        med = {k: statistics.median(v) for k, v in zip(cands, times)}
+        row = {"shape": label, "M": shape.M, "K": shape.K, "N": shape.N, "layout": layout,
+               "base_trials": cands["base"].decisions["trials"], "new_trials": cands["new"].decisions["trials"],
+               "base_recorded_ms": cands["base"].decisions["recorded_s"] * 1e3,
+               "new_recorded_ms": cands["new"].decisions["recorded_s"] * 1e3}
+        row.update((f"{k}_ms", v * 1e3) for k, v in med.items())
+        row.update((f"{k}_gflops", shape.flops / v / 1e9) for k, v in med.items())
+        row["new_over_base"] = med["base"] / med["new"]
+        row.update((f"{k}_over_new", med["new"] / med[k]) for k in beside)
+        row["spread"] = max((max(v) - min(v)) / statistics.median(v) for v in times)
+        rows.append(row)
+        if progress:
+            progress(f"[{n}/{len(shapes)}] {label}: new {med['new'] * 1e3:.3f} ms, base {med['base'] * 1e3:.3f} ms "
+                     f"(new {row['new_over_base']:.3f}x)"
+                     + "".join(f", {k} {row[f'{k}_over_new']:.3f}x new" for k in beside))
+    table = pd.DataFrame(rows)
+    table.insert(0, "kernel", [_kernel_of(label) for label in table["shape"]])
+    ratios = [c for c in table.columns if c.endswith(("_over_base", "_over_new", "_gflops"))]
+    geo = pd.DataFrame([{"kernel": k, "shapes": len(g), **{c: geomean(g[c]) for c in ratios}}
+                        for k, g in [*table.groupby("kernel", sort=False), ("all", table)]])
+    return table, geo
+
+
+def _kernel_of(label: str) -> str:
+    """``qkv-M16`` -> ``qkv``; an explicit shape's label is its own group."""
+    head, sep, tail = label.rpartition("-M")
+    return head if sep and tail.isdigit() else label
+
+
+__all__ = ["PairedResult", "compare_databases", "paired", "paired_table", "time_pair"]

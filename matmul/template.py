@@ -41,9 +41,6 @@ SCHEMA = 1
 TEMPLATE_DIR = "template"
 #: Candidates per shape unless told otherwise.
 CONFIGS_DEFAULT = 28
-#: Each timed block lasts at least this long: a 0.2 ms kernel timed 10 times
-#: read up to 15% apart from itself in ABBA blocks.
-BLOCK_S = 0.03
 #: The knobs of a config, in file and table order.
 KNOBS = tuple(f.name for f in dataclasses.fields(RuleConfig))
 _TK_CHOICES = (64, 128, 192, 256, 384, 512, 768)
@@ -219,13 +216,13 @@ def sweep_workload(
 
     Each candidate is built, verified against the float64 reference, and
     timed ABBA beside the rules' config (at least ``calls`` calls per block,
-    more for short kernels so that a block lasts :data:`BLOCK_S`); its record
+    more for short kernels so that a block lasts :data:`~matmul.paired.BLOCK_S`); its record
     holds both medians and the speedup. Configs already on file are not
     measured again. The rules' config is measured against itself too: its
     speedup shows the noise of the measurement.
     """
     from .candidates import prepare
-    from .paired import calls_for, time_pair
+    from .paired import BLOCK_S, calls_for, time_pair
     from .report import atomic_write
     from .tuning import _target_key
 

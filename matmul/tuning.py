@@ -718,6 +718,21 @@ def apply_record(sch: Schedule, record: ms.database.TuningRecord) -> None:
     record.trace.apply_to_schedule(sch, remove_postproc=False)
 
 
+def best_record(
+    shape: MatmulShape,
+    *,
+    dtype: str = "float32",
+    layout: str = "NN",
+    facts: HostFacts | None = None,
+    root: str | Path | None = None,
+) -> tuple[ms.database.TuningRecord, Schedule]:
+    """The fastest record of a workload and its replay on the canonical kernel (see :func:`records`)."""
+    rec = records(shape, dtype=dtype, layout=layout, facts=facts, root=root)[0]
+    sch = Schedule(matmul_module(shape, dtype, layout))
+    apply_record(sch, rec)
+    return rec, sch
+
+
 def best_schedule(
     shape: MatmulShape,
     *,
@@ -727,10 +742,7 @@ def best_schedule(
     root: str | Path | None = None,
 ) -> Schedule:
     """The fastest record of a workload, replayed on the canonical kernel (see :func:`records`)."""
-    rec = records(shape, dtype=dtype, layout=layout, facts=facts, root=root)[0]
-    sch = Schedule(matmul_module(shape, dtype, layout))
-    apply_record(sch, rec)
-    return sch
+    return best_record(shape, dtype=dtype, layout=layout, facts=facts, root=root)[1]
 
 
 def has_record(shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN",
@@ -741,7 +753,7 @@ def has_record(shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN"
 
 __all__ = [
     "BUILD_TIMEOUT_S", "DatabaseError", "KEEP_DEFAULT", "LedgerEntry", "NoRecordError", "RPCSettings", "SearchSettings",
-    "TuneOutcome", "apply_record", "best_schedule", "build_candidate", "check_database_files", "default_root",
+    "TuneOutcome", "apply_record", "best_record", "best_schedule", "build_candidate", "check_database_files", "default_root",
     "has_record", "open_database", "profile_dir", "prune", "read_ledger", "records", "tune", "tune_command",
     "tune_workload", "tune_workloads", "workload_key",
 ]

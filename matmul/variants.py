@@ -377,15 +377,9 @@ def _ms_apply(sch: Schedule, ctx: ScheduleContext) -> None:
 
 
 def _ms_decisions(ctx: ScheduleContext) -> dict[str, Any]:
-    from .traces import trace_features
-    from .tuning import profile_dir, read_ledger, workload_key
+    from .traces import record_decisions
 
-    d = trace_features(_ms_best(ctx), ctx.shape, dtype=ctx.dtype, layout=ctx.layout)
-    entry = read_ledger(profile_dir(ctx.facts)).get(workload_key(ctx.shape, ctx.dtype, ctx.layout))
-    d["trials"] = entry.trials if entry else None
-    d["profile"] = ctx.facts.profile
-    d["threads"] = ctx.facts.runtime_threads
-    return d
+    return record_decisions(_ms_best(ctx), ctx.shape, dtype=ctx.dtype, layout=ctx.layout, facts=ctx.facts)
 
 
 register(Variant(

@@ -72,6 +72,12 @@ def test_metaschedule_variant_reads_the_running_profile(tuned_root, monkeypatch)
     kernel = CompiledKernel("metaschedule", SHAPE, "float32", "NN", facts, compile_module(sch, facts.target()),
                             sch.mod)
     assert verify(kernel).ok
+    # what a bench case saves: the ledger's trials and the best record's time as tuned
+    from matmul.variants import variant_decisions
+
+    d = variant_decisions("metaschedule", SHAPE)
+    assert d["trials"] == 6 and d["profile"] == facts.profile
+    assert d["recorded_s"] == pytest.approx(min(_mean_s(r) for r in records(SHAPE, root=tuned_root)))
 
 
 def test_a_shape_without_record_names_the_command(tuned_root, monkeypatch):
@@ -279,6 +285,78 @@ def test_traces_on_an_empty_profile_says_what_to_run(tmp_path, capsys):
 
     assert main(["traces", "--root", str(tmp_path)]) == 2
     assert "run `python -m matmul tune` first" in capsys.readouterr().err
+
+
+def _mean_s(rec) -> float:
+    return sum(float(x) for x in rec.run_secs) / len(rec.run_secs)
+
+
+@pytest.fixture
+def slower_base(tuned_root, tmp_path):
+    """A copy of the tuned database that keeps only its slowest successful record, so its best differs."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tuned_root, base)
+    path = profile_dir(host_facts(), base) / workload_key(SHAPE) / RECORD_FILE
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    timed = [(sum(float(x) for x in json.loads(ln)[1][1]) / len(json.loads(ln)[1][1]), ln) for ln in lines]
+    slowest = max(t for t in timed if t[0] < 1e8)
+    path.write_text(slowest[1] + "\n")
+    return base, slowest[0]
+
+
+@pytest.mark.metaschedule
+def test_compare_databases_times_each_databases_own_best_record(tuned_root, slower_base):
+    from matmul.paired import compare_databases
+
+    base, base_s = slower_base
+    new_s = min(_mean_s(r) for r in records(SHAPE, root=tuned_root))
+    table, geo = compare_databases(base, tuned_root, [("tiny", SHAPE)], beside=("rule_based",), blocks=2, calls=2)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["base_recorded_ms"] == pytest.approx(base_s * 1e3)
+    assert row["new_recorded_ms"] == pytest.approx(new_s * 1e3)
+    assert base_s >= new_s
+    assert row["base_trials"] == row["new_trials"] == 6  # from each folder's ledger
+    for col in ("base_ms", "new_ms", "rule_based_ms", "new_over_base", "rule_based_over_new", "spread"):
+        assert row[col] > 0, col
+    assert row["new_over_base"] == pytest.approx(row["base_ms"] / row["new_ms"])
+    assert row["rule_based_over_new"] == pytest.approx(row["new_ms"] / row["rule_based_ms"])
+    assert list(geo["kernel"]) == ["tiny", "all"]
+    assert geo.set_index("kernel").loc["all", "new_over_base"] == pytest.approx(row["new_over_base"])
+
+
+@pytest.mark.metaschedule
+def test_compare_db_command_writes_its_tables(tuned_root, slower_base, tmp_path, capsys):
+    import pandas as pd
+
+    from matmul.cli import main
+
+    base, _ = slower_base
+    out = tmp_path / "cmp.csv"
+    shape = [str(SHAPE.M), str(SHAPE.K), str(SHAPE.N)]
+    assert main(["compare-db", str(base), "--root", str(tuned_root), "--shape", *shape, "--beside",
+                 "--blocks", "2", "--calls", "2", "--csv", str(out)]) == 0
+    assert "new_over_base" in capsys.readouterr().out
+    df = pd.read_csv(out)
+    assert len(df) == 1 and df.loc[0, "shape"] == f"M{SHAPE.M}xK{SHAPE.K}xN{SHAPE.N}"
+    assert not any(c.endswith("_over_new") for c in df.columns)  # nothing timed beside
+    assert pd.read_csv(out.with_name("cmp-geomean.csv"))["kernel"].tolist()[-1] == "all"
+    # odd block counts cannot be mirrored
+    assert main(["compare-db", str(base), "--root", str(tuned_root), "--shape", *shape, "--blocks", "3"]) == 2
+    assert "blocks must be an even number" in capsys.readouterr().err
+
+
+def test_compare_db_without_records_names_both_folders(tuned_root, tmp_path, capsys):
+    from matmul.cli import main
+
+    empty = tmp_path / "empty"
+    assert main(["compare-db", str(empty), "--root", str(tuned_root),
+                 "--shape", str(SHAPE.M), str(SHAPE.K), str(SHAPE.N)]) == 2
+    err = capsys.readouterr().err
+    assert f"skipped M{SHAPE.M}xK{SHAPE.K}xN{SHAPE.N}: no record in {profile_dir(host_facts(), empty)}" in err
+    assert "no shape has a record in both" in err
 
 
 @pytest.mark.metaschedule
