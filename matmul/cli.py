@@ -41,6 +41,16 @@ def _add_kernel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="float32")
 
 
+def _add_workload_args(p: argparse.ArgumentParser) -> None:
+    """The workload grid of `tune` and `compare-db` (read back by :func:`_tune_targets`)."""
+    p.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
+    p.add_argument("--m-values", type=_positive, nargs="+", help="M values (default: the seed sweep)")
+    p.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--shape", type=_positive, nargs=3, metavar=("M", "K", "N"), help="one explicit M K N instead")
+    p.add_argument("--layout", choices=LAYOUTS, default="NN")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+
+
 def _shape(args: argparse.Namespace) -> MatmulShape:
     if args.shape:
         return MatmulShape(*args.shape)
@@ -463,12 +473,7 @@ def parser() -> argparse.ArgumentParser:
         description="Tune each workload up to --trials measured trials. Records go to <root>/<profile>/; a run "
                     "that is killed continues where it stopped when started again; a workload that already has "
                     "the trials is skipped.")
-    tun.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
-    tun.add_argument("--m-values", type=_positive, nargs="+", help="M values (default: the seed sweep)")
-    tun.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
-    tun.add_argument("--shape", type=_positive, nargs=3, metavar=("M", "K", "N"), help="one explicit M K N instead")
-    tun.add_argument("--layout", choices=LAYOUTS, default="NN")
-    tun.add_argument("--dtype", choices=DTYPES, default="float32")
+    _add_workload_args(tun)
     tun.add_argument("--trials", type=_positive, default=64, help="measured trials per workload (default: 64)")
     tun.add_argument("--per-iter", type=_positive, default=TRIALS_PER_ITER,
                      help="trials measured (and saved) per search iteration (default: %(default)s)")
@@ -495,12 +500,7 @@ def parser() -> argparse.ArgumentParser:
                                               "of `tune`, e.g. a copy taken before tuning further)")
     cmp.add_argument("--root", type=Path, help="the new databases (default: $MATMUL_TUNING_ROOT or the shipped "
                                                "tuning_db/)")
-    cmp.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
-    cmp.add_argument("--m-values", type=_positive, nargs="+", help="M values (default: the seed sweep)")
-    cmp.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
-    cmp.add_argument("--shape", type=_positive, nargs=3, metavar=("M", "K", "N"), help="one explicit M K N instead")
-    cmp.add_argument("--layout", choices=LAYOUTS, default="NN")
-    cmp.add_argument("--dtype", choices=DTYPES, default="float32")
+    _add_workload_args(cmp)
     cmp.add_argument("--beside", nargs="*", default=["rule_based", "numpy"],
                      help="variants or references timed in the same blocks (default: rule_based numpy)")
     cmp.add_argument("--blocks", type=_positive, default=4, help="timed blocks per candidate, even (default: 4)")
