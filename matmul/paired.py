@@ -182,8 +182,8 @@ def compare_databases(
         med = {k: statistics.median(v) for k, v in zip(cands, times)}
         row = {"shape": label, "M": shape.M, "K": shape.K, "N": shape.N, "layout": layout,
                "base_trials": cands["base"].decisions["trials"], "new_trials": cands["new"].decisions["trials"],
-               "base_recorded_ms": cands["base"].decisions["recorded_s"] * 1e3,
-               "new_recorded_ms": cands["new"].decisions["recorded_s"] * 1e3}
+               "base_recorded_ms": cands["base"].decisions["run_us"] * 1e-3,
+               "new_recorded_ms": cands["new"].decisions["run_us"] * 1e-3}
         row.update((f"{k}_ms", v * 1e3) for k, v in med.items())
         row.update((f"{k}_gflops", shape.flops / v / 1e9) for k, v in med.items())
         row["new_over_base"] = med["base"] / med["new"]

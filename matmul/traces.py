@@ -95,15 +95,14 @@ def trace_features(record, shape: MatmulShape, *, dtype: str = "float32", layout
 def record_decisions(record, shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN",
                      facts: HostFacts | None = None, root: str | Path | None = None) -> dict[str, Any]:
     """What a bench case or comparison saves about the record it runs: its
-    :func:`trace_features`, the workload's tuned trials (from the ledger), the
-    run time the tuner measured for it, the profile and thread count."""
+    :func:`trace_features` (``run_us`` is the tuner's measured time), the
+    workload's tuned trials (from the ledger), the profile and thread count."""
     from .tuning import profile_dir, workload_key
 
     facts = facts or host_facts()
     d = trace_features(record, shape, dtype=dtype, layout=layout)
     entry = read_ledger(profile_dir(facts, root)).get(workload_key(shape, dtype, layout))
     d["trials"] = entry.trials if entry else None
-    d["recorded_s"] = sum(float(x) for x in record.run_secs) / len(record.run_secs)
     d["profile"] = facts.profile
     d["threads"] = facts.runtime_threads
     return d

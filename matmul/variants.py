@@ -402,7 +402,7 @@ def _ml_apply(sch: Schedule, ctx: ScheduleContext) -> None:
 
 register(Variant(
     "ml_guided", "learned", _ml_apply,
-    lambda facts: (f"the rule template with the config a LightGBM ranker picks for the shape ({facts.profile} "
+    lambda facts: (f"the rule template with the config a LightGBM regressor picks for the shape ({facts.profile} "
                    "model); no search; the rules' config when the model is missing, broken or illegal"),
     decisions=lambda ctx: _ml_prediction(ctx).decisions,
 ))
