@@ -20,7 +20,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config):
-    from matmul.hardware import configure_runtime_threads
+    from matmul.core.hardware import configure_runtime_threads
 
     configure_runtime_threads()
 

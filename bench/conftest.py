@@ -25,11 +25,11 @@ import re
 import pytest
 
 from matmul import KERNELS, M_SWEEP, Workload, host_facts, workloads
-from matmul.candidates import candidate_names, check_candidate
-from matmul.kernel import LAYOUTS, check_layout
-from matmul.references import get_reference, is_reference
-from matmul.tuning import has_record, profile_dir, tune_command
-from matmul.variants import get_variant
+from matmul.core.kernel import LAYOUTS, check_layout
+from matmul.core.registry import unavailable
+from matmul.core.workloads import parse_positive_int
+from matmul.measure.candidates import candidate_names, check_candidate
+from matmul.measure.references import get_reference, is_reference
 
 #: The quick default: a few minutes on 2 cores.
 DEFAULT_M = (16, 128)
@@ -60,14 +60,10 @@ def pytest_addoption(parser):
 
 
 def _positive_int(config, option: str) -> int:
-    raw = config.getoption(option)
     try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise pytest.UsageError(f"{option}: {raw!r} is not an integer") from None
-    if value <= 0:
-        raise pytest.UsageError(f"{option}: must be positive, got {value}")
-    return value
+        return parse_positive_int(config.getoption(option), option)
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
 
 
 def _grid(config) -> list[tuple[str, int, str, str]]:
@@ -123,15 +119,9 @@ def _marks(variant: str, kernel: str, M: int, layout: str, model: str, settings:
             "raise --baseline-max-m to time it"))]
     if is_reference(variant):
         reason = get_reference(variant).unavailable()
-        if reason:
-            return [pytest.mark.skip(reason=reason)]
-    elif get_variant(variant).needs_record:
-        shape = Workload(kernel, M, model).shape
-        if not has_record(shape, layout=layout):
-            return [pytest.mark.skip(reason=(
-                f"no {variant} record for {kernel} M={M} {layout} in {profile_dir()}; tune it with "
-                f"`{tune_command(shape, layout=layout, kernel=kernel, M=M, model=model)}`"))]
-    return []
+    else:  # the family says whether it can serve the case, and why not
+        reason = unavailable(variant, Workload(kernel, M, model).shape, layout=layout)
+    return [pytest.mark.skip(reason=reason)] if reason else []
 
 
 def pytest_generate_tests(metafunc):

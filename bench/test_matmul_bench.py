@@ -7,7 +7,8 @@ pytest-benchmark: 3 warm-up rounds, then ``--rounds`` single-call rounds.
 
 Each saved case carries in ``extra_info``: GFLOP/s and its IQR, percent of
 the measured FP32 peak, the schedule's decisions (for ``ml_guided``, also
-``fallback``: None, or why it used the rules' config), NumPy's median for the same
+``fallback``: None, or why it used the rules' config; whatever keys a family
+promotes with ``Variant.info_keys``), NumPy's median for the same
 shape measured right before and after the case and the speedup over it, and
 an agreement figure: TVM's own ``time_evaluator`` on the same kernel,
 interleaved call by call with the timed rounds, or, for ``numpy``, NumPy
@@ -20,13 +21,13 @@ import statistics
 
 import pytest
 
-from matmul.candidates import prepare
-from matmul.peak import fp32_peak
-from matmul.references import get_reference, numpy_alone
-from matmul.report import geomean
-from matmul.timing import median_seconds, wait_for_quiet
-from matmul.tuning import NoRecordError
-from matmul.verify import make_inputs
+from matmul.core.registry import Unavailable, get_variant
+from matmul.core.tables import geomean
+from matmul.core.verify import make_inputs
+from matmul.measure.candidates import prepare
+from matmul.measure.peak import fp32_peak
+from matmul.measure.references import get_reference, numpy_alone
+from matmul.measure.timing import median_seconds, wait_for_quiet
 
 WARMUP_ROUNDS = 3
 
@@ -44,15 +45,16 @@ def test_matmul(benchmark, workload, variant, layout, bench_settings):
     rounds = bench_settings["rounds"]
     try:
         cand = prepare(variant, shape, layout=layout)  # raises on a wrong result
-    except NoRecordError as err:  # e.g. every record of the shape failed to run
+    except Unavailable as err:  # the family cannot serve this case after all (e.g. every record failed)
         pytest.skip(str(err))
     peak = fp32_peak()
     info = benchmark.extra_info
     # kernel, M, variant and layout are saved as params already
-    info.update(model=workload.model, K=shape.K, N=shape.N, kind=cand.kind, threads=cand.threads,
+    family = get_variant(variant).family if cand.kind == "tvm" else "vendor"
+    info.update(model=workload.model, K=shape.K, N=shape.N, kind=cand.kind, family=family, threads=cand.threads,
                 decisions=cand.decisions, peak_gflops=peak.gflops, peak_method=peak.method)
-    if "fallback" in cand.decisions:  # ml_guided: None, or why it used the rules' config
-        info["fallback"] = cand.decisions["fallback"]
+    if cand.kind == "tvm":  # the keys a family promotes, e.g. ml_guided's fallback (None, or why)
+        info.update({k: cand.decisions[k] for k in get_variant(variant).info_keys if k in cand.decisions})
     timed = benchmark.enabled
     # The independent timer for agreement. TVM kernels: one native
     # time_evaluator call before every round, interleaved with

@@ -6,14 +6,28 @@ Typical use::
     k = build("full", kernel_shape("qkv", 128))
     verify(k)              # raises VerificationError on a wrong result
     print(k.source("asm"))
+
+The package is layered; each layer imports only the layers below it:
+
+1. :mod:`matmul.core`: hardware facts, workloads, the kernel, verification,
+   compile and run, the variant registry, files and provenance;
+2. :mod:`matmul.schedules`: the schedule families, each registering itself;
+3. :mod:`matmul.measure`: timing, references, the interleaved timer and
+   the studies built on it;
+4. :mod:`matmul.report`: tables and plots from saved runs;
+5. :mod:`matmul.cli`: ``python -m matmul``.
 """
 
-from .hardware import HardwareError, HostFacts, configure_runtime_threads, facts_for, host_facts, resolve_target
-from .kernel import DTYPES, LAYOUTS, matmul_func, matmul_module
-from .runner import CompiledKernel, build, build_cached, count_vector_fma
-from .variants import Recipe, Variant, get_variant, register, schedule, variant_names
-from .verify import VerificationError, compare, make_inputs, reference, verify
-from .workloads import KERNELS, M_SWEEP, MODELS, MatmulShape, ModelConfig, Workload, bert_shapes, kernel_shape, workloads
+from . import schedules  # noqa: F401  (registers every schedule family)
+from .core.hardware import HardwareError, HostFacts, configure_runtime_threads, facts_for, host_facts, resolve_target
+from .core.kernel import DTYPES, LAYOUTS, matmul_func, matmul_module
+from .core.registry import Variant, get_variant, register, schedule, variant_names
+from .core.runner import CompiledKernel, build, build_cached, count_vector_fma
+from .core.verify import VerificationError, compare, make_inputs, reference, verify
+from .core.workloads import (
+    KERNELS, M_SWEEP, MODELS, MatmulShape, ModelConfig, Workload, bert_shapes, kernel_shape, workloads,
+)
+from .schedules.manual import Recipe
 
 __all__ = [
     "DTYPES",

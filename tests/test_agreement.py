@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from matmul import Workload
-from matmul.agreement import NUMPY_TOLERANCE, numpy_agreement
+from matmul.measure.agreement import NUMPY_TOLERANCE, numpy_agreement
 
 
 @pytest.mark.perf

@@ -8,9 +8,17 @@ import pandas as pd
 import pytest
 
 from matmul import bert_shapes, host_facts
-from matmul.candidates import check_candidate
-from matmul.evidence import STUDIES, Study, get_study, overall, run_study, write_study, write_summary
-from matmul.rules import decide, parse_overrides
+from matmul.measure.candidates import check_candidate
+from matmul.measure.evidence import (
+    STUDIES,
+    Study,
+    get_study,
+    overall,
+    run_study,
+    write_study,
+    write_summary,
+)
+from matmul.schedules.rules import decide, parse_overrides
 
 
 @pytest.mark.parametrize("study", STUDIES.values(), ids=STUDIES.keys())

@@ -7,8 +7,14 @@ import json
 import pytest
 import tvm
 
-from matmul import hardware
-from matmul.hardware import HardwareError, configure_runtime_threads, facts_for, host_facts, resolve_target
+from matmul.core import hardware
+from matmul.core.hardware import (
+    HardwareError,
+    configure_runtime_threads,
+    facts_for,
+    host_facts,
+    resolve_target,
+)
 
 
 def _target(mcpu: str) -> tvm.target.Target:

@@ -9,7 +9,7 @@ from tvm import te
 from tvm.s_tir import Schedule
 
 from matmul import host_facts
-from matmul.runner import compile_module
+from matmul.core.runner import compile_module
 
 
 def _vector_add(n: int) -> tvm.IRModule:

@@ -9,8 +9,15 @@ import tvm_ffi
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule.testing import verify_trace_roundtrip
 
-from matmul import MatmulShape, host_facts, make_inputs, matmul_module, schedule, variant_names
-from matmul.runner import compile_module
+from matmul import (
+    MatmulShape,
+    host_facts,
+    make_inputs,
+    matmul_module,
+    schedule,
+    variant_names,
+)
+from matmul.core.runner import compile_module
 
 SHAPE = MatmulShape(37, 67, 45)  # no split factor divides any extent
 

@@ -15,13 +15,25 @@ from pathlib import Path
 import pytest
 
 from matmul import MatmulShape, host_facts, schedule, verify
-from matmul.hardware import facts_for
-from matmul.runner import CompiledKernel, compile_module
-from matmul.tuning import (
-    DAMAGED, LEDGER_FILE, RECORD_FILE, STAGING, WORKLOAD_FILE, DatabaseError, NoRecordError, SearchSettings,
-    best_schedule, has_record,
-    open_database, profile_dir, prune, read_ledger, records, tune, tune_workload, workload_key,
+from matmul.core.hardware import facts_for
+from matmul.core.runner import CompiledKernel, compile_module
+from matmul.core.store import profile_dir, workload_key
+from matmul.schedules.metaschedule.database import (
+    DAMAGED,
+    LEDGER_FILE,
+    RECORD_FILE,
+    STAGING,
+    WORKLOAD_FILE,
+    DatabaseError,
+    NoRecordError,
+    best_schedule,
+    has_record,
+    open_database,
+    prune,
+    read_ledger,
+    records,
 )
+from matmul.schedules.metaschedule.tune import SearchSettings, tune, tune_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = MatmulShape(16, 32, 24)
@@ -54,8 +66,8 @@ def test_kernel_built_from_the_record_is_correct(tuned_root):
     for rec in records(SHAPE, root=tuned_root):  # every successful record, not only the best
         from tvm.s_tir import Schedule
 
-        from matmul.kernel import matmul_module
-        from matmul.tuning import apply_record
+        from matmul.core.kernel import matmul_module
+        from matmul.schedules.metaschedule.database import apply_record
 
         sch = Schedule(matmul_module(SHAPE, "float32", "NN"))
         apply_record(sch, rec)
@@ -73,7 +85,7 @@ def test_metaschedule_variant_reads_the_running_profile(tuned_root, monkeypatch)
                             sch.mod)
     assert verify(kernel).ok
     # what a bench case saves: the ledger's trials and the best record's time as tuned
-    from matmul.variants import variant_decisions
+    from matmul.core.registry import variant_decisions
 
     d = variant_decisions("metaschedule", SHAPE)
     assert d["trials"] == 6 and d["profile"] == facts.profile
@@ -243,8 +255,8 @@ def test_candidate_build_skips_the_tensor_intrinsic_tables():
     code = (
         "import sys\n"
         "from matmul import MatmulShape, host_facts\n"
-        "from matmul.kernel import matmul_module\n"
-        "from matmul.tuning import build_candidate\n"
+        "from matmul.core.kernel import matmul_module\n"
+        "from matmul.schedules.metaschedule.tune import build_candidate\n"
         "m = build_candidate(matmul_module(MatmulShape(4, 8, 4), 'float32', 'NN'), host_facts().target())\n"
         "assert hasattr(m, 'export_library'), type(m)\n"
         "assert 'tvm.s_tir.tensor_intrin' not in sys.modules\n"
@@ -308,7 +320,7 @@ def slower_base(tuned_root, tmp_path):
 
 @pytest.mark.metaschedule
 def test_compare_databases_times_each_databases_own_best_record(tuned_root, slower_base):
-    from matmul.paired import compare_databases
+    from matmul.measure.compare_db import compare_databases
 
     base, base_s = slower_base
     new_s = min(_mean_s(r) for r in records(SHAPE, root=tuned_root))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from matmul import Workload, build_cached, count_vector_fma, host_facts, kernel_shape
-from matmul.paired import paired
+from matmul.measure.paired import paired
 
 SHAPE = kernel_shape("qkv", 64)
 

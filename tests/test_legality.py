@@ -6,8 +6,16 @@ import pytest
 import tvm
 from tvm.s_tir import Schedule, ScheduleError
 
-from matmul import MatmulShape, get_variant, kernel_shape, matmul_module, schedule, variant_names
-from matmul.variants import Recipe, Variant, register
+from matmul import (
+    MatmulShape,
+    get_variant,
+    kernel_shape,
+    matmul_module,
+    schedule,
+    variant_names,
+)
+from matmul.core.registry import Variant, register
+from matmul.schedules.manual import Recipe
 
 SHAPE = MatmulShape(64, 64, 64)
 SEED_VARIANTS = [
@@ -50,7 +58,7 @@ def test_decompose_reduction_last_is_legal_and_correct():
     import numpy as np
 
     from matmul import host_facts, make_inputs
-    from matmul.runner import compile_module
+    from matmul.core.runner import compile_module
 
     sch, block, io, jo, ko, jv = _tiled()
     cw = sch.cache_write(block, 0, "global")

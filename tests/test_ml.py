@@ -19,15 +19,21 @@ from hypothesis import strategies as st
 from tvm.s_tir import Schedule
 
 from matmul import MatmulShape, build, host_facts, kernel_shape, verify
-from matmul import ml
-from matmul.kernel import matmul_module
-from matmul.rules import RuleConfig, RuleError, apply_config, decide
-from matmul.template import (
-    TemplateError, candidate_configs, config_key, config_name, read_records, record_path, sweep_workload,
+from matmul.core.kernel import matmul_module
+from matmul.core.registry import get_variant, variant_decisions
+from matmul.core.workloads import bert_shapes
+from matmul.measure.sweep import sweep_workload
+from matmul.schedules import ml
+from matmul.schedules.rules import RuleConfig, RuleError, apply_config, decide
+from matmul.schedules.template import (
+    TemplateError,
+    candidate_configs,
+    config_key,
+    config_name,
+    read_records,
+    record_path,
     template_dir,
 )
-from matmul.variants import get_variant, variant_decisions
-from matmul.workloads import bert_shapes
 
 pytestmark = pytest.mark.ml
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +153,7 @@ def test_dataset_has_a_row_per_record_with_features_and_targets(tiny_root):
 
 
 def test_dataset_reads_every_metaschedule_record_as_knobs():
-    from matmul.tuning import has_record
+    from matmul.schedules.metaschedule.database import has_record
 
     if not has_record(kernel_shape("qkv", 16)):
         pytest.skip(f"the shipped MetaSchedule database has no records for profile {FACTS.profile}")
@@ -242,7 +248,7 @@ def test_ml_guided_from_the_shipped_model_is_correct(kernel, M):
 
 # --------------------------------------------------------------------------- fallbacks
 def _assert_falls_back(shape, root, caplog, match):
-    caplog.set_level(logging.WARNING, logger="matmul.ml")
+    caplog.set_level(logging.WARNING, logger="matmul.schedules.ml")
     pred = ml.predict(shape, FACTS, root=root)
     assert pred.fallback is not None and pred.decisions["source"] == "rule_based"
     assert pred.decisions["fallback"] == pred.fallback
@@ -295,7 +301,7 @@ def test_ml_guided_falls_back_on_an_illegal_predicted_config(bad, tiny_models, m
     def candidates(shape, facts, **kw):
         return [dataclasses.replace(_rule(shape), **bad)]
 
-    monkeypatch.setattr(ml, "_candidates", candidates)
+    monkeypatch.setattr(ml.model, "candidate_set", candidates)
     pred = _assert_falls_back(shape, tiny_models, caplog, r"illegal")
     assert pred.decisions["search_trials"] == 0
 
@@ -330,7 +336,7 @@ def test_leave_one_out_never_trains_on_the_held_out_shape(tiny_root, monkeypatch
         seen.append(set(train["workload"]))
         return real(train, rounds=10)
 
-    monkeypatch.setattr(ml, "fit", spy)
+    monkeypatch.setattr(ml.evaluate, "fit", spy)
     loo = ml.leave_one_out(ml.dataset(root=tiny_root, sources=["template"]))
     assert len(loo) == 2 and [len(s) for s in seen] == [1, 1]
     for key, trained_on in zip(loo["workload"], seen):

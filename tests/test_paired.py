@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from matmul import Workload
-from matmul.candidates import prepare
-from matmul.paired import calls_for, paired, paired_table, time_interleaved, time_pair
-from matmul.workloads import MatmulShape
+from matmul.core.workloads import MatmulShape
+from matmul.measure.candidates import prepare
+from matmul.measure.interleave import calls_for, time_interleaved
+from matmul.measure.paired import paired, paired_table
 
 
 def test_blocks_alternate_abba(monkeypatch):
@@ -16,7 +17,7 @@ def test_blocks_alternate_abba(monkeypatch):
     b = prepare("numpy", MatmulShape(4, 16, 16))
     a.call = lambda: order.append("a")
     b.call = lambda: order.append("b")
-    time_pair(a, b, blocks=4, calls=1, warmup=0)
+    time_interleaved([a, b], blocks=4, calls=1, warmup=0)
     assert "".join(order) == "abbaabba"
 
 
@@ -49,7 +50,7 @@ def test_paired_table_holds_block_medians_and_geomeans():
 def test_odd_blocks_are_refused(blocks):
     c = prepare("numpy", MatmulShape(2, 2, 2))
     with pytest.raises(ValueError, match="even number"):
-        time_pair(c, c, blocks=blocks)
+        time_interleaved([c, c], blocks=blocks)
 
 
 def test_bad_names_and_empty_grid():

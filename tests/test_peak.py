@@ -8,8 +8,13 @@ import dataclasses
 import pytest
 
 from matmul import host_facts
-from matmul.hardware import HardwareError
-from matmul.peak import computed_fp32_peak, cpu_mhz, fp32_peak, measure_fp32_peak
+from matmul.core.hardware import HardwareError
+from matmul.measure.peak import (
+    computed_fp32_peak,
+    cpu_mhz,
+    fp32_peak,
+    measure_fp32_peak,
+)
 
 
 def test_measured_peak_is_positive_and_says_how():

@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 from matmul import MatmulShape, host_facts, make_inputs
-from matmul.candidates import candidate_names, check_candidate, prepare
-from matmul.references import REFERENCES, get_reference, numpy_alone, reference_names
-from matmul.verify import VerificationError, compare
+from matmul.core.verify import VerificationError, compare
+from matmul.measure.candidates import candidate_names, check_candidate, prepare
+from matmul.measure.references import (
+    REFERENCES,
+    get_reference,
+    numpy_alone,
+    reference_names,
+)
 
 
 @pytest.mark.parametrize("layout", ["NN", "NT"])

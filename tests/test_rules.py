@@ -14,11 +14,27 @@ import dataclasses
 import pytest
 from hypothesis import example, given
 
-from matmul import MatmulShape, build, build_cached, compare, host_facts, kernel_shape, make_inputs, verify
-from matmul.rules import RULES, RuleConfig, RuleError, decide, parse_overrides, vector_registers
-from matmul.runner import count_vector_fma
-from matmul.variants import get_variant, schedule, variant_decisions
-from matmul.workloads import MODELS, bert_shapes
+from matmul import (
+    MatmulShape,
+    build,
+    build_cached,
+    compare,
+    host_facts,
+    kernel_shape,
+    make_inputs,
+    verify,
+)
+from matmul.core.registry import get_variant, schedule, variant_decisions
+from matmul.core.runner import count_vector_fma
+from matmul.core.workloads import MODELS, bert_shapes
+from matmul.schedules.rules import (
+    RULES,
+    RuleConfig,
+    RuleError,
+    decide,
+    parse_overrides,
+    vector_registers,
+)
 
 from .strategies import shapes
 

@@ -9,8 +9,13 @@ import json
 import pytest
 
 from matmul import bert_shapes, build_cached, host_facts, verify
-from matmul.tuning import (
-    KEEP_DEFAULT, LEDGER_FILE, RECORD_FILE, check_database_files, default_root, read_ledger, workload_key,
+from matmul.core.store import default_root, workload_key
+from matmul.schedules.metaschedule.database import (
+    KEEP_DEFAULT,
+    LEDGER_FILE,
+    RECORD_FILE,
+    check_database_files,
+    read_ledger,
 )
 
 SHIPPED = sorted(p for p in default_root().glob("*") if (p / LEDGER_FILE).is_file())

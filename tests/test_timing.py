@@ -10,7 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from matmul.timing import blas_info, blas_threads, call_times, median_seconds, wait_for_quiet
+from matmul.measure.timing import (
+    blas_info,
+    blas_threads,
+    call_times,
+    median_seconds,
+    wait_for_quiet,
+)
 
 
 def test_quiet_process_settles_at_once():

@@ -20,7 +20,13 @@ import pytest
 
 from matmul import MatmulShape, host_facts
 from matmul.cli import main
-from matmul.tuning import RPCSettings, SearchSettings, profile_dir, read_ledger, records, tune_workload, workload_key
+from matmul.core.store import profile_dir, workload_key
+from matmul.schedules.metaschedule.database import read_ledger, records
+from matmul.schedules.metaschedule.tune import (
+    RPCSettings,
+    SearchSettings,
+    tune_workload,
+)
 
 SHAPE = MatmulShape(8, 16, 16)
 KEY = "matmul-test"

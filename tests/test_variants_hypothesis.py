@@ -11,7 +11,14 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from matmul import bert_shapes, build_cached, compare, make_inputs, variant_names, verify
+from matmul import (
+    bert_shapes,
+    build_cached,
+    compare,
+    make_inputs,
+    variant_names,
+    verify,
+)
 
 from .strategies import shapes
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from matmul import MatmulShape, build_cached, compare, make_inputs, reference, verify
-from matmul.verify import VerificationError, error_bound
+from matmul.core.verify import VerificationError, error_bound
 
 
 @pytest.mark.parametrize("K", [1, 17, 768, 3072])

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from matmul import KERNELS, M_SWEEP, MODELS, MatmulShape, ModelConfig, Workload, bert_shapes, kernel_shape, workloads
+from matmul import (
+    KERNELS,
+    M_SWEEP,
+    MODELS,
+    MatmulShape,
+    ModelConfig,
+    Workload,
+    bert_shapes,
+    kernel_shape,
+    workloads,
+)
 
 from .strategies import bad_extents
 

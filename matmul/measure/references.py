@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .kernel import check_dtype, check_layout
-from .workloads import MatmulShape
+from ..core.kernel import check_dtype, check_layout
+from ..core.workloads import MatmulShape
+from .timing import blas_threads
 
 #: A prepared reference: a zero-argument call that writes C, and C itself.
 Prepared = tuple[Callable[[], object], Callable[[], np.ndarray]]
@@ -69,8 +70,6 @@ def _numpy_prepare(a: np.ndarray, b: np.ndarray, layout: str, threads: int) -> P
 
 
 def _numpy_threads(threads: int) -> contextlib.AbstractContextManager:
-    from .timing import blas_threads
-
     return blas_threads(threads)
 
 

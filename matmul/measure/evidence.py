@@ -17,19 +17,18 @@ written atomically; a study that fails leaves its previous files untouched.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .hardware import host_facts
+from ..core.hardware import host_facts
+from ..core.store import atomic_write, provenance
+from ..core.tables import ALL, geomean, to_markdown
+from ..core.workloads import M_SWEEP, Workload, workloads
 from .paired import paired, paired_table
-from .report import atomic_write, geomean, to_markdown
-from .workloads import M_SWEEP, Workload, workloads
 
 #: Default output folder (relative to the working directory).
 EVIDENCE_DIR = Path("evidence")
@@ -88,15 +87,6 @@ def get_study(name: str) -> Study:
         raise ValueError(f"unknown study {name!r}; choose from: {', '.join(STUDIES)}") from None
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 @dataclass
 class StudyResult:
     study: Study
@@ -128,7 +118,7 @@ def run_study(
     meta = {
         "study": study.name, "question": study.question, "rule": study.rule,
         "profile": facts.profile, "cpu_model": facts.cpu_model, "facts": facts.as_dict(),
-        "commit": _commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
         "blocks": blocks, "calls": calls or study.calls,
         "shapes": [w.id for w in loads],
     }
@@ -177,7 +167,7 @@ def write_summary(folder: Path) -> Path:
 def overall(result: StudyResult) -> dict[tuple[str, str], float]:
     """(A, B) -> B's overall geometric-mean speedup over A (for printing)."""
     g = result.geomeans
-    return {(row.a, row.b): float(row.speedup_geomean) for row in g[g["kernel"] == "all"].itertuples()}
+    return {(row.a, row.b): float(row.speedup_geomean) for row in g[g["kernel"] == ALL].itertuples()}
 
 
 __all__ = ["EVIDENCE_DIR", "STUDIES", "Study", "StudyResult", "geomean", "get_study", "overall", "run_study",

@@ -17,14 +17,29 @@ from collections.abc import Iterable, Iterator, Sequence
 M_SWEEP: tuple[int, ...] = (16, 32, 64, 96, 128, 192, 256, 384)
 
 
-def _positive_int(field: str, value: object) -> int:
-    # bool is an Integral but never a size; floats like 8.0 are refused too,
-    # because a silently truncated 8.5 would build the wrong kernel.
+def positive_int(value: object, what: str = "value") -> int:
+    """``value`` as an int if it is a positive integer; a ValueError naming ``what`` otherwise.
+
+    bool is an Integral but never a size; floats like 8.0 are refused too,
+    because a silently truncated 8.5 would build the wrong kernel.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{field} must be a positive integer, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{what} must be a positive integer, got {value!r} ({type(value).__name__})")
     if value <= 0:
-        raise ValueError(f"{field} must be a positive integer, got {value!r}")
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def parse_positive_int(text: str, what: str | None = None) -> int:
+    """A positive integer from text (a command-line option); a ValueError naming ``what`` and the text otherwise."""
+    prefix = f"{what}: " if what else ""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{prefix}{text!r} is not an integer") from None
+    if value <= 0:
+        raise ValueError(f"{prefix}{text!r} must be positive")
+    return value
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -43,7 +58,7 @@ class MatmulShape:
 
     def __post_init__(self) -> None:
         for name in ("M", "K", "N"):
-            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
+            object.__setattr__(self, name, positive_int(getattr(self, name), name))
 
     @property
     def flops(self) -> int:
@@ -63,8 +78,8 @@ class ModelConfig:
     intermediate: int
 
     def __post_init__(self) -> None:
-        _positive_int("hidden", self.hidden)
-        _positive_int("intermediate", self.intermediate)
+        positive_int(self.hidden, "hidden")
+        positive_int(self.intermediate, "intermediate")
 
 
 # Sizes from the models' published configurations (hidden_size, intermediate_size).
@@ -146,14 +161,42 @@ def workloads(
     m_values: Sequence[int] | None = None,
     model: str = "bert-base",
 ) -> Iterator[Workload]:
-    """Kernel x M grid (default: the 24 BERT-base shapes), kernels outermost."""
-    for kernel in kernels or tuple(KERNELS):
+    """Kernel x M grid (default, for None: the 24 BERT-base shapes), kernels outermost.
+
+    Raises
+    ------
+    ValueError
+        An unknown kernel or model, an M that is not a positive integer, or
+        an empty list (None means "all"; an empty list is a mistake, never
+        silently "all").
+    """
+    for what, given in (("kernels", kernels), ("M values", m_values)):
+        if given is not None and len(given) == 0:
+            raise ValueError(f"no {what} given; leave the option out for the default")
+    model_config(model)
+    for kernel in tuple(KERNELS) if kernels is None else kernels:
         _lookup("kernel", kernel, KERNELS)
-        for m in m_values or M_SWEEP:
-            _positive_int("M", m)
+        for m in M_SWEEP if m_values is None else m_values:
+            positive_int(m, "M")
             yield Workload(kernel, int(m), model)
 
 
 def bert_shapes() -> list[Workload]:
     """The 24 BERT-base shapes of the seed research (3 kernels x 8 M values)."""
     return list(workloads())
+
+
+def identify(shape: MatmulShape) -> tuple[str, str]:
+    """``(model, kernel)`` of a Transformer shape by its K and N, else ``("", "K<K>xN<N>")``."""
+    for model in MODELS:
+        for kernel in KERNELS:
+            s = kernel_shape(kernel, shape.M, model)
+            if (s.K, s.N) == (shape.K, shape.N):
+                return model, kernel
+    return "", f"K{shape.K}xN{shape.N}"
+
+
+def kernel_of(label: str) -> str:
+    """The kernel part of a workload id: ``qkv-M16`` -> ``qkv``; any other label is its own group."""
+    head, sep, tail = label.rpartition("-M")
+    return head if sep and tail.isdigit() else label

@@ -21,10 +21,11 @@ import pandas as pd
 from tvm.s_tir import Schedule
 from tvm.tirx import ForKind
 
-from .hardware import HostFacts, host_facts
-from .kernel import BLOCK, matmul_module
-from .tuning import FAILED_RUN_S, apply_record, read_ledger, records
-from .workloads import KERNELS, MODELS, MatmulShape, kernel_shape
+from ...core.hardware import HostFacts, host_facts
+from ...core.kernel import BLOCK, matmul_module
+from ...core.store import profile_dir, workload_key
+from ...core.workloads import MatmulShape, identify
+from .database import FAILED_RUN_S, apply_record, read_ledger, records
 
 _AXES = ("i", "j", "k")
 
@@ -97,8 +98,6 @@ def record_decisions(record, shape: MatmulShape, *, dtype: str = "float32", layo
     """What a bench case or comparison saves about the record it runs: its
     :func:`trace_features` (``run_us`` is the tuner's measured time), the
     workload's tuned trials (from the ledger), the profile and thread count."""
-    from .tuning import profile_dir, workload_key
-
     facts = facts or host_facts()
     d = trace_features(record, shape, dtype=dtype, layout=layout)
     entry = read_ledger(profile_dir(facts, root)).get(workload_key(shape, dtype, layout))
@@ -108,28 +107,16 @@ def record_decisions(record, shape: MatmulShape, *, dtype: str = "float32", layo
     return d
 
 
-def _kernel_name(shape: MatmulShape) -> tuple[str, str]:
-    """(model, kernel) for a Transformer shape, else ("", "MxKxN")."""
-    for model in MODELS:
-        for kernel in KERNELS:
-            s = kernel_shape(kernel, shape.M, model)
-            if (s.K, s.N) == (shape.K, shape.N):
-                return model, kernel
-    return "", f"K{shape.K}xN{shape.N}"
-
-
 def traces_table(
     *, facts: HostFacts | None = None, root: str | Path | None = None, top: int = 1
 ) -> pd.DataFrame:
     """One row per record (the ``top`` fastest of each tuned workload), sorted by kernel and M."""
-    from .tuning import profile_dir
-
     facts = facts or host_facts()
     ledger = read_ledger(profile_dir(facts, root))
     rows = []
     for key, entry in ledger.items():
         shape = entry.shape
-        model, kernel = _kernel_name(shape)
+        model, kernel = identify(shape)
         for rank, rec in enumerate(records(shape, dtype=entry.dtype, layout=entry.layout, facts=facts,
                                            root=root)[:top], 1):
             f = trace_features(rec, shape, dtype=entry.dtype, layout=entry.layout)

@@ -1,7 +1,7 @@
 """Compile a scheduled matmul for the host, run it, time it and show its code.
 
 Compilation, execution and inspection live here; scheduling lives in
-:mod:`matmul.variants` and correctness checks in :mod:`matmul.verify`.
+:mod:`matmul.core.registry` (families in :mod:`matmul.schedules`) and correctness checks in :mod:`matmul.verify`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tvm.s_tir import Schedule
 
 from .hardware import HostFacts, configure_runtime_threads, host_facts
 from .kernel import b_shape
-from .variants import schedule
+from .registry import schedule
 from .workloads import MatmulShape
 
 #: Formats :meth:`CompiledKernel.source` can show.

@@ -1,4 +1,4 @@
-"""The rule-based schedule as a parametrised template, and its measured sweep.
+"""The rule-based schedule as a parametrised template: its candidate configs and their record files.
 
 :func:`~matmul.rules.apply_config` schedules any legal
 :class:`~matmul.rules.RuleConfig` (TM, TN, TK, register rows, j-pack, unroll,
@@ -10,7 +10,7 @@ depend on the moved one are re-derived by the rules), and seeded pairs of such
 moves. The learned variant ranks exactly this set, so its pick is always a
 config the template can apply.
 
-:func:`sweep_workload` measures every candidate of one workload against the
+:func:`matmul.measure.sweep.sweep_workload` measures every candidate of one workload against the
 rules' config, ABBA-interleaved, and keeps the results as *template tuning
 records* in ``<tuning root>/<profile>/template/<workload key>.json`` beside
 the MetaSchedule database: each record holds the config, both medians and
@@ -22,18 +22,15 @@ does not parse is reported and never overwritten.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import random
-import statistics
-from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .hardware import HostFacts, host_facts
-from .kernel import check_dtype, check_layout
+from ..core.hardware import HostFacts, host_facts
+from ..core.store import profile_dir, workload_key
+from ..core.workloads import MatmulShape
 from .rules import RuleConfig, RuleError, decide, vector_registers
-from .workloads import MatmulShape, Workload
 
 #: Version of the template record files; a file of another version is refused.
 SCHEMA = 1
@@ -143,15 +140,11 @@ def candidate_configs(
 
 # --------------------------------------------------------------------------- record files
 def template_dir(facts: HostFacts | None = None, root: str | Path | None = None) -> Path:
-    from .tuning import profile_dir
-
     return profile_dir(facts, root) / TEMPLATE_DIR
 
 
 def record_path(shape: MatmulShape, dtype: str = "float32", layout: str = "NN", *,
                 facts: HostFacts | None = None, root: str | Path | None = None) -> Path:
-    from .tuning import workload_key
-
     return template_dir(facts, root) / f"{workload_key(shape, dtype, layout)}.json"
 
 
@@ -192,94 +185,9 @@ def workload_files(facts: HostFacts | None = None, root: str | Path | None = Non
     return sorted(d.glob("*.json")) if d.is_dir() else []
 
 
-# --------------------------------------------------------------------------- the sweep
-@dataclasses.dataclass(frozen=True)
-class SweepOutcome:
-    shape: MatmulShape
-    path: Path
-    measured: int  # configs measured in this run
-    total: int  # configs on file
-    best_speedup: float
-
-
-def sweep_workload(
-    shape: MatmulShape,
-    *,
-    dtype: str = "float32",
-    layout: str = "NN",
-    configs: int = CONFIGS_DEFAULT,
-    calls: int = 10,
-    facts: HostFacts | None = None,
-    root: str | Path | None = None,
-) -> SweepOutcome:
-    """Measure the workload's candidate configs against the rules' config.
-
-    Each candidate is built, verified against the float64 reference, and
-    timed ABBA beside the rules' config (at least ``calls`` calls per block,
-    more for short kernels so that a block lasts :data:`~matmul.paired.BLOCK_S`); its record
-    holds both medians and the speedup. Configs already on file are not
-    measured again. The rules' config is measured against itself too: its
-    speedup shows the noise of the measurement.
-    """
-    from .candidates import prepare
-    from .paired import BLOCK_S, calls_for, time_pair
-    from .report import atomic_write
-    from .tuning import _target_key
-
-    facts = facts or host_facts()
-    check_dtype(dtype)
-    check_layout(layout)
-    path = record_path(shape, dtype, layout, facts=facts, root=root)
-    data = read_records(path, facts) or {
-        "schema": SCHEMA, "profile": facts.profile, "target": str(facts.target()),
-        "workload": {"M": shape.M, "K": shape.K, "N": shape.N, "dtype": dtype, "layout": layout},
-        "records": [],
-    }
-    done = {config_key(config_from_dict(r["config"])) for r in data["records"]}
-    todo = [c for c in candidate_configs(shape, facts, dtype=dtype, layout=layout, limit=configs)
-            if config_key(c) not in done]
-    measured = 0
-    if todo:
-        rule = prepare("rule_based", shape, layout=layout, dtype=dtype, facts=facts)
-        calls = calls_for(rule, calls, BLOCK_S)
-        for cfg in todo:
-            cand = prepare(config_name(cfg), shape, layout=layout, dtype=dtype, facts=facts)
-            ta, tb = time_pair(rule, cand, blocks=2, calls=calls)
-            rule_s, cfg_s = statistics.median(ta), statistics.median(tb)
-            data["records"].append({
-                "config": cfg.as_dict(), "rule_s": rule_s, "config_s": cfg_s, "speedup": rule_s / cfg_s,
-                "calls": calls, "blocks": "ABBA", "target": list(_target_key(facts.target())),
-                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            })
-            atomic_write(path, json.dumps(data, indent=1) + "\n")  # after each config: a kill loses one
-            measured += 1
-    best = max((float(r["speedup"]) for r in data["records"]), default=float("nan"))
-    return SweepOutcome(shape, path, measured, len(data["records"]), best)
-
-
-def sweep(
-    loads: Sequence[Workload] | Iterable[Workload],
-    *,
-    progress: Callable[[str], None] | None = None,
-    **kwargs: Any,
-) -> list[SweepOutcome]:
-    loads = list(loads)
-    if not loads:
-        raise ValueError("no workloads to sweep")
-    out = []
-    for n, w in enumerate(loads, 1):
-        res = sweep_workload(w.shape, **kwargs)
-        out.append(res)
-        if progress:
-            progress(f"[{n}/{len(loads)}] {w.id}: {res.measured} measured now, {res.total} on file, "
-                     f"best {res.best_speedup:.3f}x the rules' config")
-    return out
-
-
 __all__ = [
     "CONFIGS_DEFAULT",
     "KNOBS",
-    "SweepOutcome",
     "TemplateError",
     "candidate_configs",
     "config_from_dict",
@@ -287,8 +195,6 @@ __all__ = [
     "config_name",
     "read_records",
     "record_path",
-    "sweep",
-    "sweep_workload",
     "template_dir",
     "workload_files",
 ]

@@ -26,8 +26,8 @@ import numpy as np
 import tvm
 from tvm.script import tirx as T
 
-from .hardware import HardwareError, HostFacts, host_facts
-from .runner import compile_module, count_vector_fma
+from ..core.hardware import HardwareError, HostFacts, host_facts
+from ..core.runner import compile_module, count_vector_fma
 from .timing import wait_for_quiet
 
 #: Independent accumulators per thread; 12 of the 16 vector registers.

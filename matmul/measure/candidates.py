@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .hardware import HostFacts, host_facts
-from .kernel import check_dtype, check_layout
+from ..core.hardware import HostFacts, host_facts
+from ..core.kernel import check_dtype, check_layout
+from ..core.registry import get_variant, variant_decisions, variant_names
+from ..core.runner import CompiledKernel, build_cached, compile_module
+from ..core.verify import VerificationError, compare, make_inputs
+from ..core.workloads import MatmulShape
+from ..schedules.metaschedule.database import best_record
+from ..schedules.metaschedule.traces import record_decisions
 from .references import get_reference, is_reference, reference_names
-from .rules import RuleError
-from .runner import CompiledKernel, build_cached
-from .variants import get_variant, variant_decisions, variant_names
-from .verify import VerificationError, compare, make_inputs
-from .workloads import MatmulShape
 
 
 def candidate_names() -> list[str]:
@@ -35,9 +36,9 @@ def check_candidate(name: str) -> str:
         return "reference"
     try:
         v = get_variant(name)
-    except RuleError:
-        raise  # a known variant with a bad knob: its own message says which
     except ValueError:
+        if "[" in name and name.split("[", 1)[0] in variant_names():
+            raise  # a known family with a bad knob: its own message says which
         raise ValueError(f"unknown variant {name!r}; choose from: {', '.join(candidate_names())}") from None
     if not v.legal:
         raise ValueError(
@@ -163,10 +164,6 @@ def prepare_record(
     VerificationError
         The kernel built from the record computes the wrong product.
     """
-    from .runner import compile_module
-    from .traces import record_decisions
-    from .tuning import best_record
-
     check_layout(layout)
     check_dtype(dtype)
     facts = facts or host_facts()

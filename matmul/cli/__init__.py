@@ -1,0 +1,50 @@
+"""``python -m matmul``: inspect the host, the variants and the generated code; tune; measure side by side;
+train and evaluate the learned variant; report on saved benchmark runs.
+
+Each command group is one module that adds its own sub-parsers (``add_parsers``); this module only
+assembles them and turns the library's errors into one-line messages with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from tvm.s_tir import ScheduleError
+
+from ..core.hardware import HardwareError
+from ..core.verify import VerificationError
+from . import inspect, measure, ml, report, tune
+
+#: Command groups, in the order their commands are listed.
+GROUPS = (inspect, report, measure, tune, ml)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m matmul", description=__doc__.split("\n\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.add_parsers(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ScheduleError as err:
+        notes = "; ".join(getattr(err, "__notes__", []))
+        last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        print(f"error: schedule is illegal: {last}" + (f" ({notes})" if notes else ""), file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, LookupError, HardwareError, VerificationError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["main", "parser"]

@@ -1,0 +1,144 @@
+"""``ml sweep|dataset|train|evaluate|predict``: the learned variant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..core.hardware import host_facts
+from ..core.kernel import DTYPES, LAYOUTS
+from ..core.store import atomic_write
+from ..core.tables import geomean, to_markdown
+from ..core.workloads import KERNELS, MODELS, MatmulShape, identify, workloads
+from ..measure.held_out import measure_held_out
+from ..measure.sweep import sweep
+from ..schedules.ml import dataset, knob_accuracy, leave_one_out, predict, read_dataset, train, write_dataset
+from ..schedules.template import CONFIGS_DEFAULT, template_dir
+from .common import add_kernel_args, positive, say, shape_of
+
+
+def _ml_sweep(args: argparse.Namespace) -> int:
+    facts = host_facts()
+    loads = list(workloads(args.kernels, args.m_values, args.model))
+    say(f"sweeping {args.configs} rule-template configs of {len(loads)} workloads into "
+          f"{template_dir(facts, args.root)}")
+    sweep(loads, dtype=args.dtype, layout=args.layout, configs=args.configs, calls=args.calls, facts=facts,
+          root=args.root, progress=say)
+    return 0
+
+
+def _ml_dataset(args: argparse.Namespace) -> int:
+    facts = host_facts()
+    df = dataset(facts=facts, root=args.root, sources=args.sources)
+    out = args.out or Path(f"ml-dataset-{facts.profile}.csv")
+    written = write_dataset(df, out, facts=facts, root=args.root)
+    counts = ", ".join(f"{n} {s}" for s, n in df["source"].value_counts().sort_index().items())
+    print(f"{len(df)} records ({counts}) of {df['workload'].nunique()} workloads; wrote "
+          f"{' and '.join(map(str, written))}")
+    return 0
+
+
+def _ml_frame(args: argparse.Namespace):
+
+    if args.dataset:
+        return read_dataset(args.dataset)
+    return dataset(facts=host_facts(), root=args.root, sources=["template"])
+
+
+def _ml_train(args: argparse.Namespace) -> int:
+    written, meta = train(_ml_frame(args), facts=host_facts(), root=args.model_root)
+    print(f"trained on {meta['rows']} configs of {len(meta['workloads'])} workloads "
+          f"(data sha256 {meta['data_sha256'][:12]}); wrote {' and '.join(map(str, written))}")
+    return 0
+
+
+def _ml_evaluate(args: argparse.Namespace) -> int:
+    facts = host_facts()
+    loo = leave_one_out(_ml_frame(args), progress=say)
+    acc = knob_accuracy(loo)
+    lines = ["# ml_guided: leave-one-shape-out evaluation", "",
+             f"Profile {facts.profile}; {len(loo)} workloads, each predicted by a model trained without it.", "",
+             "## Per-knob accuracy (held-out pick == the sweep's best config)", "", to_markdown(acc.round(3)), "",
+             f"The model kept the rules' config on {int(loo['picked_rules_config'].sum())} of {len(loo)} held-out "
+             f"shapes. The picks' speedup over the rules' config as the sweep measured it (1 for the rules' "
+             f"own), geometric mean: {geomean(loo['sweep_speedup']):.3f}. Against each shape's best measurement: "
+             f"the pick {geomean(loo['rel_pick']):.3f}, the rules' config {geomean(loo['rel_rule']):.3f} (the best "
+             f"of 28 noisy measurements is biased high)."]
+    out = args.out or Path("evidence") / facts.profile / "ml"
+    tables = {"loo.csv": loo, "accuracy.csv": acc}
+    if not args.no_measure:
+        meas = measure_held_out(loo, facts=facts, blocks=args.blocks, calls=args.calls, progress=say)
+        meas.insert(0, "kernel", [identify(MatmulShape(m, k, n))[1] for m, k, n in
+                                  zip(meas["M"], meas["K"], meas["N"])])
+        per = meas.groupby("kernel", sort=False).agg(
+            shapes=("workload", "size"), ml_vs_rule=("ml_vs_rule", geomean),
+            ml_vs_metaschedule=("ml_vs_metaschedule", geomean)).reset_index()
+        per.loc[len(per)] = ["all", len(meas), geomean(meas["ml_vs_rule"]), geomean(meas["ml_vs_metaschedule"])]
+        meas.insert(5, "picked_rules_config", loo["picked_rules_config"].to_numpy())
+        for kept, label in ((False, "where the model left the rules' config"),
+                            (True, "where it kept the rules' config (same code: the noise)")):
+            part = meas[meas["picked_rules_config"] == kept]
+            per.loc[len(per)] = [label, len(part), geomean(part["ml_vs_rule"]), geomean(part["ml_vs_metaschedule"])]
+        tables.update({"measured.csv": meas, "measured-geomean.csv": per})
+        lines += ["", "## Measured in this run (interleaved blocks; ratios > 1: ml_guided is faster)", "",
+                  to_markdown(per.round(3)), "", to_markdown(meas.drop(columns=["K", "N"]).round(5))]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    for name, df in tables.items():
+        atomic_write(out / name, df.to_csv(index=False))
+    atomic_write(out / "EVALUATION.md", text)
+    say(f"wrote {', '.join(tables)} and EVALUATION.md to {out}")
+    return 0
+
+
+def _ml_predict(args: argparse.Namespace) -> int:
+    pred = predict(shape_of(args), host_facts(), dtype=args.dtype, layout=args.layout)
+    print(json.dumps(pred.decisions, indent=1, default=str))
+    return 0 if pred.fallback is None else 1
+
+
+def add_parsers(sub) -> None:
+    """Add this group's commands to the top-level sub-parsers."""
+    ml = sub.add_parser("ml", help="the learned variant: sweep the rule template, build the dataset, train, "
+                                   "evaluate, predict")
+    mls = ml.add_subparsers(dest="ml_command", required=True)
+
+    swp = mls.add_parser("sweep", help="measure rule-template configs per workload against the rules' config "
+                                       "(resumable; records in <root>/<profile>/template/)")
+    swp.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
+    swp.add_argument("--m-values", type=positive, nargs="+", help="M values (default: the seed sweep)")
+    swp.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    swp.add_argument("--layout", choices=LAYOUTS, default="NN")
+    swp.add_argument("--dtype", choices=DTYPES, default="float32")
+    swp.add_argument("--configs", type=positive, default=CONFIGS_DEFAULT,
+                     help="candidate configs per workload (default: %(default)s)")
+    swp.add_argument("--calls", type=positive, default=10, help="least calls per timed block (default: 10)")
+    swp.add_argument("--root", type=Path, help="tuning root (default: $MATMUL_TUNING_ROOT or tuning_db/)")
+    swp.set_defaults(func=_ml_sweep)
+
+    mld = mls.add_parser("dataset", help="every tuning record (template and MetaSchedule) as one table")
+    mld.add_argument("--out", type=Path, help="a .csv or .parquet file (default: ml-dataset-<profile>.csv); "
+                                              "<out>.json records where it came from")
+    mld.add_argument("--sources", nargs="+", default=["template", "metaschedule"], help="record kinds to include")
+    mld.add_argument("--root", type=Path, help="tuning root (default: $MATMUL_TUNING_ROOT or tuning_db/)")
+    mld.set_defaults(func=_ml_dataset)
+
+    for name, func, hlp in (("train", _ml_train, "fit the LightGBM model and save it (text + JSON sidecar)"),
+                            ("evaluate", _ml_evaluate, "leave-one-shape-out accuracy and measured ratios")):
+        cmd = mls.add_parser(name, help=hlp)
+        cmd.add_argument("--dataset", type=Path, help="a dataset file (default: built from the tuning root)")
+        cmd.add_argument("--root", type=Path, help="tuning root (default: $MATMUL_TUNING_ROOT or tuning_db/)")
+        cmd.set_defaults(func=func)
+    mlt = mls.choices["train"]
+    mlt.add_argument("--model-root", type=Path, help="where models go (default: $MATMUL_MODEL_ROOT or models/)")
+    mle = mls.choices["evaluate"]
+    mle.add_argument("--no-measure", action="store_true", help="accuracy only; time nothing")
+    mle.add_argument("--blocks", type=positive, default=4, help="timed blocks per variant, even (default: 4)")
+    mle.add_argument("--calls", type=positive, default=10, help="calls per block (default: 10)")
+    mle.add_argument("--out", type=Path, help="output folder (default: evidence/<profile>/ml)")
+
+    mlp = mls.add_parser("predict", help="the config ml_guided uses for a shape, or why it falls back "
+                                         "(exit 1 on a fallback)")
+    add_kernel_args(mlp)
+    mlp.set_defaults(func=_ml_predict)

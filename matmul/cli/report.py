@@ -1,0 +1,44 @@
+"""``report``: tables, comparisons and plots from saved benchmark runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..report import CV_THRESHOLD, REGRESSION_THRESHOLD, STORAGE, build_report, plot_report, to_text, write_report
+from .common import say
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    report = build_report(args.runs, storage=args.storage, base=args.base, threshold=args.threshold,
+                          cv_threshold=args.cv_threshold)
+    print(to_text(report))
+    if args.out:
+        files = write_report(report, args.out)
+        if args.plots:
+            try:
+                files += plot_report(report, args.out)
+            except ImportError as err:
+                say(f"error: {err}")
+                return 2
+        print(f"\nwrote {len(files)} files to {args.out}/")
+    elif args.plots:
+        say("error: --plots needs --out DIR")
+        return 2
+    return 1 if len(report.regressions) else 0
+
+
+def add_parsers(sub) -> None:
+    """Add this group's commands to the top-level sub-parsers."""
+    rep = sub.add_parser("report", help="tables, comparisons and plots from saved benchmark runs",
+                         description="Exit status: 0 ok, 1 a regression beyond --threshold, 2 bad input.")
+    rep.add_argument("runs", nargs="*", help="run files, folders or globs (default: every run under --storage)")
+    rep.add_argument("--storage", type=Path, default=STORAGE, help="pytest-benchmark storage (default: %(default)s)")
+    rep.add_argument("--base", help="run label to compare the others against (default: the oldest)")
+    rep.add_argument("--threshold", type=float, default=REGRESSION_THRESHOLD,
+                     help="latency ratio above 1+threshold is a regression (default: %(default)s)")
+    rep.add_argument("--cv-threshold", type=float, default=CV_THRESHOLD,
+                     help="flag cases whose CV exceeds this (default: %(default)s)")
+    rep.add_argument("--out", type=Path, help="write CSV and Markdown (and PNG with --plots) here")
+    rep.add_argument("--plots", action="store_true", help="draw PNG plots (needs the 'plot' extra)")
+    rep.set_defaults(func=_cmd_report)

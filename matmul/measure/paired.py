@@ -1,0 +1,96 @@
+"""Paired (ABBA) comparison of two variants on the same shapes.
+
+On a shared 2-core machine absolute times drift by 2x between runs, so two
+variants timed minutes apart cannot be compared. Here both are built and
+verified first, then timed by the interleaved timer
+(:func:`~matmul.measure.interleave.time_interleaved`) in blocks ordered
+A B B A A B B A ...: any drift that is roughly linear over a block pair hits
+both alike. Each block is the median of ``calls`` back-to-back calls after a
+quiet spell; a shape's figure
+for a side is the median of its blocks, and the ratio ``A / B`` is B's
+speedup over A (above 1: B is faster). Geometric means summarise per kernel
+and overall, as the seed research did for its j-pack and write-back choices.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..core.tables import geomeans_by_kernel
+from ..core.workloads import Workload
+from .candidates import check_candidate, prepare
+from .interleave import time_interleaved
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    workload: Workload
+    layout: str
+    a: str
+    b: str
+    a_blocks: tuple[float, ...]
+    b_blocks: tuple[float, ...]
+
+    @property
+    def a_s(self) -> float:
+        return statistics.median(self.a_blocks)
+
+    @property
+    def b_s(self) -> float:
+        return statistics.median(self.b_blocks)
+
+    @property
+    def speedup(self) -> float:
+        """A's time over B's: B's speedup over A."""
+        return self.a_s / self.b_s
+
+
+def paired(
+    a: str,
+    b: str,
+    loads: Sequence[Workload],
+    *,
+    layout: str = "NN",
+    blocks: int = 4,
+    calls: int = 10,
+    progress=None,
+) -> list[PairedResult]:
+    """Compare variant (or reference) ``a`` with ``b`` on every workload."""
+    check_candidate(a)
+    check_candidate(b)
+    if not loads:
+        raise ValueError("no workloads to compare")
+    results = []
+    for n, w in enumerate(loads, 1):
+        ca, cb = prepare(a, w.shape, layout=layout), prepare(b, w.shape, layout=layout)
+        ta, tb = time_interleaved([ca, cb], blocks=blocks, calls=calls)
+        res = PairedResult(w, layout, a, b, tuple(ta), tuple(tb))
+        results.append(res)
+        if progress:
+            progress(f"[{n}/{len(loads)}] {w.id}: {a} {res.a_s * 1e3:.3f} ms, {b} {res.b_s * 1e3:.3f} ms, "
+                     f"{b} speedup {res.speedup:.3f}x")
+    return results
+
+
+def paired_table(results: Sequence[PairedResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-shape rows and geometric means per kernel and overall."""
+    rows = [
+        {
+            "kernel": r.workload.kernel, "M": r.workload.M, "K": r.workload.shape.K, "N": r.workload.shape.N,
+            "layout": r.layout, "a": r.a, "b": r.b, "a_ms": r.a_s * 1e3, "b_ms": r.b_s * 1e3,
+            "speedup_b_over_a": r.speedup,
+            "a_spread": (max(r.a_blocks) - min(r.a_blocks)) / r.a_s,
+            "b_spread": (max(r.b_blocks) - min(r.b_blocks)) / r.b_s,
+        }
+        for r in results
+    ]
+    table = pd.DataFrame(rows)
+    geo = geomeans_by_kernel(table, ["speedup_b_over_a"]).rename(columns={"speedup_b_over_a": "speedup_geomean"})
+    return table, geo
+
+
+__all__ = ["PairedResult", "paired", "paired_table"]

@@ -1,0 +1,110 @@
+"""The rule template's measured sweep: each candidate config timed against the rules' own, resumable.
+
+:func:`sweep_workload` measures every candidate of one workload against the
+rules' config, interleaved, and keeps the results as *template tuning
+records* in ``<tuning root>/<profile>/template/<workload key>.json`` beside
+the MetaSchedule database: each record holds the config, both medians and the
+speedup over the rules. The file is rewritten atomically after every measured
+config, so a killed sweep resumes where it stopped, and a file that does not
+parse is reported and never overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core.hardware import HostFacts, host_facts
+from ..core.kernel import check_dtype, check_layout
+from ..core.store import atomic_write, target_key, utc_now
+from ..core.workloads import MatmulShape, Workload
+from ..schedules.template import (
+    CONFIGS_DEFAULT, SCHEMA, candidate_configs, config_from_dict, config_key, config_name, read_records, record_path,
+)
+from .candidates import prepare
+from .interleave import BLOCK_S, calls_for, time_interleaved
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepOutcome:
+    shape: MatmulShape
+    path: Path
+    measured: int  # configs measured in this run
+    total: int  # configs on file
+    best_speedup: float
+
+
+def sweep_workload(
+    shape: MatmulShape,
+    *,
+    dtype: str = "float32",
+    layout: str = "NN",
+    configs: int = CONFIGS_DEFAULT,
+    calls: int = 10,
+    facts: HostFacts | None = None,
+    root: str | Path | None = None,
+) -> SweepOutcome:
+    """Measure the workload's candidate configs against the rules' config.
+
+    Each candidate is built, verified against the float64 reference, and
+    timed ABBA beside the rules' config (at least ``calls`` calls per block,
+    more for short kernels so that a block lasts :data:`~matmul.measure.interleave.BLOCK_S`); its record
+    holds both medians and the speedup. Configs already on file are not
+    measured again. The rules' config is measured against itself too: its
+    speedup shows the noise of the measurement.
+    """
+    facts = facts or host_facts()
+    check_dtype(dtype)
+    check_layout(layout)
+    path = record_path(shape, dtype, layout, facts=facts, root=root)
+    data = read_records(path, facts) or {
+        "schema": SCHEMA, "profile": facts.profile, "target": str(facts.target()),
+        "workload": {"M": shape.M, "K": shape.K, "N": shape.N, "dtype": dtype, "layout": layout},
+        "records": [],
+    }
+    done = {config_key(config_from_dict(r["config"])) for r in data["records"]}
+    todo = [c for c in candidate_configs(shape, facts, dtype=dtype, layout=layout, limit=configs)
+            if config_key(c) not in done]
+    measured = 0
+    if todo:
+        rule = prepare("rule_based", shape, layout=layout, dtype=dtype, facts=facts)
+        calls = calls_for(rule, calls, BLOCK_S)
+        for cfg in todo:
+            cand = prepare(config_name(cfg), shape, layout=layout, dtype=dtype, facts=facts)
+            ta, tb = time_interleaved([rule, cand], blocks=2, calls=calls)
+            rule_s, cfg_s = statistics.median(ta), statistics.median(tb)
+            data["records"].append({
+                "config": cfg.as_dict(), "rule_s": rule_s, "config_s": cfg_s, "speedup": rule_s / cfg_s,
+                "calls": calls, "blocks": "ABBA", "target": list(target_key(facts.target())),
+                "date": utc_now(),
+            })
+            atomic_write(path, json.dumps(data, indent=1) + "\n")  # after each config: a kill loses one
+            measured += 1
+    best = max((float(r["speedup"]) for r in data["records"]), default=float("nan"))
+    return SweepOutcome(shape, path, measured, len(data["records"]), best)
+
+
+def sweep(
+    loads: Sequence[Workload] | Iterable[Workload],
+    *,
+    progress: Callable[[str], None] | None = None,
+    **kwargs: Any,
+) -> list[SweepOutcome]:
+    loads = list(loads)
+    if not loads:
+        raise ValueError("no workloads to sweep")
+    out = []
+    for n, w in enumerate(loads, 1):
+        res = sweep_workload(w.shape, **kwargs)
+        out.append(res)
+        if progress:
+            progress(f"[{n}/{len(loads)}] {w.id}: {res.measured} measured now, {res.total} on file, "
+                     f"best {res.best_speedup:.3f}x the rules' config")
+    return out
+
+
+__all__ = ["SweepOutcome", "sweep", "sweep_workload"]

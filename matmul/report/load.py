@@ -1,0 +1,117 @@
+"""Read saved pytest-benchmark runs of ``bench/`` into one long table of cases."""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+#: Default storage of pytest-benchmark.
+STORAGE = Path(".benchmarks")
+KEY = ["kernel", "M", "variant", "layout"]
+
+
+class ReportError(ValueError):
+    """A run file is missing, unreadable, or not from this suite."""
+
+
+def find_runs(paths: Sequence[str | Path] = (), storage: Path = STORAGE) -> list[Path]:
+    """Expand files, folders and globs into run files (default: all of ``storage``)."""
+    if not paths:
+        found = sorted(storage.glob("*/*.json"))
+        if not found:
+            raise ReportError(f"no saved runs under {storage}/; run: pytest bench/ --benchmark-save=NAME")
+        return found
+    out: list[Path] = []
+    for p in map(str, paths):
+        path = Path(p)
+        if path.is_dir():
+            hits = sorted(path.rglob("*.json"))
+        elif path.is_file():
+            hits = [path]
+        else:
+            hits = sorted(Path(h) for h in glob.glob(p))
+        if not hits:
+            raise ReportError(f"{p}: no such run file, folder or glob match")
+        out.extend(hits)
+    return list(dict.fromkeys(out))
+
+
+def _flops(row: dict) -> float:
+    return 2.0 * row["M"] * row["K"] * row["N"]
+
+
+def load_run(path: Path) -> tuple[dict, list[dict]]:
+    """One run's metadata and its rows (one per case)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise ReportError(f"{path}: cannot read ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise ReportError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); is it truncated?") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ReportError(f"{path}: not a pytest-benchmark run (no 'benchmarks' list)")
+    machine = data.get("machine_info") or {}
+    facts = machine.get("matmul") or {}
+    peak = (facts.get("fp32_peak") or {}).get("gflops")
+    meta = {
+        "file": str(path),
+        "profile": facts.get("profile", "unknown"),
+        "cpu": facts.get("cpu_model") or machine.get("cpu", {}).get("brand_raw", "unknown"),
+        "commit": (data.get("commit_info") or {}).get("id", "")[:10],
+        "dirty": bool((data.get("commit_info") or {}).get("dirty", False)),
+        "datetime": data.get("datetime", ""),
+        "peak_gflops": peak,
+        "peak_method": (facts.get("fp32_peak") or {}).get("method"),
+        "tvm": facts.get("tvm_version"),
+    }
+    rows = []
+    for b in data["benchmarks"]:
+        params, stats, extra = b.get("params") or {}, b.get("stats") or {}, b.get("extra_info") or {}
+        if not set(KEY) <= set(params) or not {"K", "N"} <= set(extra) or "median" not in stats:
+            continue  # not a case of this suite's grid
+        row = {k: params[k] for k in KEY}
+        row.update(K=int(extra["K"]), N=int(extra["N"]), M=int(row["M"]), kind=extra.get("kind", "tvm"),
+                   family=extra.get("family"))
+        median, mean = float(stats["median"]), float(stats["mean"])
+        row.update(
+            median_s=median,
+            iqr_s=float(stats.get("iqr", 0.0)),
+            q1_s=float(stats.get("q1", median)),
+            q3_s=float(stats.get("q3", median)),
+            cv=float(stats.get("stddev", 0.0)) / mean if mean else 0.0,
+            rounds=int(stats.get("rounds", 0)),
+            gflops=_flops(row) / median / 1e9,
+            speedup_vs_numpy_paired=extra.get("speedup_vs_numpy"),
+            agreement=extra.get("agreement"),
+            agreement_check=extra.get("agreement_check"),
+            agreement_median_s=extra.get("agreement_median_s"),
+        )
+        row["pct_peak"] = 100 * row["gflops"] / peak if peak else None
+        rows.append(row)
+    if not rows:
+        raise ReportError(f"{path}: holds no cases of this suite (params kernel, M, variant, layout and K, N)")
+    return meta, rows
+
+
+def load_runs(paths: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs table and the long table of cases, with a unique ``run`` label each."""
+    metas, frames = [], []
+    for path in paths:
+        meta, rows = load_run(path)
+        metas.append(meta)
+        frames.append(pd.DataFrame(rows).assign(file=str(path)))
+    runs = pd.DataFrame(metas)
+    stems = [Path(f).stem for f in runs["file"]]
+    labels = [f"{p}/{s}" for p, s in zip(runs["profile"], stems)] if len(set(stems)) < len(stems) else stems
+    if len(set(labels)) < len(labels):
+        labels = [str(Path(f).with_suffix("")) for f in runs["file"]]
+    runs.insert(0, "run", labels)
+    cases = pd.concat(frames, ignore_index=True).merge(runs[["file", "run", "profile"]], on="file")
+    return runs, cases.drop(columns="file")
+
+
+__all__ = ["KEY", "STORAGE", "ReportError", "find_runs", "load_run", "load_runs"]

@@ -1,0 +1,239 @@
+"""Read saved pytest-benchmark runs of ``bench/`` and turn them into tables and plots.
+
+A run is one JSON file written by ``pytest bench/ --benchmark-save=NAME`` (or
+``--benchmark-json=PATH``). Every figure in the tables comes from a run's own
+saved statistics; nothing is re-measured here.
+
+Tables (pandas DataFrames, also written as CSV and Markdown):
+
+``latency``
+    kernel x M x variant x layout per run: median, IQR and CV of the
+    latency, GFLOP/s and percent of the run's measured FP32 peak; a case
+    whose CV exceeds the threshold is flagged ``noisy``.
+``speedups``
+    each case's speedup over baseline, full, the best manual (seed) variant,
+    numpy and metaschedule for the same shape in the same run (time of the
+    reference / time of the case; empty where the reference was not run),
+    with the case's CV.
+``geomeans``
+    geometric means of GFLOP/s and of every speedup, per kernel and over all
+    kernels ("all"), per run and variant, with the largest CV among the
+    shapes: the statistics the seed reports.
+``agreement``
+    each case's median over the independent timer that bracketed it
+    (TVM's ``time_evaluator``; NumPy alone in a fresh process).
+``comparison``
+    with two or more runs: for every case present in the base run and
+    another, the latency ratio other / base. A regression is a ratio above
+    ``1 + threshold`` whose interquartile range lies wholly above the base's
+    (slower beyond the threshold and beyond the noise). Geometric means per
+    kernel and overall come with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.registry import variant_names
+from ..core.tables import ALL, geomean
+from ..measure.agreement import AGREEMENT_TOLERANCE
+from .load import KEY, STORAGE, ReportError, find_runs, load_runs
+
+#: Latency ratio (other / base) above 1 + this is a regression.
+REGRESSION_THRESHOLD = 0.10
+#: Coefficient of variation above this flags a case as noisy.
+CV_THRESHOLD = 0.10
+#: Variants the seed research wrote by hand; "best manual" is the fastest.
+MANUAL_FAMILY = "manual"
+
+
+@dataclass
+class Report:
+    """All tables for a set of runs; ``regressions`` is empty when none."""
+
+    runs: pd.DataFrame
+    latency: pd.DataFrame
+    speedups: pd.DataFrame
+    geomeans: pd.DataFrame
+    agreement: pd.DataFrame
+    comparison: pd.DataFrame | None = None
+    comparison_geomeans: pd.DataFrame | None = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        if self.comparison is None:
+            return pd.DataFrame()
+        return self.comparison[self.comparison["regression"]]
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        out = {
+            "runs": self.runs,
+            "latency": self.latency,
+            "speedups": self.speedups,
+            "geomeans": self.geomeans,
+            "agreement": self.agreement,
+        }
+        if self.comparison is not None:
+            out["comparison"] = self.comparison
+            out["comparison_geomeans"] = self.comparison_geomeans
+        return out
+
+
+def _manual_variants(cases: pd.DataFrame) -> set[str]:
+    """The cases' variants of the manual family: as the run saved it, else (older runs) as registered."""
+    saved = cases["family"] if "family" in cases else pd.Series(None, index=cases.index, dtype=object)
+    registered = set(variant_names(family=MANUAL_FAMILY))
+    return {v for v, fam in zip(cases["variant"], saved) if fam == MANUAL_FAMILY or (fam is None and v in registered)}
+
+
+def latency_table(cases: pd.DataFrame, cv_threshold: float = CV_THRESHOLD) -> pd.DataFrame:
+    out = cases[["run", *KEY, "median_s", "iqr_s", "cv", "rounds", "gflops", "pct_peak"]].copy()
+    out["median_ms"] = out.pop("median_s") * 1e3
+    out["iqr_ms"] = out.pop("iqr_s") * 1e3
+    out["noisy"] = out["cv"] > cv_threshold
+    return out[["run", *KEY, "median_ms", "iqr_ms", "cv", "noisy", "rounds", "gflops", "pct_peak"]].sort_values(
+        ["run", "kernel", "layout", "M", "variant"], ignore_index=True
+    )
+
+
+def speedup_table(cases: pd.DataFrame) -> pd.DataFrame:
+    """Speedup of every case over each reference run on the same shape."""
+    shape = ["run", "kernel", "M", "layout"]
+    out = cases[[*shape, "variant", "median_s", "cv", "gflops", "speedup_vs_numpy_paired"]].copy()
+    times = cases.set_index([*shape, "variant"])["median_s"]
+
+    def ref_time(name: str) -> pd.Series:
+        sel = times.xs(name, level="variant") if name in times.index.get_level_values("variant") else None
+        return sel if sel is not None else pd.Series(dtype=float)
+
+    manual = _manual_variants(cases)
+    best = (
+        cases[cases["variant"].isin(manual)].groupby(shape)["median_s"].min()
+        if cases["variant"].isin(manual).any()
+        else pd.Series(dtype=float)
+    )
+    idx = pd.MultiIndex.from_frame(out[shape])
+    for ref, series in (
+        ("baseline", ref_time("baseline")),
+        ("full", ref_time("full")),
+        ("best_manual", best),
+        ("numpy", ref_time("numpy")),
+        ("metaschedule", ref_time("metaschedule")),
+    ):
+        ref_s = series.reindex(idx).to_numpy(dtype=float) if len(series) else np.full(len(out), np.nan)
+        out[f"vs_{ref}"] = ref_s / out["median_s"].to_numpy()
+    return out.drop(columns="median_s").sort_values(["run", "kernel", "layout", "M", "variant"], ignore_index=True)
+
+
+def geomean_table(speedups: pd.DataFrame) -> pd.DataFrame:
+    cols = ["gflops"] + [c for c in speedups.columns if c.startswith("vs_")] + ["speedup_vs_numpy_paired"]
+    rows = []
+    for (run, variant, layout), grp in speedups.groupby(["run", "variant", "layout"], sort=True):
+        for kernel, sub in [*sorted(grp.groupby("kernel")), (ALL, grp)]:
+            row = {"run": run, "kernel": kernel, "variant": variant, "layout": layout, "shapes": len(sub),
+                   "max_cv": float(sub["cv"].max())}
+            row.update({c: geomean(sub[c]) for c in cols})
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    return out.rename(columns={"gflops": "gflops_geomean"})
+
+
+def agreement_table(cases: pd.DataFrame) -> pd.DataFrame:
+    sub = cases[cases["agreement"].notna()].copy()
+    cols = ["run", *KEY, "agreement_check", "median_s", "agreement_median_s", "agreement"]
+    if sub.empty:
+        return pd.DataFrame(columns=[*cols, "tolerance", "agrees"])
+    sub = sub[cols]
+    sub["tolerance"] = sub["agreement_check"].map(AGREEMENT_TOLERANCE).astype(float)
+    sub["agrees"] = (sub["agreement"].astype(float) - 1).abs() <= sub["tolerance"]
+    return sub.sort_values(["run", "agreement_check", "kernel", "M", "variant"], ignore_index=True)
+
+
+def agreement_summary(agreement: pd.DataFrame) -> pd.DataFrame:
+    """Per run and check: cases, geometric-mean and median ratio, and how many agree."""
+    if agreement.empty:
+        return pd.DataFrame(columns=["run", "agreement_check", "cases", "geomean", "median", "agreeing"])
+    return (
+        agreement.groupby(["run", "agreement_check"])
+        .agg(
+            cases=("agreement", "size"),
+            geomean=("agreement", geomean),
+            median=("agreement", "median"),
+            agreeing=("agrees", "sum"),
+        )
+        .reset_index()
+    )
+
+
+def compare_runs(
+    cases: pd.DataFrame, base: str, threshold: float = REGRESSION_THRESHOLD, cv_threshold: float = CV_THRESHOLD
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Latency ratios of every other run over ``base``, case by case."""
+    if base not in set(cases["run"]):
+        raise ReportError(f"base run {base!r} is not among the runs: {', '.join(sorted(set(cases['run'])))}")
+    ref = cases[cases["run"] == base].set_index(KEY)
+    rows = []
+    for run, grp in cases[cases["run"] != base].groupby("run", sort=False):
+        joined = grp.set_index(KEY).merge(
+            ref[["median_s", "cv", "q1_s", "q3_s"]], left_index=True, right_index=True, how="inner", suffixes=("", "_base")
+        )
+        for key, r in joined.iterrows():
+            ratio = r["median_s"] / r["median_s_base"]
+            # slower beyond the threshold AND beyond the noise: the run's
+            # interquartile range lies wholly above the base's
+            separated = bool(r["q1_s"] > r["q3_s_base"])
+            rows.append({
+                "base": base, "run": run, **dict(zip(KEY, key, strict=True)),
+                "base_ms": r["median_s_base"] * 1e3, "run_ms": r["median_s"] * 1e3, "ratio": ratio,
+                "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold),
+                "iqr_separated": separated,
+                "regression": bool(ratio > 1 + threshold and separated),
+            })
+    cols = ["base", "run", *KEY, "base_ms", "run_ms", "ratio", "noisy", "iqr_separated", "regression"]
+    comp = pd.DataFrame(rows, columns=cols)
+    geo = []
+    for run, grp in comp.groupby("run", sort=False):
+        for kernel, sub in [*sorted(grp.groupby("kernel")), (ALL, grp)]:
+            geo.append({"base": base, "run": run, "kernel": kernel, "cases": len(sub), "ratio_geomean": geomean(sub["ratio"]),
+                        "regressions": int(sub["regression"].sum())})
+    return comp, pd.DataFrame(geo, columns=["base", "run", "kernel", "cases", "ratio_geomean", "regressions"])
+
+
+def build_report(
+    paths: Sequence[str | Path] = (),
+    *,
+    storage: Path = STORAGE,
+    base: str | None = None,
+    threshold: float = REGRESSION_THRESHOLD,
+    cv_threshold: float = CV_THRESHOLD,
+) -> Report:
+    if threshold <= 0 or cv_threshold <= 0:
+        raise ReportError(f"thresholds must be positive, got threshold={threshold}, cv_threshold={cv_threshold}")
+    runs, cases = load_runs(find_runs(paths, storage))
+    runs = runs.sort_values("datetime", ignore_index=True, kind="stable")
+    speedups = speedup_table(cases)
+    report = Report(
+        runs=runs,
+        latency=latency_table(cases, cv_threshold),
+        speedups=speedups,
+        geomeans=geomean_table(speedups),
+        agreement=agreement_table(cases),
+        settings={"threshold": threshold, "cv_threshold": cv_threshold},
+    )
+    if len(runs) > 1 or base is not None:
+        base = base or runs["run"].iloc[0]
+        report.comparison, report.comparison_geomeans = compare_runs(cases, base, threshold, cv_threshold)
+        report.settings["base"] = base
+    return report
+
+
+__all__ = [
+    "CV_THRESHOLD", "REGRESSION_THRESHOLD", "Report", "agreement_summary", "agreement_table", "build_report",
+    "compare_runs", "geomean_table", "latency_table", "speedup_table",
+]

@@ -1,0 +1,53 @@
+"""``ml_guided``: a LightGBM model picks the rule template's config for a shape, with no search.
+
+* :mod:`.features`: shape, hardware and config features, and the target;
+* :mod:`.data`: every tuning record of a profile as one table;
+* :mod:`.model`: deterministic training, checked loading, prediction with fallback;
+* :mod:`.evaluate`: leave-one-shape-out from the sweep's measurements.
+
+Importing this package registers ``ml_guided``. When the model is missing,
+broken or predicts an illegal config, the variant uses the rules' config and
+its decisions say why (``fallback``, also saved in a benchmark's ``extra_info``).
+"""
+
+from __future__ import annotations
+
+from tvm.s_tir import Schedule
+
+from ...core.registry import ScheduleContext, Variant, register
+from ..rules import apply_config
+from . import data, evaluate, features, model
+from .data import SCHEMA, data_hash, dataset, read_dataset, write_dataset
+from .evaluate import knob_accuracy, leave_one_out
+from .features import FEATURES, TARGET_CLIP, TARGET_KNOBS, feature_rows, target
+from .model import (
+    MARGIN, MODEL_NAME, MODEL_ROOT_ENV, PARAMS, LoadedModel, ModelError, Prediction, clamp, fit, load_model,
+    model_dir, model_paths, pick, predict, train, training_frame,
+)
+
+#: The registry name of the family's variant.
+NAME = MODEL_NAME
+
+
+def _prediction(ctx: ScheduleContext) -> Prediction:
+    return predict(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout)
+
+
+def _apply(sch: Schedule, ctx: ScheduleContext) -> None:
+    apply_config(sch, _prediction(ctx).config, ctx.shape, ctx.layout)
+
+
+register(Variant(
+    NAME, "learned", _apply,
+    lambda facts: (f"the rule template with the config a LightGBM regressor picks for the shape ({facts.profile} "
+                   "model); no search; the rules' config when the model is missing, broken or illegal"),
+    decisions=lambda ctx: _prediction(ctx).decisions,
+    info_keys=("fallback",),
+))
+
+__all__ = [
+    "FEATURES", "MARGIN", "MODEL_NAME", "MODEL_ROOT_ENV", "PARAMS", "SCHEMA", "TARGET_CLIP", "TARGET_KNOBS",
+    "LoadedModel", "ModelError", "Prediction", "clamp", "data", "data_hash", "dataset", "evaluate",
+    "feature_rows", "features", "fit", "knob_accuracy", "leave_one_out", "load_model", "model", "model_dir",
+    "model_paths", "pick", "predict", "read_dataset", "target", "train", "training_frame", "write_dataset",
+]

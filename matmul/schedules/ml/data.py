@@ -1,0 +1,153 @@
+"""The learned model's data: every tuning record of a profile as one table row, saved with its provenance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...core.hardware import HostFacts, host_facts
+from ...core.store import atomic_write, profile_dir, provenance, workload_key
+from ...core.workloads import MatmulShape
+from ..metaschedule.database import NoRecordError, read_ledger, records
+from ..metaschedule.traces import trace_features
+from ..template import config_from_dict, read_records, template_dir, workload_files
+from .features import feature_rows, shape_features, target
+
+#: Version of the feature set and sidecars; a model or dataset of another schema is refused.
+SCHEMA = 1
+
+
+def _template_rows(facts: HostFacts, root: str | Path | None) -> list[dict]:
+    rows = []
+    for path in workload_files(facts, root):
+        data = read_records(path, facts)
+        w = data["workload"]
+        shape, dtype, layout = MatmulShape(w["M"], w["K"], w["N"]), w["dtype"], w["layout"]
+        recs = data["records"]
+        if not recs:
+            continue
+        configs = [config_from_dict(r["config"]) for r in recs]
+        feats = feature_rows(shape, configs, facts, dtype=dtype, layout=layout)
+        best = max(float(r["speedup"]) for r in recs)
+        for n, r in enumerate(recs):
+            rel = float(r["speedup"]) / best
+            row = {"source": "template", "workload": workload_key(shape, dtype, layout), "layout": layout,
+                   "dtype": dtype, **feats.iloc[n].to_dict(), "order": configs[n].order,
+                   "cache_write": True, "decompose_reduction": True, "auto_unroll": None,
+                   "run_s": float(r["config_s"]), "speedup_vs_rule": float(r["speedup"]),
+                   "rel": rel, "target": target(float(r["speedup"]), bool(feats["is_rule"][n])),
+                   "record_file": path.name}
+            rows.append(row)
+    return rows
+
+
+def _metaschedule_rows(facts: HostFacts, root: str | Path | None) -> list[dict]:
+    rows = []
+    for _, entry in sorted(read_ledger(profile_dir(facts, root)).items()):
+        shape = entry.shape
+        try:
+            recs = records(shape, dtype=entry.dtype, layout=entry.layout, facts=facts, root=root)
+        except NoRecordError:
+            continue
+        base = shape_features(shape, facts, entry.dtype, entry.layout)
+        feats = [trace_features(r, shape, dtype=entry.dtype, layout=entry.layout) for r in recs]
+        best = min(f["run_us"] for f in feats)
+        for f in feats:
+            ti, tj, tk = f["tile_i"], f["tile_j"], f["tile_k"]
+            rel = best / f["run_us"]
+            rows.append({
+                "source": "metaschedule", "workload": workload_key(shape, entry.dtype, entry.layout),
+                "layout": entry.layout, "dtype": entry.dtype, **base,
+                "tm": int(np.prod(ti[1:])), "tn": int(np.prod(tj[1:])), "tk": tk[-1], "mr": ti[-1],
+                "jpack": f["inner_j"], "unroll": None, "auto_unroll": f["unroll_step"],
+                "pack_b": None, "order": None, "cache_write": f["cache_write"],
+                "decompose_reduction": f["decompose_reduction"], "tasks": f["parallel_extent"],
+                "run_s": f["run_us"] * 1e-6, "speedup_vs_rule": None, "rel": rel, "target": None,
+                "record_file": f"{workload_key(shape, entry.dtype, entry.layout)}/",
+            })
+    return rows
+
+
+def dataset(*, facts: HostFacts | None = None, root: str | Path | None = None,
+            sources: Sequence[str] = ("template", "metaschedule")) -> pd.DataFrame:
+    """One row per tuning record of the profile (every record, not only the best).
+
+    Raises
+    ------
+    ValueError
+        An unknown source, or no record at all (the message says how to make some).
+    TemplateError, DatabaseError
+        A record file is corrupt; it is named and left alone.
+    """
+    facts = facts or host_facts()
+    known = ("template", "metaschedule")
+    bad = [s for s in sources if s not in known]
+    if bad or not sources:
+        raise ValueError(f"unknown source(s) {bad or sources}; choose from: {', '.join(known)}")
+    rows = []
+    if "template" in sources:
+        rows += _template_rows(facts, root)
+    if "metaschedule" in sources:
+        rows += _metaschedule_rows(facts, root)
+    if not rows:
+        raise ValueError(f"no tuning records for profile {facts.profile}; run `python -m matmul ml sweep` "
+                         "(template records) or `python -m matmul tune` (MetaSchedule records) first")
+    df = pd.DataFrame(rows)
+    df.insert(2, "profile", facts.profile)
+    return df.sort_values(["source", "workload"], kind="stable").reset_index(drop=True)
+
+
+def data_hash(df: pd.DataFrame) -> str:
+    """sha256 of a table's canonical CSV text (floats at full precision)."""
+    text = df.to_csv(index=False, float_format="%.17g", lineterminator="\n")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_dataset(df: pd.DataFrame, out: Path, *, facts: HostFacts | None = None,
+                  root: str | Path | None = None) -> list[Path]:
+    """Save as CSV or Parquet (by suffix), atomically, with ``<out>.json`` saying where it came from."""
+    facts = facts or host_facts()
+    out = Path(out)
+    if out.suffix == ".csv":
+        payload = df.to_csv(index=False, float_format="%.17g", lineterminator="\n").encode()
+    elif out.suffix == ".parquet":
+        import io
+
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        payload = buf.getvalue()
+    else:
+        raise ValueError(f"dataset file {out} must end in .csv or .parquet")
+    meta = {
+        "schema": SCHEMA, "rows": len(df), "columns": list(df.columns),
+        "sources": {s: int((df["source"] == s).sum()) for s in sorted(df["source"].unique())},
+        "workloads": int(df["workload"].nunique()), "data_sha256": data_hash(df),
+        "file_sha256": hashlib.sha256(payload).hexdigest(),
+        "tuning_dir": str(profile_dir(facts, root)), "template_dir": str(template_dir(facts, root)),
+        "profile": facts.profile, "facts": facts.as_dict(), **provenance(),
+        "command": "python -m matmul ml dataset",
+    }
+    atomic_write(out, payload)
+    side = out.with_name(out.name + ".json")
+    atomic_write(side, json.dumps(meta, indent=1) + "\n")
+    return [out, side]
+
+
+def read_dataset(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no dataset at {path}; write one with `python -m matmul ml dataset --out {path}`")
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as err:  # a truncated or foreign file: say which
+        raise ValueError(f"dataset {path} does not parse ({err})") from None
+
+
+__all__ = ["SCHEMA", "data_hash", "dataset", "read_dataset", "write_dataset"]

@@ -1,0 +1,73 @@
+"""Leave-one-shape-out evaluation of the learned model, from the sweep's own measurements (nothing is timed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+from ...core.hardware import HostFacts
+from ...core.workloads import MatmulShape
+from ..rules import RuleConfig, decide
+from ..template import config_from_dict
+from .features import FEATURES, TARGET_KNOBS
+from .model import ROUNDS, fit, pick, training_frame
+
+
+def leave_one_out(df: pd.DataFrame, *, rounds: int = ROUNDS,
+                  progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Leave-one-shape-out: for each workload, train on the others and pick among its configs.
+
+    Returns one row per held-out workload: the picked config's knobs, the
+    measured-best config's knobs, the pick's speedup over the rules' config
+    as the sweep measured it (``sweep_speedup``: 1 when it is the rules'
+    config; an unbiased if noisy estimate, since the pick never saw it), and
+    both configs' speed relative to the shape's best measurement
+    (``rel_pick``, ``rel_rule``).
+    """
+    t = training_frame(df)
+    keys = sorted(t["workload"].unique())
+    if len(keys) < 2:
+        raise ValueError("leave-one-shape-out needs template records of at least 2 workloads")
+    rows = []
+    for n, key in enumerate(keys, 1):
+        held = t[t["workload"] == key].reset_index(drop=True)
+        booster = fit(t[t["workload"] != key], rounds=rounds)
+        scores = booster.predict(held[list(FEATURES)].astype(float))
+        chosen = held.iloc[pick(scores, held["is_rule"].to_numpy())]
+        best = held.iloc[int(held["rel"].idxmax())]
+        rule = held[held["is_rule"] == 1]
+        row = {"workload": key, "M": int(held["M"][0]), "K": int(held["K"][0]), "N": int(held["N"][0]),
+               "configs": len(held), "picked_rules_config": bool(chosen["is_rule"]),
+               "sweep_speedup": 1.0 if chosen["is_rule"] else float(chosen["speedup_vs_rule"]),
+               "rel_pick": float(chosen["rel"]),
+               "rel_rule": float(rule["rel"].iloc[0]) if len(rule) else float("nan")}
+        for k in TARGET_KNOBS:
+            row[f"pick_{k}"], row[f"best_{k}"] = chosen[k], best[k]
+            row[f"rule_{k}"] = rule[k].iloc[0] if len(rule) else None
+        rows.append(row)
+        if progress:
+            what = "the rules' config" if chosen["is_rule"] else f"{row['sweep_speedup']:.3f}x the rules' config"
+            progress(f"[{n}/{len(keys)}] {key}: picked {what}")
+    return pd.DataFrame(rows)
+
+
+def knob_accuracy(loo: pd.DataFrame) -> pd.DataFrame:
+    """Per knob: how often the held-out pick (and the rules' config) equals the measured best."""
+    out = []
+    for k in TARGET_KNOBS:
+        out.append({"knob": k, "model_accuracy": float((loo[f"pick_{k}"] == loo[f"best_{k}"]).mean()),
+                    "rules_accuracy": float((loo[f"rule_{k}"] == loo[f"best_{k}"]).mean())})
+    return pd.DataFrame(out)
+
+
+def config_of(row: pd.Series, prefix: str, shape: MatmulShape, facts: HostFacts, dtype: str) -> RuleConfig:
+    base = decide(shape, facts, dtype=dtype).config
+    d = base.as_dict()
+    for k in TARGET_KNOBS:
+        v = row[f"{prefix}_{k}"]
+        d[k] = v if k == "order" else bool(v) if k == "pack_b" else int(v)
+    return config_from_dict(d)
+
+
+__all__ = ["config_of", "knob_accuracy", "leave_one_out"]

@@ -1,0 +1,94 @@
+"""The hardware-aware rule-based schedule (``rule_based``): no tuning, every choice explained.
+
+* :mod:`.config`: the rules (:data:`RULES`), the config they produce and
+  its legality, the plan with its reasons and cache budget;
+* :mod:`.decide`: (shape, dtype, layout, hardware facts) -> plan;
+* :mod:`.apply`: any legal config -> a TIR schedule.
+
+Importing this package registers ``rule_based`` and its pinned forms
+``rule_based[knob=value,...]`` (ablations, the template's configs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tvm.s_tir import Schedule
+
+from ...core.hardware import HostFacts
+from ...core.registry import ScheduleContext, Variant, VariantNameError, parse_name, register_parametric
+from .apply import apply_config
+from .config import ORDERS, RULES, Decision, Plan, RuleConfig, RuleError, vector_lanes, vector_registers
+from .decide import check_overrides, decide
+
+#: The registry name of the family.
+NAME = "rule_based"
+
+
+def parse_overrides(name: str) -> tuple[str, dict[str, Any]] | None:
+    """``"rule_based[tk=64,order=ifirst]"`` -> ``("rule_based", {"tk": 64, "order": "ifirst"})``.
+
+    Returns None when ``name`` has no bracket.
+
+    Raises
+    ------
+    RuleError
+        An item that is not ``knob=value``, a knob that is not a rule knob
+        (the message lists them), or a knob given twice.
+    """
+    knobs = sorted(f.name for f in dataclasses.fields(RuleConfig))
+    try:
+        parsed = parse_name(name)
+    except VariantNameError as err:
+        raise RuleError(f"bad rule override: {err}; knobs are: {', '.join(knobs)}") from None
+    if parsed is not None:
+        for key in parsed[1]:
+            if key not in knobs:
+                raise RuleError(f"bad rule override {key!r} in {name!r}; write knob=value with knob one of: "
+                                f"{', '.join(knobs)}")
+    return parsed
+
+
+def _rule_based(overrides: dict[str, Any]) -> Variant:
+    """``rule_based``, optionally with knobs pinned (ablations use this)."""
+    pinned = check_overrides(overrides)
+    name = NAME + (f"[{','.join(f'{k}={v}' for k, v in pinned.items())}]" if pinned else "")
+
+    def plan(ctx: ScheduleContext) -> Plan:
+        return decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, overrides=pinned)
+
+    def apply(sch: Schedule, ctx: ScheduleContext) -> None:
+        apply_config(sch, plan(ctx).config, ctx.shape, ctx.layout)
+
+    def summary(facts: HostFacts) -> str:
+        return ("register-blocked GEMM from hardware rules: pad, pack B, task tiles TM x TN in parallel, "
+                "TK blocks, mr x j-pack accumulators" + (f"; pinned {pinned}" if pinned else ""))
+
+    def decisions(ctx: ScheduleContext) -> dict[str, Any]:
+        p = plan(ctx)
+        d = p.config.as_dict()
+        d["parallel_tasks"] = p.config.tasks(ctx.shape)
+        d["threads"] = ctx.facts.runtime_threads
+        d["vector_width"] = p.config.vector
+        return d
+
+    return Variant(name, "rule", apply, summary, None, decisions)
+
+
+register_parametric(NAME, _rule_based)
+
+__all__ = [
+    "ORDERS",
+    "RULES",
+    "Decision",
+    "Plan",
+    "RuleConfig",
+    "RuleError",
+    "apply_config",
+    "check_overrides",
+    "decide",
+    "parse_overrides",
+    "vector_lanes",
+    "vector_registers",
+]

@@ -1,0 +1,264 @@
+"""The hardware-aware rule-based schedule: no tuning, every choice explained.
+
+Two functions do all the work (:mod:`.decide`, :mod:`.apply`):
+
+* :func:`decide` maps (shape, dtype, layout, hardware facts) to a
+  :class:`RuleConfig` (TM, TN, TK, register rows, j-pack, unroll, write-back
+  width, loop order, B packing) and records, for every knob, the rule that set
+  it and why. Vector width, register count, cache sizes and thread count come
+  from :class:`~matmul.hardware.HostFacts`; nothing here is a constant for one
+  CPU.
+* :func:`apply_config` turns any legal config into a TIR schedule.
+
+The schedule is a register-blocked GEMM in the GotoBLAS mould:
+
+``task (TM x TN, parallel) -> ko (TK) -> pack B[ko] -> jo (j-pack) -> io (mr)
+-> ki -> ir (mr rows, unrolled) -> jv (j-pack, vectorised)``
+
+so ``mr x j-pack`` accumulators live in vector registers across the whole
+``TK`` loop, the packed ``TK x j-pack`` panel of B stays in L1 while every row
+block of the task streams past it, and the ``TM x TN`` output tile is written
+back once, vectorised. Shapes that the register tile does not divide are padded
+(``pad_einsum``) so the hot loop never carries a predicate; the padding is
+zeros, so results are exact.
+
+:data:`RULES` names each rule; ``python -m matmul describe`` prints a plan,
+and ``python -m matmul evidence`` regenerates the paired measurements behind
+the rules (see ``evidence/README.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ...core.hardware import HostFacts
+from ...core.kernel import check_dtype
+from ...core.workloads import MatmulShape
+
+#: The rules, by id. ``describe`` prints the id next to each decision.
+RULES: dict[str, str] = {
+    "R1": "vector width = the target's SIMD lanes for the element type",
+    "R2": "register tile: the most accumulators (mr x j-pack / lanes) that leave one register per B vector "
+          "and one for the A broadcast, with mr <= M, preferring tiles that divide N, then M",
+    "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop",
+    "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
+    "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them "
+          "(or the layout is NT): contiguous, no cache-set aliasing, NT transposed for free",
+    "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile",
+    "R7": "TM: the whole of M per task (B is packed once) unless that leaves fewer than 4 tasks per "
+          "thread; the C tile must fit in half of L2",
+    "R8": "loop order task > ko > jo > io > ki > ir > jv: the B micro-panel is reused from L1 by every row block",
+    "R9": "unroll the ki loop by a small step; LLVM unrolls the register tile itself",
+    "R10": "accumulate the task tile in a local buffer (cache_write), zero it outside the k loops "
+           "(decompose_reduction), and write it back once, vectorised",
+    "R11": "parallelise the fused task loop over the runtime threads",
+}
+
+#: Loop orders :func:`apply_config` knows. ``jfirst`` is R8's; ``ifirst``
+#: swaps the two micro-tile loops (each row block sweeps all of the B block).
+ORDERS = ("jfirst", "ifirst")
+#: Aim for at least this many parallel tasks per runtime thread (R7).
+TASKS_PER_THREAD = 4
+#: Upper bound on micro-panels per task column tile (R6).
+MAX_PANELS_PER_TASK = 4
+#: Share of L1 the packed B micro-panel may fill (R4). Half of L1 (TK=128 on
+#: AVX2) and 3/4 (TK=256) differ by 3-4% in two paired runs, in favour of 3/4.
+L1_SHARE_NUM, L1_SHARE_DEN = 3, 4
+#: Knobs that take positive integers.
+INT_KNOBS = ("tm", "tn", "tk", "mr", "jpack", "vector", "writeback", "unroll")
+#: Default explicit unroll step of the ki loop (R9).
+UNROLL_STEP = 4
+
+
+class RuleError(ValueError):
+    """A rule config is illegal for the shape it is applied to."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleConfig:
+    """Concrete schedule knobs; :meth:`check` says whether they are legal.
+
+    Attributes
+    ----------
+    tm, tn : int
+        Rows and columns of one parallel task's output tile.
+    tk : int
+        Reduction tile (the packed B block is ``tk x tn``).
+    mr : int
+        Register-tile rows.
+    jpack : int
+        Register-tile columns, a multiple of ``vector``.
+    vector : int
+        SIMD lanes of the element type.
+    unroll : int
+        Explicit unroll step of the ki loop (1: none).
+    writeback : int
+        Vector width of the C write-back, a multiple of ``vector`` dividing ``tn``.
+    order : str
+        One of :data:`ORDERS`.
+    pack_b : bool
+        Copy each ``tk x tn`` block of B into j-pack panels before use.
+    """
+
+    tm: int
+    tn: int
+    tk: int
+    mr: int
+    jpack: int
+    vector: int
+    writeback: int
+    unroll: int = UNROLL_STEP
+    order: str = "jfirst"
+    pack_b: bool = True
+
+    def padded(self, shape: MatmulShape) -> tuple[int, int, int]:
+        """M, N, K after R3's padding: multiples of tm, tn and tk."""
+        return (round_up(shape.M, self.tm), round_up(shape.N, self.tn), round_up(shape.K, self.tk))
+
+    def tasks(self, shape: MatmulShape) -> int:
+        mp, np_, _ = self.padded(shape)
+        return (mp // self.tm) * (np_ // self.tn)
+
+    def check(self) -> RuleConfig:
+        """Raise :class:`RuleError` naming every broken constraint."""
+        problems = []
+        for name in INT_KNOBS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        if problems:
+            raise RuleError("illegal rule config: " + "; ".join(problems))
+        if self.jpack % self.vector:
+            problems.append(f"jpack {self.jpack} is not a multiple of the vector width {self.vector}")
+        if self.tn % self.jpack:
+            problems.append(f"tn {self.tn} is not a multiple of jpack {self.jpack}")
+        if self.tm % self.mr:
+            problems.append(f"tm {self.tm} is not a multiple of mr {self.mr}")
+        if self.tk % self.unroll:
+            problems.append(f"unroll {self.unroll} does not divide tk {self.tk}")
+        if self.writeback % self.vector or self.tn % self.writeback:
+            problems.append(f"writeback {self.writeback} must be a multiple of the vector width {self.vector} "
+                            f"dividing tn {self.tn}")
+        if self.order not in ORDERS:
+            problems.append(f"order {self.order!r} is not one of {', '.join(ORDERS)}")
+        if problems:
+            raise RuleError("illegal rule config: " + "; ".join(problems))
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    knob: str
+    value: Any
+    rule: str
+    why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A config with the reasoning behind it, for one shape on one machine."""
+
+    shape: MatmulShape
+    dtype: str
+    layout: str
+    facts: HostFacts
+    config: RuleConfig
+    decisions: tuple[Decision, ...]
+    overrides: tuple[str, ...] = ()
+
+    def budget(self) -> list[dict[str, Any]]:
+        """Working sets of the schedule's levels against the budget each rule set."""
+        c, size = self.config, itemsize(self.dtype)
+        regs = vector_registers(self.facts)
+        acc = c.mr * c.jpack // c.vector
+        l1, l2 = l1_bytes(self.facts), l2_bytes(self.facts)
+        def cache(level: str, what: str, rows: int, cols: int, budget: int) -> dict[str, Any]:
+            return {"level": level, "what": f"{what} {rows} x {cols}", "unit": "bytes",
+                    "used": rows * cols * size, "budget": budget}
+
+        return [
+            {"level": "registers", "what": f"{acc} accumulators + {c.jpack // c.vector} B vectors + 1 broadcast",
+             "unit": "registers", "used": acc + c.jpack // c.vector + 1, "budget": regs},
+            cache("L1", "packed B micro-panel", c.tk, c.jpack, l1),
+            cache("L1", "A rows", c.mr, c.tk, l1),
+            cache("L2", "packed B block", c.tk, c.tn, l2),
+            cache("L2", "C tile", c.tm, c.tn, l2),
+        ]
+
+    def table(self) -> str:
+        """The decisions and the cache budget as plain text."""
+        s = self.shape
+        mp, np_, kp = self.config.padded(s)
+        lines = [
+            f"rule_based plan for M={s.M} K={s.K} N={s.N} ({self.dtype}, {self.layout}) on {self.facts.profile}",
+            f"  {self.facts.simd_lanes_fp32} fp32 lanes, {vector_registers(self.facts)} vector registers, "
+            f"L1d {kib(l1_bytes(self.facts))}, L2 {kib(l2_bytes(self.facts))}, {self.facts.runtime_threads} threads",
+            "",
+            f"  {'knob':<10} {'value':>8}  {'rule':<5} why",
+        ]
+        for d in self.decisions:
+            lines.append(f"  {d.knob:<10} {str(d.value):>8}  {d.rule:<5} {d.why}")
+        lines += [
+            "",
+            f"  padded to M={mp} N={np_} K={kp}; {self.config.tasks(s)} parallel tasks "
+            f"over {self.facts.runtime_threads} threads",
+            "",
+            f"  {'level':<9} {'working set':<44} {'used':>10} {'budget':>10}",
+        ]
+        for b in self.budget():
+            show = kib if b["unit"] == "bytes" else str
+            used, budget = show(b["used"]), show(b["budget"])
+            lines.append(f"  {b['level']:<9} {b['what']:<44} {used:>10} {budget:>10}")
+        if self.overrides:
+            lines += ["", f"  overridden by the caller: {', '.join(self.overrides)}"]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- hardware helpers
+def itemsize(dtype: str) -> int:
+    return np.dtype(check_dtype(dtype)).itemsize
+
+
+def kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+# Conservative defaults when sysfs does not report a cache.
+_DEFAULT_L1 = 32 * 1024
+_DEFAULT_L2 = 256 * 1024
+
+
+def l1_bytes(facts: HostFacts) -> int:
+    return facts.l1d_bytes or _DEFAULT_L1
+
+
+def l2_bytes(facts: HostFacts) -> int:
+    return facts.l2_bytes or _DEFAULT_L2
+
+
+def vector_registers(facts: HostFacts) -> int:
+    """Architectural vector registers: 32 with AVX-512 or on AArch64, else 16."""
+    if "avx512f" in facts.isa or facts.arch in ("aarch64", "arm64"):
+        return 32
+    return 16
+
+
+def vector_lanes(facts: HostFacts, dtype: str) -> int:
+    """R1: SIMD lanes of ``dtype`` (fp32 lanes scaled by element size)."""
+    return max(1, facts.simd_lanes_fp32 * 4 // itemsize(dtype))
+
+
+__all__ = [
+    "ORDERS", "RULES", "Decision", "Plan", "RuleConfig", "RuleError", "itemsize", "kib", "l1_bytes", "l2_bytes",
+    "round_up", "vector_lanes", "vector_registers",
+]

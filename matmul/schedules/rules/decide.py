@@ -1,0 +1,159 @@
+"""The rules themselves: (shape, dtype, layout, hardware facts) -> a :class:`~.config.Plan`.
+
+Every knob is set by one rule of :data:`~.config.RULES`, with the reason
+recorded; vector width, register count, cache sizes and thread count come from
+:class:`~matmul.core.hardware.HostFacts`, so nothing here is a constant for
+one CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ...core.hardware import HostFacts
+from ...core.kernel import check_dtype, check_layout
+from ...core.workloads import MatmulShape
+from .config import (
+    INT_KNOBS, L1_SHARE_DEN, L1_SHARE_NUM, MAX_PANELS_PER_TASK, ORDERS, TASKS_PER_THREAD, UNROLL_STEP, Decision,
+    Plan, RuleConfig, RuleError, itemsize, l1_bytes, l2_bytes, round_up, vector_lanes, vector_registers,
+)
+
+
+# --------------------------------------------------------------------------- the rules
+def _register_tile(shape: MatmulShape, lanes: int, regs: int) -> tuple[int, int]:
+    """R2: (mr, vectors across j) with the most accumulators that fit."""
+    best_key, best = None, (1, 1)
+    for nv in range(1, 5):
+        for mr in range(1, min(8, shape.M) + 1):  # never more rows than M has
+            if mr * nv + nv + 1 > regs:
+                continue
+            key = (shape.N % (nv * lanes) == 0 or shape.N <= nv * lanes,
+                   min(mr * nv, regs - nv - 1),
+                   shape.M % mr == 0,
+                   nv)
+            if best_key is None or key > best_key:
+                best_key, best = key, (mr, nv)
+    return best
+
+
+def _largest_dividing_multiple(total: int, unit: int, cap: int) -> int:
+    """The largest multiple of ``unit`` that divides ``total`` and is <= cap (at least unit)."""
+    best = unit
+    for t in range(unit, min(cap, total) + 1, unit):
+        if total % t == 0:
+            best = t
+    return best
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Knob names and value types, checked before any shape is seen.
+
+    Raises
+    ------
+    RuleError
+        An unknown knob (the message lists them) or a value of the wrong kind.
+    """
+    overrides = dict(overrides)
+    knobs = [f.name for f in dataclasses.fields(RuleConfig)]
+    unknown = set(overrides) - set(knobs)
+    if unknown:
+        raise RuleError(f"unknown rule knob(s) {', '.join(sorted(unknown))}; knobs are: {', '.join(knobs)}")
+    for knob, value in overrides.items():
+        if knob in INT_KNOBS and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                   or value < 1):
+            raise RuleError(f"illegal rule config: {knob} must be a positive integer, got {value!r}")
+        if knob == "order" and value not in ORDERS:
+            raise RuleError(f"illegal rule config: order {value!r} is not one of {', '.join(ORDERS)}")
+        if knob == "pack_b" and not isinstance(value, bool):
+            raise RuleError(f"illegal rule config: pack_b must be on or off, got {value!r}")
+    return overrides
+
+
+def decide(
+    shape: MatmulShape,
+    facts: HostFacts,
+    *,
+    dtype: str = "float32",
+    layout: str = "NN",
+    overrides: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Apply the rules to one shape. ``overrides`` pins knobs (for ablations).
+
+    Raises
+    ------
+    RuleError
+        An override names an unknown knob or makes the config illegal.
+    """
+    check_layout(layout)
+    size = itemsize(dtype)
+    overrides = check_overrides(overrides or {})
+    decisions: list[Decision] = []
+
+    def note(knob: str, value: Any, rule: str, why: str) -> Any:
+        if knob in overrides:
+            value = overrides[knob]
+            rule, why = "user", f"overridden (rules chose differently: {why})"
+        decisions.append(Decision(knob, value, rule, why))
+        return value
+
+    regs = vector_registers(facts)
+    lanes = note("vector", vector_lanes(facts, dtype), "R1", f"{facts.simd_lanes_fp32} fp32 lanes, {size}-byte elements")
+    mr0, nv0 = _register_tile(shape, lanes, regs)
+    jpack = note("jpack", nv0 * lanes, "R2", f"{nv0} vectors across j; {mr0 * nv0} accumulators of {regs} registers")
+    mr = note("mr", mr0, "R2", f"{mr0} rows, at most M")
+    # R3 pads M and N to the register tile; the task tiles below divide the padded sizes.
+    mp, np_ = round_up(shape.M, mr), round_up(shape.N, jpack)
+
+    tk_budget = max(lanes, l1_bytes(facts) * L1_SHARE_NUM // L1_SHARE_DEN // (jpack * size))
+    tk_budget = 1 << (tk_budget.bit_length() - 1)  # power of two
+    if shape.K <= tk_budget:
+        tk0, why_tk = shape.K, f"all of K fits the L1 budget of {tk_budget}"
+    else:
+        tk0 = _largest_dividing_multiple(shape.K, lanes, tk_budget)
+        if tk0 * 2 <= tk_budget:  # no good divisor: pad K instead
+            tk0 = tk_budget
+            why_tk = f"{tk_budget} x {jpack} x {size} B <= 3/4 L1; K padded to a multiple"
+        else:
+            why_tk = f"largest divisor of K with {tk0} x {jpack} x {size} B <= 3/4 L1"
+    tk = note("tk", tk0, "R4", why_tk)
+
+    l2 = l2_bytes(facts)
+    tn_cap = jpack * MAX_PANELS_PER_TASK
+    tn0 = _largest_dividing_multiple(np_, jpack, tn_cap)
+    threads = max(1, facts.runtime_threads)
+    want = TASKS_PER_THREAD * threads
+    # Fewer columns per task before cutting M (cutting M repacks B per row block).
+    while np_ // tn0 < want and tn0 > jpack:
+        tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
+    tn = note("tn", tn0, "R6", f"{tn0 // jpack} j-packs; {np_ // tn0} column tasks")
+
+    tm_cap = max(mr, (l2 // 2) // (tn * size) // mr * mr)
+    tm0 = _largest_dividing_multiple(mp, mr, min(mp, tm_cap))
+    while (mp // tm0) * (np_ // tn) < want and tm0 > mr:
+        tm0 = _largest_dividing_multiple(mp, mr, tm0 - mr)
+    tasks = (mp // tm0) * (np_ // tn)
+    tm = note("tm", tm0, "R7", f"{mp // tm0} row block(s) x {np_ // tn} column tiles = {tasks} tasks "
+                              f"for {threads} threads")
+    unroll = note("unroll", math.gcd(UNROLL_STEP, tk), "R9", "ki unrolled by this step")
+    writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
+    order = note("order", "jfirst", "R8", "B micro-panel reused from L1 by every row block")
+    row_blocks = mp // mr
+    if layout == "NT":
+        pack0, why_pack = True, "NT: B transposed into contiguous panels while packing"
+    elif row_blocks >= 2:
+        pack0, why_pack = True, f"each panel reused by {row_blocks} row blocks; contiguous, no set aliasing"
+    else:
+        pack0, why_pack = False, "one row block: a packed panel would be read once, the copy is pure cost"
+    pack_b = note("pack_b", pack0, "R5", why_pack)
+    config = RuleConfig(tm=tm, tn=tn, tk=tk, mr=mr, jpack=jpack, vector=lanes, unroll=unroll,
+                        writeback=writeback, order=order, pack_b=bool(pack_b)).check()
+    pinned = tuple(f"{k}={v}" for k, v in overrides.items())
+    return Plan(shape, check_dtype(dtype), layout, facts, config, tuple(decisions), pinned)
+
+
+__all__ = ["check_overrides", "decide"]
