@@ -10,35 +10,60 @@ import pytest
 from matmul import bert_shapes, host_facts
 from matmul.measure.candidates import check_candidate
 from matmul.measure.evidence import (
-    STUDIES,
+    ABLATIONS,
     Study,
+    ablation_values,
     get_study,
     overall,
     run_study,
+    studies,
+    study_names,
     write_study,
     write_summary,
 )
 from matmul.schedules.rules import decide, parse_overrides
 
+from .profiles import PROFILES
 
-@pytest.mark.parametrize("study", STUDIES.values(), ids=STUDIES.keys())
+
+@pytest.mark.parametrize("study", studies().values(), ids=study_names())
 def test_every_pair_names_legal_candidates(study):
+    assert study.pairs, f"{study.name} has no pair on this host"
     for a, b in study.pairs:
         assert check_candidate(a) == check_candidate(b) == "tvm"
 
 
-@pytest.mark.parametrize("study", [s for s in STUDIES.values() if s.rule.startswith("R")], ids=lambda s: s.name)
-def test_rule_ablations_pin_one_knob_legally_on_every_bert_shape(study):
-    facts = host_facts()
+@pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())
+@pytest.mark.parametrize("knob", ABLATIONS)
+def test_rule_ablations_pin_one_knob_legally_on_every_bert_shape(knob, facts):
+    study = studies(facts)[knob]
+    assert study.pairs, f"no {knob} alternative on {facts.profile}"
     for a, b in study.pairs:
         assert a == "rule_based"
         base, pinned = parse_overrides(b)
-        assert base == "rule_based" and len(pinned) == 1
+        assert base == "rule_based" and list(pinned) == [knob]
         for w in bert_shapes():
             plan = decide(w.shape, facts, overrides=pinned)
             default = decide(w.shape, facts).config
             assert plan.config != default, f"{b} changes nothing on {w.id}"
             assert plan.config.padded(w.shape) == (w.shape.M, w.shape.N, w.shape.K), f"{b} pads {w.id}"
+
+
+@pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())
+def test_ablation_values_follow_the_vector_width_and_the_rules_tk(facts):
+    lanes = facts.simd_lanes_fp32
+    rule = decide(bert_shapes()[0].shape, facts).config
+    rule_jpacks = {decide(w.shape, facts).config.jpack for w in bert_shapes()}
+    assert ablation_values("jpack", facts) == tuple(v for v in (lanes, 2 * lanes, 4 * lanes) if v not in rule_jpacks)
+    assert ablation_values("writeback", facts) and all(v % lanes == 0 and v > lanes for v in ablation_values("writeback", facts))
+    rule_tks = {decide(w.shape, facts).config.tk for w in bert_shapes()}
+    tks = ablation_values("tk", facts)
+    assert tks and all(v % lanes == 0 and v not in rule_tks for v in tks)
+    assert set(tks) <= {rule.tk // 4, rule.tk // 2, rule.tk * 3 // 2, rule.tk * 2}
+
+
+def test_studies_differ_between_an_avx2_and_an_avx512_machine():
+    assert ablation_values("jpack", PROFILES["avx2"]) != ablation_values("jpack", PROFILES["avx512"])
 
 
 def test_unknown_study_lists_the_studies():

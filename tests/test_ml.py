@@ -37,7 +37,10 @@ from matmul.schedules.template import (
 
 pytestmark = pytest.mark.ml
 ROOT = Path(__file__).resolve().parents[1]
+from .profiles import HOST, PROFILES
+
 FACTS = host_facts()
+PROFILES = {**PROFILES, "host": HOST}
 #: Two small workloads of one made-up kernel: enough for every code path, built in seconds.
 TINY = (MatmulShape(16, 64, 48), MatmulShape(32, 64, 48))
 
@@ -291,9 +294,13 @@ def test_ml_guided_falls_back_on_a_broken_model_and_leaves_the_files(mode, tiny_
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
 
 
+LANES = FACTS.simd_lanes_fp32
+
+
 @pytest.mark.parametrize("bad", [
-    {"mr": 8, "jpack": 32, "tm": 16, "tn": 32},  # 8 x 4 accumulators: over the register file
-    {"tn": 36},  # not a multiple of j-pack
+    # 8 rows x 4 vectors: 32 accumulators + 4 B vectors + 1 broadcast, over any register file of 16 or 32
+    {"mr": 8, "jpack": 4 * LANES, "tm": 16, "tn": 4 * LANES},
+    {"tn": 36},  # not a multiple of any j-pack the rules pick (a multiple of the lanes, 36 is not of 8 or 16)
 ])
 def test_ml_guided_falls_back_on_an_illegal_predicted_config(bad, tiny_models, monkeypatch, caplog):
     shape = TINY[0]
@@ -315,16 +322,21 @@ def test_the_variant_records_the_fallback_and_still_computes_the_right_product(t
     assert get_variant("ml_guided").family == "learned"
 
 
-def test_clamp_fits_sizes_to_the_shape_and_refuses_broken_relations():
-    shape = MatmulShape(10, 40, 24)
-    big = RuleConfig(tm=64, tn=96, tk=256, mr=2, jpack=8, vector=4, writeback=4, unroll=8)
-    cfg, changed = ml.clamp(big, shape, FACTS)
-    lanes = FACTS.simd_lanes_fp32
-    assert cfg.vector == lanes and cfg.tm == 10 and cfg.tn == 24 and cfg.tk == -(-40 // lanes) * lanes
+@pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())
+def test_clamp_fits_sizes_to_the_shape_and_refuses_broken_relations(facts):
+    lanes = facts.simd_lanes_fp32
+    shape = MatmulShape(10, 40, 3 * lanes)
+    # a config made for a machine with half the lanes: the clamp gives it this machine's vector width
+    big = RuleConfig(tm=64, tn=12 * lanes, tk=256, mr=2, jpack=lanes, vector=lanes // 2, writeback=lanes // 2,
+                     unroll=8)
+    cfg, changed = ml.clamp(big, shape, facts)
+    assert cfg.vector == lanes and cfg.tm == 10 and cfg.tn == 3 * lanes and cfg.tk == -(-40 // lanes) * lanes
     assert cfg.tk % cfg.unroll == 0 and any(c.startswith("tm 64->10") for c in changed)
-    apply_config(Schedule(matmul_module(shape, "float32", "NN")), cfg, shape)
+    if facts is HOST:
+        apply_config(Schedule(matmul_module(shape, "float32", "NN")), cfg, shape)
     with pytest.raises(RuleError, match="not a multiple of jpack"):
-        ml.clamp(dataclasses.replace(big, tn=20, vector=lanes, writeback=lanes, jpack=lanes * 2), shape, FACTS)
+        ml.clamp(dataclasses.replace(big, tn=3 * lanes, vector=lanes, writeback=lanes, jpack=lanes * 2), shape,
+                 facts)
 
 
 # --------------------------------------------------------------------------- evaluation and CLI

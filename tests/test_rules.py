@@ -19,7 +19,6 @@ from matmul import (
     build,
     build_cached,
     compare,
-    host_facts,
     kernel_shape,
     make_inputs,
     verify,
@@ -36,15 +35,11 @@ from matmul.schedules.rules import (
     vector_registers,
 )
 
+from .profiles import AVX2, AVX512, BIG, HOST, PROFILES
 from .strategies import shapes
 
-HOST = host_facts()
-ZEN3 = dataclasses.replace(HOST, mcpu="znver3", simd_lanes_fp32=8, isa=("avx", "avx2", "fma"),
-                           l1d_bytes=32 * 1024, l2_bytes=512 * 1024, runtime_threads=2, num_cores=2)
-ZEN4 = dataclasses.replace(ZEN3, mcpu="znver4", simd_lanes_fp32=16, isa=("avx", "avx2", "fma", "avx512f"),
-                           l2_bytes=1024 * 1024)
-BIG = dataclasses.replace(ZEN3, runtime_threads=12, num_cores=12)
-FACTS = {"zen3": ZEN3, "zen4": ZEN4, "12 threads": BIG}
+ZEN3, ZEN4 = AVX2, AVX512
+FACTS = PROFILES
 ODD = [MatmulShape(1, 768, 768), MatmulShape(17, 100, 50), MatmulShape(77, 1024, 4096), MatmulShape(1, 1, 1),
        MatmulShape(5, 3072, 13)]
 
@@ -154,7 +149,7 @@ def test_parse_overrides(text, expected):
     assert parse_overrides(text) == expected
 
 
-@pytest.mark.parametrize("text", ["rule_based[tq=4]", "rule_based[tk]", "rule_based[=3]"])
+@pytest.mark.parametrize("text", ["rule_based[tq=4]", "rule_based[tk]", "rule_based[=3]", "rule_based[tk=64,tk=32]"])
 def test_bad_override_names_the_knobs(text):
     with pytest.raises(RuleError, match="knob=value with knob one of: jpack, mr, order, pack_b, tk, tm, tn"):
         parse_overrides(text)
@@ -189,8 +184,11 @@ def test_variant_name_with_overrides_builds_that_config():
 
 
 def test_an_illegal_override_fails_before_scheduling():
-    with pytest.raises(ValueError, match="tn 100 is not a multiple of jpack 24"):
-        schedule("rule_based[tn=100]", kernel_shape("qkv", 16))
+    shape = kernel_shape("qkv", 16)
+    jpack = decide(shape, HOST).config.jpack
+    tn = jpack * 4 + HOST.simd_lanes_fp32  # a multiple of the vector, not of the j-pack
+    with pytest.raises(ValueError, match=f"tn {tn} is not a multiple of jpack {jpack}"):
+        schedule(f"rule_based[tn={tn}]", shape)
 
 
 # --------------------------------------------------------------------------- correctness where the rules branch
@@ -213,10 +211,15 @@ def test_rule_based_outside_bert(shape, layout):
     assert verify(build_cached("rule_based", shape, "float32", layout), seed=3).ok
 
 
-@pytest.mark.parametrize("overrides", ["pack_b=off", "order=ifirst", "writeback=24", "tk=256,unroll=8", "jpack=16"])
+LANES = HOST.simd_lanes_fp32
+ABLATED = MatmulShape(33, 512, 15 * LANES)
+ABLATED_JPACK = decide(ABLATED, HOST).config.jpack
+
+
+@pytest.mark.parametrize("overrides", ["pack_b=off", "order=ifirst", f"writeback={ABLATED_JPACK}", "tk=256,unroll=8",
+                                       f"jpack={2 * LANES}"])
 def test_ablation_configs_stay_correct(overrides):
-    shape = MatmulShape(33, 512, 240)
-    assert verify(build(f"rule_based[{overrides}]", shape), seed=4).ok
+    assert verify(build(f"rule_based[{overrides}]", ABLATED), seed=4).ok
 
 
 def test_rule_based_float64():

@@ -24,10 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.hardware import host_facts
+from ..core.hardware import HostFacts, host_facts
 from ..core.store import atomic_write, provenance
-from ..core.tables import ALL, geomean, to_markdown
-from ..core.workloads import M_SWEEP, Workload, workloads
+from ..core.tables import ALL, to_markdown
+from ..core.workloads import M_SWEEP, Workload, bert_shapes, workloads
+from ..schedules.rules import RuleConfig, RuleError, decide, parse_overrides
+from ..schedules.rules.config import UNROLL_STEP
 from .paired import paired, paired_table
 
 #: Default output folder (relative to the working directory).
@@ -49,42 +51,93 @@ class Study:
         return list(workloads(kernels, m_values or self.m_values))
 
 
-def _ablation(knob: str, values: Sequence[object], rule: str, question: str) -> Study:
-    return Study(knob, question, tuple(("rule_based", f"rule_based[{knob}={v}]") for v in values), rule=rule)
-
-
-STUDIES: dict[str, Study] = {
-    s.name: s
-    for s in (
-        Study("ksplit", "single transform: which k-split factor is fastest on its own (vs k16)?",
-              tuple(("k16", f"k{t}") for t in (4, 8, 32, 64)), _SMALL_M, calls=3, rule="trend"),
-        Study("parallel", "parallel(i): the seed's `parallel` (parallel(i) + vectorize(j)) over the triple loop, "
-                          "and parallel_vec_j over vec_j",
-              (("baseline", "parallel"), ("vec_j", "parallel_vec_j")), (16,), calls=2, rule="trend"),
-        Study("vectorize", "single transform: vectorise j, alone and under parallel(i)",
-              (("baseline", "vec_j"), ("parallel", "parallel_vec_j")), (16,), calls=2, rule="trend"),
-        Study("full", "the seed's full manual pipeline against rule_based",
-              (("full", "rule_based"),), _SMALL_M, calls=5, rule="trend"),
-        _ablation("tk", (32, 64, 128, 384), "R4", "TK inside the full pipeline: is 3/4 of L1 the right B panel?"),
-        _ablation("jpack", (8, 16, 32), "R2", "j-pack with mr fixed: does the widest register tile win?"),
-        _ablation("tn", (24, 48, 192), "R6", "task column tile: 1, 2 and 8 j-packs against 4"),
-        _ablation("writeback", (24,), "R10", "write-back one vector at a time or one j-pack at a time"),
-        _ablation("pack_b", ("off",), "R5", "is packing B worth its copy?"),
-        _ablation("order", ("ifirst",), "R8", "micro-tile loop order: row blocks outside the j-packs"),
-        _ablation("unroll", (1, 8), "R9", "explicit unroll step of the ki loop"),
-    )
+#: Rule ablations: knob -> (rule, question). Their alternative values are derived from the facts
+#: (:func:`ablation_values`), so every study runs on any CPU.
+ABLATIONS: dict[str, tuple[str, str]] = {
+    "tk": ("R4", "TK inside the full pipeline: is 3/4 of L1 the right B panel? (TK quartered, halved, x1.5, doubled)"),
+    "jpack": ("R2", "j-pack with mr fixed: does the widest register tile win? (1, 2 and 4 vectors)"),
+    "tn": ("R6", "task column tile: 1, 2, 4 and 8 j-packs against the rules' choice"),
+    "writeback": ("R10", "write-back one vector at a time or one j-pack at a time"),
+    "pack_b": ("R5", "is packing B worth its copy?"),
+    "order": ("R8", "micro-tile loop order: row blocks outside the j-packs"),
+    "unroll": ("R9", "explicit unroll step of the ki loop"),
 }
 
 
+def _proposals(knob: str, rule: RuleConfig) -> list[object]:
+    """Values worth pinning, from the rules' own config on this machine."""
+    lanes, jpack, tk = rule.vector, rule.jpack, rule.tk
+    return {
+        "tk": [tk // 4, tk // 2, tk * 3 // 2, tk * 2],
+        "jpack": [lanes * n for n in (1, 2, 4)],
+        "tn": [jpack * n for n in (1, 2, 4, 8)],
+        "writeback": [jpack, 2 * lanes],
+        "pack_b": ["off"],
+        "order": ["ifirst"],
+        "unroll": [1, 2 * UNROLL_STEP],
+    }[knob]
+
+
+def ablation_values(knob: str, facts: HostFacts | None = None,
+                    loads: Sequence[Workload] | None = None) -> tuple[object, ...]:
+    """The values a rule ablation pins for ``knob`` on this machine.
+
+    Proposed from the rules' own config (TK quartered to doubled, one to four
+    vectors of j-pack, one to eight j-packs of TN, a write-back of a j-pack or two vectors),
+    then kept only where the pin is legal, changes the config and pads nothing
+    on every shape of ``loads`` (default: the 24 BERT-base shapes), so each
+    pair measures exactly one knob.
+    """
+    facts = facts or host_facts()
+    loads = list(loads or bert_shapes())
+    defaults = [decide(w.shape, facts).config for w in loads]
+    kept = []
+    for value in dict.fromkeys(_proposals(knob, defaults[0])):
+        pinned = parse_overrides(f"rule_based[{knob}={value}]")[1]
+        try:
+            plans = [decide(w.shape, facts, overrides=pinned).config for w in loads]
+        except RuleError:
+            continue
+        if all(p != d and p.padded(w.shape) == (w.shape.M, w.shape.N, w.shape.K)
+               for p, d, w in zip(plans, defaults, loads)):
+            kept.append(value)
+    return tuple(kept)
+
+
+def _ablation(knob: str, facts: HostFacts) -> Study:
+    rule, question = ABLATIONS[knob]
+    pairs = tuple(("rule_based", f"rule_based[{knob}={v}]") for v in ablation_values(knob, facts))
+    return Study(knob, question, pairs, rule=rule)
+
+
+#: The seed's single-transform trends: manual variants, the same on every machine.
+TRENDS: tuple[Study, ...] = (
+    Study("ksplit", "single transform: which k-split factor is fastest on its own (vs k16)?",
+          tuple(("k16", f"k{t}") for t in (4, 8, 32, 64)), _SMALL_M, calls=3, rule="trend"),
+    Study("parallel", "parallel(i): the seed's `parallel` (parallel(i) + vectorize(j)) over the triple loop, "
+                      "and parallel_vec_j over vec_j",
+          (("baseline", "parallel"), ("vec_j", "parallel_vec_j")), (16,), calls=2, rule="trend"),
+    Study("vectorize", "single transform: vectorise j, alone and under parallel(i)",
+          (("baseline", "vec_j"), ("parallel", "parallel_vec_j")), (16,), calls=2, rule="trend"),
+    Study("full", "the seed's full manual pipeline against rule_based",
+          (("full", "rule_based"),), _SMALL_M, calls=5, rule="trend"),
+)
+
+
+def studies(facts: HostFacts | None = None) -> dict[str, Study]:
+    """Every study for this machine: the trends, then one ablation per rule knob."""
+    facts = facts or host_facts()
+    return {s.name: s for s in (*TRENDS, *(_ablation(k, facts) for k in ABLATIONS))}
+
+
 def study_names() -> list[str]:
-    return list(STUDIES)
+    return [s.name for s in TRENDS] + list(ABLATIONS)
 
 
-def get_study(name: str) -> Study:
-    try:
-        return STUDIES[name]
-    except KeyError:
-        raise ValueError(f"unknown study {name!r}; choose from: {', '.join(STUDIES)}") from None
+def get_study(name: str, facts: HostFacts | None = None) -> Study:
+    if name not in study_names():
+        raise ValueError(f"unknown study {name!r}; choose from: {', '.join(study_names())}")
+    return studies(facts)[name]
 
 
 @dataclass
@@ -138,11 +191,11 @@ def write_study(result: StudyResult, out: Path) -> list[Path]:
 
 
 def write_summary(folder: Path) -> Path:
-    """``SUMMARY.md`` from every ``<study>-geomean.csv`` in ``folder`` (studies in :data:`STUDIES` order)."""
+    """``SUMMARY.md`` from every ``<study>-geomean.csv`` in ``folder`` (studies in :func:`study_names` order)."""
     parts = [f"# Evidence for {folder.name}", "",
              "Ratios are B's speedup over A (above 1: B is faster), geometric means of paired ABBA "
              "medians. For rule ablations A is `rule_based`, so below 1 supports the rule.", ""]
-    for name in STUDIES:
+    for name in study_names():
         geo_file, meta_file = folder / f"{name}-geomean.csv", folder / f"{name}.json"
         if not geo_file.exists():
             continue
@@ -170,5 +223,6 @@ def overall(result: StudyResult) -> dict[tuple[str, str], float]:
     return {(row.a, row.b): float(row.speedup_geomean) for row in g[g["kernel"] == ALL].itertuples()}
 
 
-__all__ = ["EVIDENCE_DIR", "STUDIES", "Study", "StudyResult", "geomean", "get_study", "overall", "run_study",
+__all__ = ["ABLATIONS", "EVIDENCE_DIR", "TRENDS", "Study", "StudyResult", "ablation_values", "get_study", "overall",
+           "run_study", "studies",
            "study_names", "write_study", "write_summary"]

@@ -41,7 +41,7 @@ def parse_overrides(name: str) -> tuple[str, dict[str, Any]] | None:
     try:
         parsed = parse_name(name)
     except VariantNameError as err:
-        raise RuleError(f"bad rule override: {err}; knobs are: {', '.join(knobs)}") from None
+        raise RuleError(f"bad rule override: {err}; write knob=value with knob one of: {', '.join(knobs)}") from None
     if parsed is not None:
         for key in parsed[1]:
             if key not in knobs:
