@@ -17,6 +17,7 @@ from tvm.s_tir import Schedule
 
 from .hardware import HostFacts, configure_runtime_threads, host_facts
 from .kernel import b_shape
+from .verify import garbage
 from .registry import schedule
 from .workloads import MatmulShape
 
@@ -60,7 +61,11 @@ class CompiledKernel:
         return b_shape(self.shape, self.layout)
 
     def tensors(self, a: np.ndarray, b: np.ndarray) -> tuple[Any, Any, Any]:
-        """Device tensors for A, B and a zero-filled C, after checking shapes."""
+        """Device tensors for A, B and a C full of garbage (NaN), after checking shapes.
+
+        C starts as garbage, never zeros, so a kernel that forgets to zero
+        its accumulator (C += A @ B) cannot pass a check by luck.
+        """
         want = {"A": (self.shape.M, self.shape.K), "B": self.b_shape}
         for name, arr in (("A", a), ("B", b)):
             if arr.shape != want[name] or arr.dtype != np.dtype(self.dtype):
@@ -68,7 +73,7 @@ class CompiledKernel:
                     f"{name} must be a {want[name]} {self.dtype} array for {self.shape} ({self.layout}), "
                     f"got {arr.shape} {arr.dtype}"
                 )
-        c = np.zeros((self.shape.M, self.shape.N), dtype=self.dtype)
+        c = garbage((self.shape.M, self.shape.N), self.dtype)
         return (tvm.runtime.tensor(a, self.device), tvm.runtime.tensor(b, self.device), tvm.runtime.tensor(c, self.device))
 
     def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

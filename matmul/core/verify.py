@@ -108,8 +108,46 @@ def compare(c: np.ndarray, a: np.ndarray, b: np.ndarray, *, layout: str = "NN", 
     return Check(ok, float(err[idx]), (int(idx[0]), int(idx[1])), float(allowed[idx]), kind)
 
 
+def garbage(shape: tuple[int, int], dtype: str) -> np.ndarray:
+    """An output buffer full of garbage: NaN for floating types (any sum with it stays NaN), else a large value."""
+    dt = np.dtype(dtype)
+    if np.issubdtype(dt, np.floating):
+        return np.full(shape, np.nan, dtype=dt)
+    return np.full(shape, np.iinfo(dt).max // 3, dtype=dt)
+
+
+#: Calls checked by :func:`check_calls`: the first on a garbage-filled C, the second on C as the first left it,
+#: so a kernel that accumulates into C instead of overwriting it (a lost reduction init) fails one of them.
+CHECKED_CALLS = 2
+
+
+def check_calls(call, output, a: np.ndarray, b: np.ndarray, *, layout: str = "NN", kind: str = "float",
+                what: str = "kernel", calls: int = CHECKED_CALLS) -> Check:
+    """Call ``call()`` ``calls`` times and check ``output()`` after each one.
+
+    ``output`` returns the current C (its buffer must start as
+    :func:`garbage`). Returns the last check.
+
+    Raises
+    ------
+    VerificationError
+        Naming the call that went wrong, the worst element and the error allowed there.
+    """
+    check = None
+    for n in range(1, calls + 1):
+        call()
+        check = compare(output(), a, b, layout=layout, kind=kind)
+        if not check.ok:
+            first = "on an output buffer full of garbage" if n == 1 else "again on its own output (does it zero C?)"
+            raise VerificationError(f"{what}, call {n} {first}: {check}")
+    return check
+
+
 def verify(kernel, *, seed: int = 0, kind: str = "float") -> Check:
-    """Run a :class:`~matmul.runner.CompiledKernel` on random data and check it.
+    """Run a :class:`~matmul.core.runner.CompiledKernel` twice on random data and check each result.
+
+    C starts full of garbage and the second call runs on the first call's
+    output, so a kernel that never zeroes C fails (see :func:`check_calls`).
 
     Raises
     ------
@@ -117,7 +155,6 @@ def verify(kernel, *, seed: int = 0, kind: str = "float") -> Check:
         With the worst element, its error and the error allowed there.
     """
     a, b = make_inputs(kernel.shape, dtype=kernel.dtype, layout=kernel.layout, seed=seed, kind=kind)
-    check = compare(kernel.run(a, b), a, b, layout=kernel.layout, kind=kind)
-    if not check.ok:
-        raise VerificationError(f"{kernel.variant} on {kernel.shape} ({kernel.dtype}, {kernel.layout}): {check}")
-    return check
+    ta, tb, tc = kernel.tensors(a, b)
+    return check_calls(lambda: kernel(ta, tb, tc), tc.numpy, a, b, layout=kernel.layout, kind=kind,
+                       what=f"{kernel.variant} on {kernel.shape} ({kernel.dtype}, {kernel.layout})")

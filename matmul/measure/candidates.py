@@ -18,7 +18,7 @@ from ..core.hardware import HostFacts, host_facts
 from ..core.kernel import check_dtype, check_layout
 from ..core.registry import get_variant, variant_decisions, variant_names
 from ..core.runner import CompiledKernel, build_cached, compile_module
-from ..core.verify import VerificationError, compare, make_inputs
+from ..core.verify import check_calls, make_inputs
 from ..core.workloads import MatmulShape
 from ..schedules.metaschedule.database import best_record
 from ..schedules.metaschedule.traces import record_decisions
@@ -114,16 +114,9 @@ def prepare(
     ref = get_reference(name)
     call, output = ref.prepare(a, b, layout, threads)
     with ref.threads(threads):
-        call()
-    _check(name, shape, output(), a, b, layout)
+        check_calls(call, output, a, b, layout=layout, what=f"{name} on {shape} ({layout})")
     return Candidate(name, kind, shape, layout, call, threads, {"library": ref.summary, "threads": threads},
                      _pool=lambda: ref.threads(threads))
-
-
-def _check(name: str, shape: MatmulShape, result, a, b, layout: str) -> None:
-    check = compare(result, a, b, layout=layout)
-    if not check.ok:
-        raise VerificationError(f"{name} on {shape} ({layout}): {check}")
 
 
 def _bind(name: str, kernel: CompiledKernel, decisions: dict[str, Any], a, b) -> Candidate:
@@ -134,8 +127,7 @@ def _bind(name: str, kernel: CompiledKernel, decisions: dict[str, Any], a, b) ->
     def call() -> object:
         return func(ta, tb, tc)
 
-    call()
-    _check(name, kernel.shape, tc.numpy(), a, b, kernel.layout)
+    check_calls(call, tc.numpy, a, b, layout=kernel.layout, what=f"{name} on {kernel.shape} ({kernel.layout})")
     return Candidate(name, "tvm", kernel.shape, kernel.layout, call, kernel.facts.runtime_threads, decisions, kernel,
                      (ta, tb, tc))
 
