@@ -152,8 +152,8 @@ def bench_settings(request) -> dict:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    from matmul.peak import computed_fp32_peak, fp32_peak
-    from matmul.timing import blas_info
+    from matmul.measure.peak import computed_fp32_peak, fp32_peak
+    from matmul.measure.timing import blas_info
 
     computed = computed_fp32_peak()
     machine_info["matmul"] = {

@@ -4,7 +4,7 @@ The function is produced with ``te.create_prim_func`` from a ``te.compute``
 whose only block is named ``"C"`` and whose loops are ``i, j, k`` in that
 order. Built this way, the workload round-trips through the MetaSchedule JSON
 database (a hand-written TVMScript function with legacy attributes does not,
-see ``shared/tvm-0.27-notes.md``), and every schedule in :mod:`matmul.variants`
+see ``shared/tvm-0.27-notes.md``), and every schedule in :mod:`matmul.schedules`
 can address the block and loops by position.
 """
 

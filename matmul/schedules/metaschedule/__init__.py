@@ -17,10 +17,11 @@ from typing import Any
 from tvm.s_tir import Schedule
 
 from ...core.registry import ScheduleContext, Variant, register
-from ...core.store import profile_dir
+from ...core.store import profile_dir, workload_key
 from ...core.workloads import identify
 from .database import (
-    DatabaseError, NoRecordError, apply_record, best_record, best_schedule, has_record, records, tune_command,
+    DatabaseError, NoRecordError, apply_record, best_record, best_schedule, check_database_files, has_record, records,
+    tune_command,
 )
 from .traces import record_decisions
 
@@ -42,10 +43,18 @@ def _decisions(ctx: ScheduleContext) -> dict[str, Any]:
 
 def _available(ctx: ScheduleContext) -> str | None:
     if has_record(ctx.shape, dtype=ctx.dtype, layout=ctx.layout, facts=ctx.facts):
+        try:  # files only: every line checked in Python, so a bad one skips this case instead of crashing TVM
+            check_database_files(profile_dir(ctx.facts) / workload_key(ctx.shape, ctx.dtype, ctx.layout))
+        except DatabaseError as err:
+            return str(err)
         return None
     model, kernel = identify(ctx.shape)
     named = {"kernel": kernel, "M": ctx.shape.M, "model": model} if model else {}
-    return (f"no {NAME} record for {ctx.shape} {ctx.layout} {ctx.dtype} in {profile_dir(ctx.facts)}; tune it with "
+    what = f"{kernel} M={ctx.shape.M}" if model else str(ctx.shape)
+    if model and model != "bert-base":
+        what = f"{model} {what}"
+    dtype = "" if ctx.dtype == "float32" else f" {ctx.dtype}"
+    return (f"no {NAME} record for {what} {ctx.layout}{dtype} in {profile_dir(ctx.facts)}; tune it with "
             f"`{tune_command(ctx.shape, ctx.dtype, ctx.layout, **named)}`")
 
 

@@ -29,10 +29,13 @@ instead of served.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
@@ -95,31 +98,114 @@ def tune_command(shape: MatmulShape, dtype: str = "float32", layout: str = "NN",
 
 
 # --------------------------------------------------------------------------- checked file access
-def check_jsonl(path: Path) -> int:
-    """Number of records in a JSON-lines file; DatabaseError on a bad line."""
-    count = 0
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatabaseError(
-                    f"tuning database file {path} is corrupt at line {lineno} ({err.msg}); "
-                    "it was left untouched: repair or move it away, then tune again"
-                ) from None
-            count += 1
-    return count
+def _bad(path: Path, lineno: int, why: str) -> DatabaseError:
+    return DatabaseError(f"tuning database file {path} line {lineno} {why}; it was left untouched: "
+                         "repair or move it away, then tune again")
 
 
-def check_database_files(work_dir: str | Path) -> tuple[Path, Path]:
-    """Check that both database files exist and every line is JSON.
+def _workload_problem(obj: Any) -> str | None:
+    """Why a workload line is not one MetaSchedule can read, or None.
+
+    A line is ``[structural hash (digits), base64 of an 8-byte length and the module's JSON]``.
+    """
+    if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], str)):
+        return "is not a MetaSchedule workload ([hash, base64 module])"
+    if not obj[0].isdigit():
+        return f"has a structural hash {obj[0][:20]!r} that is not a number"
+    try:
+        raw = base64.b64decode(obj[1], validate=True)
+    except (binascii.Error, ValueError):
+        return "holds a module that is not valid base64"
+    if len(raw) < 8 or int.from_bytes(raw[:8], "little") != len(raw) - 8:
+        return "holds a module whose length header does not match its size (cut or edited)"
+    try:
+        graph = json.loads(raw[8:])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "holds a module that is not JSON"
+    if not (isinstance(graph, dict) and "root_index" in graph and isinstance(graph.get("nodes"), list)):
+        return "holds a module that is not a TVM JSON graph"
+    return None
+
+
+def _record_problem(obj: Any, workloads: int | None) -> str | None:
+    """Why a record line is not one MetaSchedule can read, or None.
+
+    A line is ``[workload index, [trace, run seconds or null, target, argument info]]`` and the trace is
+    ``[instructions, decisions]``.
+    """
+    shape_ok = (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], int) and not isinstance(obj[0], bool)
+                and isinstance(obj[1], list) and len(obj[1]) == 4)
+    if not shape_ok:
+        return "is not a MetaSchedule tuning record ([workload index, [trace, run_secs, target, args_info]])"
+    index, (trace, run_secs, target, args_info) = obj
+    if index < 0 or (workloads is not None and index >= workloads):
+        return f"names workload {index}, but the workload file holds {workloads} workload(s)"
+    if not (isinstance(trace, list) and len(trace) == 2 and all(isinstance(x, list) for x in trace)):
+        return "has a trace that is not [instructions, decisions]"
+    if run_secs is not None and not (isinstance(run_secs, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in run_secs)):
+        return "has run seconds that are not a list of numbers"
+    if not (isinstance(target, dict) and isinstance(target.get("kind"), str)):
+        return "has a target that is not a target object"
+    if not isinstance(args_info, list):
+        return "has argument info that is not a list"
+    return None
+
+
+def _json_lines(path: Path):
+    """(line number, parsed object) of every non-empty line; DatabaseError naming the file otherwise."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise DatabaseError(f"tuning database file {path} cannot be read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise _bad(path, line, "is not UTF-8 text") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatabaseError(
+                f"tuning database file {path} is corrupt at line {lineno} ({err.msg}); "
+                "it was left untouched: repair or move it away, then tune again"
+            ) from None
+
+
+def check_jsonl(path: Path, workloads: int | None = None) -> int:
+    """Number of entries in a database file, each checked in Python before TVM ever reads it.
+
+    A workload file's lines must decode to modules; a record file's lines must
+    have the record's structure and (given ``workloads``, or a workload file
+    beside it) name a workload that exists. TVM aborts the process on a
+    well-formed but wrong line, so nothing unchecked reaches it.
 
     Raises
     ------
     DatabaseError
-        Naming the missing file, or the file and line that does not parse.
+        Naming the file, the line and what is wrong with it.
+    """
+    path = Path(path)
+    is_record = path.name != WORKLOAD_FILE
+    if is_record and workloads is None and (path.parent / WORKLOAD_FILE).is_file():
+        workloads = sum(1 for _ in _json_lines(path.parent / WORKLOAD_FILE))
+    count = 0
+    for lineno, obj in _json_lines(path):
+        problem = _record_problem(obj, workloads) if is_record else _workload_problem(obj)
+        if problem:
+            raise _bad(path, lineno, problem)
+        count += 1
+    return count
+
+
+def check_database_files(work_dir: str | Path) -> tuple[Path, Path]:
+    """Check that both database files exist and every line is a well-formed workload or record.
+
+    Raises
+    ------
+    DatabaseError
+        Naming the missing file, or the file and line that is wrong.
     """
     work_dir = Path(work_dir)
     paths = (work_dir / WORKLOAD_FILE, work_dir / RECORD_FILE)
@@ -130,7 +216,7 @@ def check_database_files(work_dir: str | Path) -> tuple[Path, Path]:
                 "run `python -m matmul tune` to create the database, or point to the folder that holds "
                 f"{WORKLOAD_FILE} and {RECORD_FILE}"
             )
-        check_jsonl(path)
+    check_jsonl(paths[1], check_jsonl(paths[0]))
     return paths
 
 
@@ -175,12 +261,38 @@ def read_ledger(pdir: Path) -> dict[str, LedgerEntry]:
         return {}
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return {key: LedgerEntry(**entry) for key, entry in raw["workloads"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        ledger = {key: LedgerEntry(**entry) for key, entry in raw["workloads"].items()}
+        for key, entry in ledger.items():
+            problem = _entry_problem(entry)
+            if problem:
+                raise TypeError(f"workload {key}: {problem}")
+        return ledger
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
         raise DatabaseError(
             f"tuning ledger {path} is corrupt ({type(err).__name__}: {err}); "
             "it was left untouched: repair or move it away, then tune again"
         ) from None
+    except OSError as err:
+        raise DatabaseError(f"tuning ledger {path} cannot be read ({err.strerror})") from None
+
+
+def _entry_problem(e: LedgerEntry) -> str | None:
+    """Why a ledger entry's fields have the wrong types, or None."""
+    def count(x, least: int) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= least
+
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
+
+    checks = {
+        "M": count(e.M, 1), "K": count(e.K, 1), "N": count(e.N, 1), "trials": count(e.trials, 0),
+        "seconds": number(e.seconds), "best_s": e.best_s is None or number(e.best_s),
+        "kept": e.kept is None or count(e.kept, 0), "layout": isinstance(e.layout, str),
+        "dtype": isinstance(e.dtype, str), "target": isinstance(e.target, str),
+        "runs": isinstance(e.runs, list) and all(isinstance(r, str) for r in e.runs),
+    }
+    bad = [f"{k}={getattr(e, k)!r}" for k, ok in checks.items() if not ok]
+    return f"wrong type or value of {', '.join(bad)}" if bad else None
 
 
 def write_ledger(pdir: Path, ledger: dict[str, LedgerEntry]) -> None:
@@ -189,21 +301,19 @@ def write_ledger(pdir: Path, ledger: dict[str, LedgerEntry]) -> None:
 
 
 def timed_records(path: Path) -> list[tuple[str, float]]:
-    """Each record line of a record file with its mean run time (failed ones at ``FAILED_RUN_S`` or more)."""
-    out = []
+    """Each record line of a record file with its mean run time (failed ones at ``FAILED_RUN_S`` or more).
+
+    The file is checked first (:func:`check_jsonl`); DatabaseError names a bad line.
+    """
     if not path.is_file():
-        return out
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
+        return []
+    check_jsonl(path)
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
             run_secs = json.loads(line)[1][1]
             out.append((line, sum(float(x) for x in run_secs) / len(run_secs) if run_secs else float("inf")))
-        except (json.JSONDecodeError, IndexError, KeyError, TypeError, ValueError):
-            raise DatabaseError(f"tuning database file {path} line {lineno} is not a MetaSchedule tuning record; "
-                                "it was left untouched: repair or move it away") from None
     return out
-
 
 
 # --------------------------------------------------------------------------- pruning

@@ -124,7 +124,7 @@ def _register_cpu_intrinsics(facts: HostFacts) -> None:
         return
     import tvm.s_tir
 
-    pkg = types.ModuleType(name, "CPU tensor intrinsics only (see matmul.tuning._register_cpu_intrinsics)")
+    pkg = types.ModuleType(name, "CPU tensor intrinsics only (see matmul.schedules.metaschedule.tune)")
     pkg.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
     pkg.__package__ = name
     sys.modules[name] = pkg
