@@ -20,9 +20,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config):
-    from matmul.core.hardware import configure_runtime_threads
+    import pytest
 
-    configure_runtime_threads()
+    from matmul.core.hardware import HardwareError, configure_runtime_threads, host_facts
+
+    try:  # a bad TVM_NUM_THREADS or MATMUL_TARGET is a usage error naming the variable, not an INTERNALERROR
+        configure_runtime_threads()
+        host_facts()
+    except HardwareError as err:
+        raise pytest.UsageError(str(err)) from None
 
 
 def pytest_report_header(config):

@@ -78,3 +78,184 @@ def test_a_kernel_that_accumulates_into_a_zeroed_c_fails_on_its_second_call():
     tc = tvm.runtime.tensor(np.zeros((M, N), "float32"), kernel.device)
     with pytest.raises(VerificationError, match="call 2 again on its own output"):
         check_calls(lambda: kernel(ta, tb, tc), tc.numpy, a, b, what="lost_init")
+
+
+# --------------------------------------------------------------------------- the whole target
+NO_AVX = '{"kind": "llvm", "mcpu": "znver3", "mattr": ["-avx", "-avx2", "-fma"]}'
+
+
+def test_target_attributes_beyond_mcpu_reach_the_facts_the_profile_and_the_code():
+    from matmul.core.hardware import facts_for
+
+    facts = facts_for(NO_AVX)
+    assert facts.simd_lanes_fp32 == 4 and "avx" not in facts.isa
+    assert "noavx" in facts.profile and facts.profile != facts_for('{"kind": "llvm", "mcpu": "znver3"}').profile
+    assert "mattr" in str(facts.target())
+    proc = _run("show", "--variant", "full", "-M", "16", "--format", "asm", env={"MATMUL_TARGET": NO_AVX})
+    assert proc.returncode == 0, proc.stderr
+    assert "%ymm" not in proc.stdout and "%zmm" not in proc.stdout and "mulps" in proc.stdout
+
+
+def test_code_for_a_cpu_feature_the_host_lacks_is_refused_before_it_runs():
+    import dataclasses
+
+    from matmul import build
+    from matmul.core.hardware import HardwareError
+
+    facts = dataclasses.replace(host_facts(), missing_features=("avx512f",))
+    kernel = build("full", MatmulShape(M, K, N), facts=facts)  # building for another machine is fine
+    with pytest.raises(HardwareError, match="enables avx512f, which this host's CPU .* lacks"):
+        verify(kernel)
+
+
+# --------------------------------------------------------------------------- database lines TVM must never see
+SHAPE16, SHAPE32 = MatmulShape(16, 768, 768), MatmulShape(32, 768, 768)
+ZEN3_DB = SHIPPED / "znver3-2c-simd8-t2"
+
+
+def _host_db(root: Path, *shapes: MatmulShape) -> Path:
+    """The shipped Zen 3 records of ``shapes``, re-labelled for this host's target, as a database under ``root``."""
+    from matmul.core.store import workload_key
+
+    facts = host_facts()
+    pdir = root / facts.profile
+    target = {"kind": "llvm", "mcpu": facts.mcpu, "num-cores": facts.num_cores, "keys": ["cpu"], "tag": ""}
+    for shape in shapes:
+        key = workload_key(shape)
+        shutil.copytree(ZEN3_DB / key, pdir / key)
+        rec = pdir / key / "database_tuning_record.json"
+        lines = [json.loads(line) for line in rec.read_text().splitlines() if line.strip()]
+        for line in lines:
+            line[1][2] = target
+        rec.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return pdir
+
+
+BAD_LINES = {
+    "record-empty-object": ("database_tuning_record.json", "{}", "is not a MetaSchedule tuning record"),
+    "record-index-only": ("database_tuning_record.json", "[0]", "is not a MetaSchedule tuning record"),
+    "record-index-out-of-range": ("database_tuning_record.json",
+                                  '[7, [[[], []], [0.001], {"kind": "llvm"}, []]]', "names workload 7"),
+    "workload-empty-object": ("database_workload.json", "{}", "is not a MetaSchedule workload"),
+    "workload-bad-base64": ("database_workload.json", '["123", "!!not base64!!"]', "not valid base64"),
+}
+
+
+@pytest.mark.metaschedule
+@pytest.mark.parametrize("probe", BAD_LINES, ids=list(BAD_LINES))
+def test_a_malformed_database_line_is_named_not_handed_to_tvm(probe, tmp_path):
+    name, line, message = BAD_LINES[probe]
+    pdir = _host_db(tmp_path, SHAPE16)
+    path = next(pdir.glob(f"*/{name}"))
+    path.write_text(path.read_text() + line + "\n")
+    before = _digest(tmp_path)
+    proc = _run("verify", "--variant", "metaschedule", "--kernel", "qkv", "-M", "16",
+                env={"MATMUL_TUNING_ROOT": str(tmp_path)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # an error, not SIGSEGV (-11) nor a traceback
+    assert str(path) in proc.stderr and message in proc.stderr and "Traceback" not in proc.stderr
+    assert _digest(tmp_path) == before
+
+
+@pytest.mark.metaschedule
+def test_utf8_garbage_in_a_record_file_is_named(tmp_path):
+    from matmul.schedules.metaschedule.database import DatabaseError, records
+
+    pdir = _host_db(tmp_path, SHAPE16)
+    path = next(pdir.glob("*/database_tuning_record.json"))
+    path.write_bytes(path.read_bytes() + b"\xff\xfe\x00garbage\n")
+    with pytest.raises(DatabaseError, match=f"{path} line 6 is not UTF-8 text"):
+        records(SHAPE16, root=tmp_path)
+
+
+@pytest.mark.metaschedule
+@pytest.mark.slow
+def test_a_bench_session_survives_a_corrupt_record_for_one_shape(tmp_path):
+    pdir = _host_db(tmp_path, SHAPE16, SHAPE32)
+    bad = next(pdir.glob("*M16*/database_tuning_record.json"))
+    bad.write_text("{}\n" + bad.read_text())
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-rs", "-p", "no:cacheprovider", "--benchmark-disable",
+         "--kernels", "qkv", "--m-values", "16,32", "--variants", "metaschedule,rule_based"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "MATMUL_TUNING_ROOT": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "3 passed, 1 skipped" in proc.stdout and f"{bad} line 1 is not a MetaSchedule tuning record" in proc.stdout
+
+
+def test_a_ledger_with_a_wrong_type_is_refused_and_never_rewritten(tmp_path):
+    pdir = tmp_path / "p"
+    pdir.mkdir()
+    ledger = pdir / "ledger.json"
+    ledger.write_text(json.dumps({"profile": "p", "workloads": {"NN-float32-M1-K1-N1": {
+        "M": 1, "K": 1, "N": 1, "layout": "NN", "dtype": "float32", "trials": "many"}}}))
+    before = ledger.read_bytes()
+    proc = _run("prune", "--dir", str(pdir))
+    assert proc.returncode == 2 and "trials='many'" in proc.stderr and str(ledger) in proc.stderr
+    assert ledger.read_bytes() == before
+
+
+def test_a_second_tune_of_one_profile_is_refused_while_the_first_holds_it(tmp_path):
+    from matmul.schedules.metaschedule.database import DatabaseError
+    from matmul.schedules.metaschedule.tune import tune_workload
+
+    facts = host_facts()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from matmul.schedules.metaschedule.tune import profile_lock\n"
+         f"with profile_lock(Path({str(tmp_path / facts.profile)!r})):\n print('held', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DatabaseError, match=f"another tuning process \\(pid {holder.pid}\\)"):
+            tune_workload(MatmulShape(4, 8, 8), trials=2, facts=facts, root=tmp_path)
+        assert not (tmp_path / facts.profile / ".staging").exists()  # refused before touching anything
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# --------------------------------------------------------------------------- files and environment
+def test_atomic_writes_keep_the_mode_of_the_file_they_replace(tmp_path):
+    from matmul.core.store import atomic_write
+
+    old = tmp_path / "kept.txt"
+    old.write_text("a")
+    old.chmod(0o644)
+    atomic_write(old, "b")
+    assert old.read_text() == "b" and (old.stat().st_mode & 0o777) == 0o644
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write(tmp_path / "new.txt", "c")
+    assert ((tmp_path / "new.txt").stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"TVM_NUM_THREADS": "0"}, "TVM_NUM_THREADS='0' must be a positive thread count"),
+    ({"TVM_NUM_THREADS": "abc"}, "TVM_NUM_THREADS='abc' is not an integer"),
+    ({"TVM_NUM_THREADS": "1000"}, "1000 runtime threads requested"),
+    ({"MATMUL_TARGET": "not json"}, "is not a JSON object"),
+])
+def test_a_bad_environment_is_a_usage_error_under_pytest_bench(env, message):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider",
+                           "--benchmark-disable", "--co"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]  # usage error, not INTERNALERROR (3)
+    assert message in proc.stderr and "INTERNALERROR" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("option", ["--m-values", "--kernels"])
+@pytest.mark.parametrize("value", ["", ","])
+def test_an_empty_list_is_refused_not_read_as_all(option, value):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider",
+                           "--benchmark-disable", "--co", option, value], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 4 and "leave the option out for the default" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_an_unreadable_file_is_an_error_not_a_traceback(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads files of mode 000")
+    bad = tmp_path / "run.json"
+    bad.write_text("{}")
+    bad.chmod(0)
+    proc = _run("report", str(bad))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and str(bad) in proc.stderr

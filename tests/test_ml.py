@@ -280,6 +280,9 @@ FALLBACKS = {
                          r"trained with LightGBM '3\.3\.5'"),
     "schema": (lambda model, side: _edit_sidecar(side, schema=99), r"schema 99"),
     "features": (lambda model, side: _edit_sidecar(side, features=["M", "K"]), r"other features"),
+    "margin-null": (lambda model, side: _edit_sidecar(side, margin=None), r"margin None, not a non-negative number"),
+    "configs-per-shape-text": (lambda model, side: _edit_sidecar(side, configs_per_shape="many"),
+                               r"configs_per_shape 'many', not a positive integer"),
 }
 
 

@@ -190,11 +190,23 @@ def test_cli_exit_codes(tmp_path):
     assert (tmp_path / "out" / "report.md").exists()
     # a generous threshold: no regression, exit 0
     assert _cli(str(TWO), str(ONE), "--threshold", "100").returncode == 0
-    # a truncated file: exit 2, path named, file untouched
+    # a truncated file beside a good one: named and skipped, the good one reported, the file untouched
     bad = tmp_path / "0003_cut.json"
     bad.write_text(TWO.read_text()[:500])
     proc = _cli(str(TWO), str(bad))
+    assert proc.returncode == 0 and f"skipped {bad}" in proc.stdout and "truncated" in proc.stdout
+    assert "== geomeans ==" in proc.stdout and bad.read_text() == TWO.read_text()[:500]
+    # only bad files: exit 2, path named
+    proc = _cli(str(bad))
     assert proc.returncode == 2 and str(bad) in proc.stderr and "truncated" in proc.stderr
+    # --out naming a file, and a case whose median is 0: clear errors, exit 2
+    assert "is a file" in _cli(str(TWO), "--out", str(bad)).stderr
+    zero = tmp_path / "0004_zero.json"
+    data = json.loads(TWO.read_text())
+    data["benchmarks"][0]["stats"]["median"] = 0
+    zero.write_text(json.dumps(data))
+    proc = _cli(str(zero))
+    assert proc.returncode == 2 and "a measured time must be positive" in proc.stderr
     assert _cli("--plots").returncode == 2
 
 

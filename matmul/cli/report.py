@@ -10,6 +10,9 @@ from .common import say
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    if args.out and args.out.exists() and not args.out.is_dir():
+        say(f"error: --out {args.out} is a file; give a folder for the report's files")
+        return 2
     report = build_report(args.runs, storage=args.storage, base=args.base, threshold=args.threshold,
                           cv_threshold=args.cv_threshold)
     print(to_text(report))

@@ -100,6 +100,10 @@ class HostFacts:
     l3_bytes: int | None
     runtime_threads: int
     target_overridden: bool = False
+    #: Target attributes beyond kind, mcpu and num-cores (for example ``mattr``), as (name, JSON value) pairs.
+    extra_target: tuple[tuple[str, str], ...] = ()
+    #: Features the target enables that this host's CPU lacks: code built for it must not run here.
+    missing_features: tuple[str, ...] = ()
 
     @property
     def arch(self) -> str:
@@ -107,8 +111,17 @@ class HostFacts:
         return self.triple.split("-", 1)[0]
 
     def target(self) -> tvm.target.Target:
-        """The LLVM target for these facts (``mcpu`` and ``num-cores`` set)."""
-        return tvm.target.Target({"kind": "llvm", "mcpu": self.mcpu, "num-cores": self.num_cores})
+        """The LLVM target for these facts: ``mcpu``, ``num-cores`` and every other attribute it was given."""
+        spec = {"kind": "llvm", "mcpu": self.mcpu, "num-cores": self.num_cores}
+        spec.update((k, json.loads(v)) for k, v in self.extra_target)
+        return tvm.target.Target(spec)
+
+    def check_runs_here(self) -> None:
+        """Raise :class:`HardwareError` if code built for this target cannot run on this host."""
+        if self.missing_features:
+            raise HardwareError(f"the target {self.target()} enables {', '.join(self.missing_features)}, which this "
+                                f"host's CPU ({self.cpu_model}) lacks: its code would fault here; build it for "
+                                "another machine (tune over RPC) or choose a narrower target")
 
     @property
     def profile(self) -> str:
@@ -117,7 +130,8 @@ class HostFacts:
         Two machines share a profile only when the scheduler would treat them
         the same: same ``mcpu``, core count, SIMD width and runtime threads.
         """
-        return f"{self.mcpu}-{self.num_cores}c-simd{self.simd_lanes_fp32}-t{self.runtime_threads}"
+        extra = "".join(f"_{_slug(k, json.loads(v))}" for k, v in self.extra_target)
+        return f"{self.mcpu}{extra}-{self.num_cores}c-simd{self.simd_lanes_fp32}-t{self.runtime_threads}"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-JSON view, for reports and benchmark machine info."""
@@ -128,6 +142,18 @@ class HostFacts:
         d["tvm_version"] = tvm.__version__
         d["tvm_ffi_version"] = _ffi_version()
         return d
+
+
+#: Target attributes the facts carry as fields of their own.
+_BASE_TARGET_KEYS = {"kind", "mcpu", "num-cores", "keys", "tag"}
+
+
+def _slug(key: str, value: Any) -> str:
+    """A file-name-safe word for one extra target attribute: ``mattr ["-avx2", "+fma"]`` -> ``noavx2.fma``."""
+    items = value if isinstance(value, list) else [value]
+    words = [str(v).replace("-", "no", 1) if str(v).startswith("-") else str(v).lstrip("+") for v in items]
+    text = ".".join(re.sub(r"[^A-Za-z0-9.]+", "", w) for w in words)
+    return text if key == "mattr" else f"{re.sub(r'[^A-Za-z0-9]+', '', key)}.{text}"
 
 
 def _ffi_version() -> str:
@@ -196,6 +222,11 @@ def configure_runtime_threads(threads: int | None = None) -> int:
         threads = _parse_threads(current) if current else _physical_cores()
     elif threads <= 0:
         raise HardwareError(f"thread count must be positive, got {threads}")
+    cpus = _logical_cpus()
+    if threads > cpus:
+        # More threads than CPUs only adds contention to every figure (and TVM's pool hangs at ~1000).
+        raise HardwareError(f"{threads} runtime threads requested ({THREADS_ENV}) but this process may use "
+                            f"{cpus} CPU(s); choose a count from 1 to {cpus}")
     os.environ[THREADS_ENV] = str(threads)
     actual = int(tvm.runtime.num_threads())
     if actual != threads:
@@ -281,7 +312,7 @@ def resolve_target(target: tvm.target.Target | Mapping[str, Any] | str | None = 
             return host_target()
         target = raw
     if isinstance(target, tvm.target.Target):
-        spec: dict[str, Any] = {"kind": target.kind.name, **{k: v for k, v in target.attrs.items()}}
+        spec: dict[str, Any] = {"kind": target.kind.name, **{k: _plain(v) for k, v in target.attrs.items()}}
     elif isinstance(target, str):
         try:
             spec = json.loads(target)
@@ -329,6 +360,8 @@ def facts_for(target: tvm.target.Target | Mapping[str, Any] | str | None = None)
     overridden = target is not None or bool(os.environ.get(TARGET_ENV))
     tgt = resolve_target(target)
     features = set(_codegen.llvm_get_cpu_features(tgt))
+    host_features = set(_codegen.llvm_get_cpu_features(host_target())) if overridden else features
+    extra = tuple(sorted((str(k), json.dumps(_plain(v))) for k, v in tgt.attrs.items() if k not in _BASE_TARGET_KEYS))
     caches = _cache_sizes()
     if "L1d" not in caches:
         log.warning("L1d cache size unknown on this host (no sysfs cache information); facts report None")
@@ -345,7 +378,19 @@ def facts_for(target: tvm.target.Target | Mapping[str, Any] | str | None = None)
         l3_bytes=caches.get("L3"),
         runtime_threads=configure_runtime_threads(),
         target_overridden=overridden,
+        extra_target=extra,
+        missing_features=tuple(sorted(f for f in features - host_features if f in _ISA_FLAGS)),
     )
+
+
+def _plain(value: Any) -> Any:
+    """A target attribute value as plain JSON data (TVM hands back its own array and string types)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    try:
+        return [_plain(v) for v in value]
+    except TypeError:
+        return str(value)
 
 
 @functools.cache

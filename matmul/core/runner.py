@@ -1,7 +1,7 @@
 """Compile a scheduled matmul for the host, run it, time it and show its code.
 
 Compilation, execution and inspection live here; scheduling lives in
-:mod:`matmul.core.registry` (families in :mod:`matmul.schedules`) and correctness checks in :mod:`matmul.verify`.
+:mod:`matmul.core.registry` (families in :mod:`matmul.schedules`) and correctness checks in :mod:`matmul.core.verify`.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class CompiledKernel:
         C starts as garbage, never zeros, so a kernel that forgets to zero
         its accumulator (C += A @ B) cannot pass a check by luck.
         """
+        self.facts.check_runs_here()
         want = {"A": (self.shape.M, self.shape.K), "B": self.b_shape}
         for name, arr in (("A", a), ("B", b)):
             if arr.shape != want[name] or arr.dtype != np.dtype(self.dtype):

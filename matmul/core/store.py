@@ -126,10 +126,13 @@ def workload_key(shape: MatmulShape, dtype: str = "float32", layout: str = "NN")
     return f"{check_layout(layout)}-{check_dtype(dtype)}-M{shape.M}-K{shape.K}-N{shape.N}"
 
 
-def target_key(target: tvm.target.Target) -> tuple[str, str, int]:
-    """What must match for a record measured on one target to serve another: kind, mcpu, cores."""
+def target_key(target: tvm.target.Target) -> tuple:
+    """What must match for a record measured on one target to serve another: kind, mcpu, cores, and every
+    other attribute that changes the code (``mattr``, ...)."""
     attrs = target.attrs
-    return (str(target.kind.name), str(attrs.get("mcpu", "")), int(attrs.get("num-cores", 0)))
+    extra = tuple(sorted((str(k), str(v)) for k, v in attrs.items() if k not in ("kind", "mcpu", "num-cores", "keys",
+                                                                                  "tag")))
+    return (str(target.kind.name), str(attrs.get("mcpu", "")), int(attrs.get("num-cores", 0)), *extra)
 
 
 __all__ = [

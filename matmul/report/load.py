@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -74,9 +75,16 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
         if not set(KEY) <= set(params) or not {"K", "N"} <= set(extra) or "median" not in stats:
             continue  # not a case of this suite's grid
         row = {k: params[k] for k in KEY}
-        row.update(K=int(extra["K"]), N=int(extra["N"]), M=int(row["M"]), kind=extra.get("kind", "tvm"),
-                   family=extra.get("family"))
-        median, mean = float(stats["median"]), float(stats["mean"])
+        case = "-".join(str(params[k]) for k in KEY)
+        try:
+            row.update(K=int(extra["K"]), N=int(extra["N"]), M=int(row["M"]), kind=extra.get("kind", "tvm"),
+                       family=extra.get("family"))
+            median, mean = float(stats["median"]), float(stats["mean"])
+        except (TypeError, ValueError) as err:
+            raise ReportError(f"{path}: case {case} has a field of the wrong type ({err})") from None
+        if not (math.isfinite(median) and median > 0 and math.isfinite(mean) and mean > 0):
+            raise ReportError(f"{path}: case {case} has median {median!r} and mean {mean!r} seconds; "
+                              "a measured time must be positive")
         row.update(
             median_s=median,
             iqr_s=float(stats.get("iqr", 0.0)),
@@ -97,13 +105,25 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
     return meta, rows
 
 
-def load_runs(paths: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Runs table and the long table of cases, with a unique ``run`` label each."""
+def load_runs(paths: Iterable[Path], skipped: list[tuple[str, str]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs table and the long table of cases, with a unique ``run`` label each.
+
+    With a ``skipped`` list, a run file that cannot be used is named there with the reason and left out
+    (the others still load); without one, it raises. Either way, no usable run at all is a ReportError.
+    """
     metas, frames = [], []
     for path in paths:
-        meta, rows = load_run(path)
+        try:
+            meta, rows = load_run(path)
+        except ReportError as err:
+            if skipped is None:
+                raise
+            skipped.append((str(path), str(err)))
+            continue
         metas.append(meta)
         frames.append(pd.DataFrame(rows).assign(file=str(path)))
+    if not metas:
+        raise ReportError("no usable run: " + "; ".join(reason for _, reason in skipped or []))
     runs = pd.DataFrame(metas)
     stems = [Path(f).stem for f in runs["file"]]
     labels = [f"{p}/{s}" for p, s in zip(runs["profile"], stems)] if len(set(stems)) < len(stems) else stems

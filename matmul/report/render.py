@@ -28,6 +28,7 @@ def to_text(report: Report) -> str:
             f"{n} regression(s) beyond {report.settings['threshold']:.0%} against {report.settings['base']}"
             if n else f"no regression beyond {report.settings['threshold']:.0%} against {report.settings['base']}"
         )
+    parts += [f"skipped {path}: {reason}" for path, reason in report.settings.get("skipped", [])]
     return "\n\n".join(parts)
 
 

@@ -215,7 +215,8 @@ def build_report(
 ) -> Report:
     if threshold <= 0 or cv_threshold <= 0:
         raise ReportError(f"thresholds must be positive, got threshold={threshold}, cv_threshold={cv_threshold}")
-    runs, cases = load_runs(find_runs(paths, storage))
+    skipped: list[tuple[str, str]] = []
+    runs, cases = load_runs(find_runs(paths, storage), skipped)
     runs = runs.sort_values("datetime", ignore_index=True, kind="stable")
     speedups = speedup_table(cases)
     report = Report(
@@ -224,7 +225,7 @@ def build_report(
         speedups=speedups,
         geomeans=geomean_table(speedups),
         agreement=agreement_table(cases),
-        settings={"threshold": threshold, "cv_threshold": cv_threshold},
+        settings={"threshold": threshold, "cv_threshold": cv_threshold, "skipped": skipped},
     )
     if len(runs) > 1 or base is not None:
         base = base or runs["run"].iloc[0]

@@ -1,7 +1,7 @@
 """The rule-based schedule as a parametrised template: its candidate configs and their record files.
 
-:func:`~matmul.rules.apply_config` schedules any legal
-:class:`~matmul.rules.RuleConfig` (TM, TN, TK, register rows, j-pack, unroll,
+:func:`~matmul.schedules.rules.apply_config` schedules any legal
+:class:`~matmul.schedules.rules.RuleConfig` (TM, TN, TK, register rows, j-pack, unroll,
 B packing, loop order), so the rule template has a search space of its own.
 :func:`candidate_configs` enumerates a deterministic slice of it for one
 shape: the rules' own config, every single-knob move away from it (each other
@@ -115,7 +115,7 @@ def candidate_configs(
 
     Up to ``limit`` configs: the rules' config, then single-knob moves, then
     pairs of moves drawn with a seed derived from the shape. Each set of
-    overrides goes through :func:`~matmul.rules.decide`, so the knobs a move
+    overrides goes through :func:`~matmul.schedules.rules.decide`, so the knobs a move
     leaves free are chosen by the rules for the moved ones.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

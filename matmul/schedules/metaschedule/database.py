@@ -3,7 +3,7 @@
 MetaSchedule's database lookup matches on the workload's structure only, not
 on the target, so a record tuned on one CPU would be served to any other. The
 records therefore live under ``<root>/<profile>/`` (see
-:attr:`~matmul.hardware.HostFacts.profile`), one MetaSchedule JSON database
+:attr:`~matmul.core.hardware.HostFacts.profile`), one MetaSchedule JSON database
 per workload inside it, plus a ledger::
 
     tuning_db/znver3-2c-simd8-t2/

@@ -12,8 +12,10 @@ beside it, the complete lines are kept.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -248,6 +250,43 @@ def tune(
         )
 
 
+#: The lock file of a profile's database folder; it holds the pid of the tuning process.
+LOCK_FILE = ".lock"
+_HELD: set[Path] = set()
+
+
+@contextlib.contextmanager
+def profile_lock(pdir: Path):
+    """Hold a profile folder for one tuning process; another one is refused at once, with who holds it.
+
+    Two processes tuning one profile would share its staging folder, merge each other's records into the
+    ledger and delete each other's runs. The lock is an OS file lock, so a killed process releases it.
+    """
+    pdir = Path(pdir).resolve()
+    if pdir in _HELD:  # re-entered by this process
+        yield
+        return
+    pdir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(pdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DatabaseError(f"another tuning process (pid {holder}) is tuning {pdir}; wait for it to finish, "
+                                "or tune into another --root") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD.add(pdir)
+        try:
+            yield
+        finally:
+            _HELD.discard(pdir)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class TuneOutcome:
     """What :func:`tune_workload` did for one workload."""
@@ -296,6 +335,15 @@ def tune_workload(
     one with fewer (an earlier, smaller budget, or a run that was killed)
     continues from its records.
     """
+    facts = facts or host_facts()
+    with profile_lock(profile_dir(facts, root)):
+        return _tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
+                              search=search, label=label, progress=progress)
+
+
+def _tune_workload(shape: MatmulShape, *, trials: int, dtype: str, layout: str, facts: HostFacts,
+                   root: str | Path | None, search: SearchSettings, label: str | None,
+                   progress: Progress | None) -> TuneOutcome:
     positive_int(trials)
     facts = facts or host_facts()
     pdir = profile_dir(facts, root)
@@ -315,8 +363,8 @@ def tune_workload(
                                 f"untouched: move {staging} away to drop that run, then tune again") from None
         if run["id"] in entry.runs:  # merged before a kill: only the clean-up was left
             shutil.rmtree(staging)
-            return tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
-                                 search=search, label=label, progress=progress)
+            return _tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
+                                  search=search, label=label, progress=progress)
         for name in (WORKLOAD_FILE, RECORD_FILE):
             _salvage_staging_file(staging / name, pdir / DAMAGED)
         run["seconds"] = run.get("seconds", 0.0) + run.pop("seconds_now", 0.0)  # the killed run's time
@@ -411,14 +459,15 @@ def tune_workloads(
                for _, s in shapes)
     progress = Progress(len(shapes), left, emit=emit)
     out = []
-    for i, (label, shape) in enumerate(shapes, 1):
-        progress.index = i
-        out.append(tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
-                                 search=search, label=label, progress=progress))
+    with profile_lock(profile_dir(facts, root)):  # held across the workloads: no other tune slips in between
+        for i, (label, shape) in enumerate(shapes, 1):
+            progress.index = i
+            out.append(tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
+                                     search=search, label=label, progress=progress))
     return out
 
 
 __all__ = [
-    "BUILD_TIMEOUT_S", "Progress", "RPCSettings", "SearchSettings", "TuneOutcome", "build_candidate", "tune",
-    "tune_workload", "tune_workloads",
+    "BUILD_TIMEOUT_S", "LOCK_FILE", "Progress", "RPCSettings", "SearchSettings", "TuneOutcome", "build_candidate", "tune",
+    "profile_lock", "tune_workload", "tune_workloads",
 ]

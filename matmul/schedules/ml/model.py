@@ -231,6 +231,13 @@ def _load(model_path: str, side: str, _mtime: int, _size: int, _side_mtime: int)
     if meta.get("lightgbm_version") != lgb.__version__:
         raise ModelError(f"model {model_path} was trained with LightGBM {meta.get('lightgbm_version')!r}, "
                          f"this is {lgb.__version__}; retrain with `python -m matmul ml train`")
+    margin, per_shape = meta.get("margin", MARGIN), meta.get("configs_per_shape", CONFIGS_DEFAULT)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+        raise ModelError(f"model sidecar {side} has margin {margin!r}, not a non-negative number; retrain with "
+                         "`python -m matmul ml train`")
+    if isinstance(per_shape, bool) or not isinstance(per_shape, int) or per_shape < 1:
+        raise ModelError(f"model sidecar {side} has configs_per_shape {per_shape!r}, not a positive integer; "
+                         "retrain with `python -m matmul ml train`")
     if meta.get("features") != list(FEATURES):
         raise ModelError(f"model {model_path} was trained on other features; retrain with "
                          "`python -m matmul ml train`")

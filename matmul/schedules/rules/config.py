@@ -6,7 +6,7 @@ Two functions do all the work (:mod:`.decide`, :mod:`.apply`):
   :class:`RuleConfig` (TM, TN, TK, register rows, j-pack, unroll, write-back
   width, loop order, B packing) and records, for every knob, the rule that set
   it and why. Vector width, register count, cache sizes and thread count come
-  from :class:`~matmul.hardware.HostFacts`; nothing here is a constant for one
+  from :class:`~matmul.core.hardware.HostFacts`; nothing here is a constant for one
   CPU.
 * :func:`apply_config` turns any legal config into a TIR schedule.
 
