@@ -27,7 +27,7 @@ def pytest_configure(config):
     try:  # a bad TVM_NUM_THREADS or MATMUL_TARGET is a usage error naming the variable, not an INTERNALERROR
         configure_runtime_threads()
         host_facts()
-    except HardwareError as err:
+    except (HardwareError, ValueError) as err:
         raise pytest.UsageError(str(err)) from None
 
 

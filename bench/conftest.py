@@ -24,7 +24,7 @@ import re
 
 import pytest
 
-from matmul import KERNELS, M_SWEEP, Workload, host_facts, workloads
+from matmul import KERNELS, M_SWEEP, HardwareError, Workload, host_facts, workloads
 from matmul.core.kernel import LAYOUTS, check_layout
 from matmul.core.registry import unavailable
 from matmul.core.workloads import parse_positive_int
@@ -94,8 +94,12 @@ _SETTINGS = pytest.StashKey[dict]()
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    # Validate the options before collection, so a bad value is a usage
-    # error (exit 4) that names the choices, not a collection error.
+    # Validate the environment and the options before collection, so a bad
+    # value is a usage error (exit 4) that names the choices, not a collection error.
+    try:
+        host_facts()  # TVM_NUM_THREADS and MATMUL_TARGET
+    except (HardwareError, ValueError) as err:
+        raise pytest.UsageError(str(err)) from None
     config.stash[_GRID] = _grid(config)
     config.stash[_SETTINGS] = {
         "baseline_max_m": _positive_int(config, "--baseline-max-m"),
