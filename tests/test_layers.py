@@ -157,3 +157,51 @@ def test_only_the_cli_prints():
 def test_module_is_short_enough_to_read(module):
     lines = len(_modules()[module].read_text().splitlines())
     assert lines <= MAX_LINES, f"{module} has {lines} lines; split it"
+
+
+TOY = '''
+"""A toy schedule family: one module, registered on import, as a new family would be."""
+from matmul.core.registry import Variant, register
+from matmul.schedules.manual import Recipe
+
+_RECIPE = Recipe(j_split="simd", order=("i", "j0", "k", "j1"), parallel="i", vectorize="j1")
+
+
+def _available(ctx):
+    return "the toy family serves M = 16 only" if ctx.shape.M != 16 else None
+
+
+register(Variant("toy", "toy", _RECIPE.apply, lambda facts: "a toy family for the plug-in test",
+                 decisions=lambda ctx: {**_RECIPE.decisions(ctx), "toy_note": "hello"}, available=_available,
+                 info_keys=("toy_note",)))
+'''
+
+
+def test_a_new_family_is_one_module_and_reaches_variants_the_bench_grid_and_the_report(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "toyfamily.py").write_text(TOY)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(PACKAGE.parent)])}
+    root = PACKAGE.parent
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    listing = run("-c", "import toyfamily, sys; from matmul.cli import main; sys.exit(main(['variants']))")
+    assert listing.returncode == 0 and any(line.split()[:2] == ["toy", "toy"] for line in listing.stdout.splitlines())
+    out = tmp_path / "run.json"
+    bench = run("-m", "pytest", "bench/", "-p", "toyfamily", "-q", "-rs", "-p", "no:cacheprovider",
+                "--variants", "toy", "--kernels", "qkv", "--m-values", "16,32", "--rounds", "2",
+                f"--benchmark-json={out}")
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-2000:]
+    assert "1 passed, 1 skipped" in bench.stdout and "the toy family serves M = 16 only" in bench.stdout
+    (case,) = json.loads(out.read_text())["benchmarks"]
+    assert case["name"].endswith("[qkv-M16-toy-NN]") and case["extra_info"]["family"] == "toy"
+    assert case["extra_info"]["toy_note"] == "hello"
+    report = run("-m", "matmul", "report", str(out))  # a process where the toy family is not even registered
+    assert report.returncode == 0, report.stderr
+    assert any(" toy " in f" {line} " and "qkv" in line for line in report.stdout.splitlines())
