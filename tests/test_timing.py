@@ -79,4 +79,7 @@ def test_blas_threads_limits_openblas_and_restores():
 
 def test_call_times_and_median():
     assert len(call_times(lambda: None, 5)) == 5
-    assert median_seconds(lambda: np.zeros(10), calls=5, warmup=1) >= 0
+    calls = []
+    clock = iter(range(100))  # a fake perf_counter: each call lasts exactly one tick
+    median = median_seconds(lambda: calls.append(1), calls=5, warmup=1, clock=lambda: float(next(clock)))
+    assert len(calls) == 6 and median == 1.0

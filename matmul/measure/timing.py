@@ -89,10 +89,10 @@ def blas_info() -> list[dict]:
     ]
 
 
-def call_times(fn: Callable[[], object], calls: int) -> list[float]:
-    """Seconds of each of ``calls`` back-to-back calls of ``fn``."""
+def call_times(fn: Callable[[], object], calls: int,
+               clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Seconds of each of ``calls`` back-to-back calls of ``fn`` (``clock``: a test may pass a fake one)."""
     out = []
-    clock = time.perf_counter
     for _ in range(calls):
         t0 = clock()
         fn()
@@ -100,11 +100,12 @@ def call_times(fn: Callable[[], object], calls: int) -> list[float]:
     return out
 
 
-def median_seconds(fn: Callable[[], object], *, calls: int = 20, warmup: int = 3) -> float:
+def median_seconds(fn: Callable[[], object], *, calls: int = 20, warmup: int = 3,
+                   clock: Callable[[], float] = time.perf_counter) -> float:
     """Median of ``calls`` timed calls, after a quiet spell and ``warmup`` untimed calls."""
     wait_for_quiet()
-    call_times(fn, warmup)
-    return statistics.median(call_times(fn, calls))
+    call_times(fn, warmup, clock)
+    return statistics.median(call_times(fn, calls, clock))
 
 
 __all__ = [
