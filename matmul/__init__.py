@@ -19,13 +19,28 @@ The package is layered; each layer imports only the layers below it:
 """
 
 from . import schedules  # noqa: F401  (registers every schedule family)
-from .core.hardware import HardwareError, HostFacts, configure_runtime_threads, facts_for, host_facts, resolve_target
+from .core.hardware import (
+    HardwareError,
+    HostFacts,
+    configure_runtime_threads,
+    facts_for,
+    host_facts,
+    resolve_target,
+)
 from .core.kernel import DTYPES, LAYOUTS, matmul_func, matmul_module
 from .core.registry import Variant, get_variant, register, schedule, variant_names
 from .core.runner import CompiledKernel, build, build_cached, count_vector_fma
 from .core.verify import VerificationError, compare, make_inputs, reference, verify
 from .core.workloads import (
-    KERNELS, M_SWEEP, MODELS, MatmulShape, ModelConfig, Workload, bert_shapes, kernel_shape, workloads,
+    KERNELS,
+    M_SWEEP,
+    MODELS,
+    MatmulShape,
+    ModelConfig,
+    Workload,
+    bert_shapes,
+    kernel_shape,
+    workloads,
 )
 from .schedules.manual import Recipe
 

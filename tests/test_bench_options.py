@@ -143,7 +143,7 @@ def test_torch_reference_verifies_when_installed():
         (("--variants", "vec_k"), "variant 'vec_k' is declared illegal (is not a data parallel block iter); choose"),
         (("--variants", "fast"), "unknown variant 'fast'; choose from: baseline"),
         (("--variants", "fast"), "numpy, torch"),
-        (("--baseline-max-m", "0"), "--baseline-max-m: must be positive"),
+        (("--baseline-max-m", "0"), "--baseline-max-m: '0' must be positive"),
         (("--rounds", "x"), "--rounds: 'x' is not an integer"),
         (("--layout", "TT"), "unknown layout 'TT'; choose one of: NN, NT"),
         (("--kernels", "attn"), "unknown kernel 'attn'"),

@@ -200,7 +200,7 @@ def test_a_second_tune_of_one_profile_is_refused_while_the_first_holds_it(tmp_pa
     facts = host_facts()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from matmul.schedules.metaschedule.tune import profile_lock\n"
+         "from matmul.schedules.metaschedule.lock import profile_lock\n"
          f"with profile_lock(Path({str(tmp_path / facts.profile)!r})):\n print('held', flush=True); time.sleep(60)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -17,7 +17,7 @@ import pytest
 from matmul import MatmulShape, host_facts, schedule, verify
 from matmul.core.hardware import facts_for
 from matmul.core.runner import CompiledKernel, compile_module
-from matmul.core.store import profile_dir, workload_key
+from matmul.core.store import default_root, profile_dir, workload_key
 from matmul.schedules.metaschedule.database import (
     DAMAGED,
     LEDGER_FILE,
@@ -33,6 +33,7 @@ from matmul.schedules.metaschedule.database import (
     read_ledger,
     records,
 )
+from matmul.schedules.metaschedule.lock import LOCK_FILE
 from matmul.schedules.metaschedule.tune import SearchSettings, tune, tune_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,12 +207,13 @@ def test_corrupt_database_is_reported_and_left_untouched(tmp_path, victim):
     pdir = profile_dir(host_facts(), tmp_path)
     shard = pdir / workload_key(SHAPE)
     shard.mkdir(parents=True)
-    (shard / WORKLOAD_FILE).write_text('["ok"]\n')
-    (shard / RECORD_FILE).write_text('[0, 1]\n')
+    shipped = default_root() / "znver3-2c-simd8-t2" / "NN-float32-M16-K768-N768"  # well-formed lines
+    (shard / WORKLOAD_FILE).write_text((shipped / WORKLOAD_FILE).read_text().splitlines()[0] + "\n")
+    (shard / RECORD_FILE).write_text((shipped / RECORD_FILE).read_text().splitlines()[0] + "\n")
     (shard / victim).write_text('["truncated", {"rec\n')
     (pdir / LEDGER_FILE).write_text(json.dumps({"workloads": {workload_key(SHAPE): {
         "M": 16, "K": 32, "N": 24, "layout": "NN", "dtype": "float32", "trials": 1}}}))
-    before = {p: p.read_bytes() for p in pdir.rglob("*") if p.is_file()}
+    before = {p: p.read_bytes() for p in pdir.rglob("*") if p.is_file() and p.name != LOCK_FILE}
     with pytest.raises(DatabaseError, match=rf"{shard / victim} is corrupt at line 1"):
         open_database(shard)
     with pytest.raises(DatabaseError, match=rf"{shard / victim} is corrupt"):
@@ -220,7 +222,7 @@ def test_corrupt_database_is_reported_and_left_untouched(tmp_path, victim):
         tune_workload(SHAPE, trials=2, root=tmp_path, search=FAST)
     with pytest.raises(DatabaseError, match="corrupt"):
         prune(pdir)
-    assert {p: p.read_bytes() for p in pdir.rglob("*") if p.is_file()} == before
+    assert {p: p.read_bytes() for p in pdir.rglob("*") if p.is_file() and p.name != LOCK_FILE} == before
 
 
 def test_corrupt_ledger_is_reported_and_left_untouched(tmp_path):

@@ -7,7 +7,6 @@ import contextlib
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from matmul.measure.timing import (

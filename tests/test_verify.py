@@ -54,13 +54,21 @@ def test_nt_layout_reference_transposes_b():
 
 
 def test_verify_raises_with_the_worst_element():
-    class Wrong:
+    class Out:
+        value = None
+
+        def numpy(self):
+            return self.value
+
+    class Wrong:  # the kernel protocol verify uses: tensors() and a call on them
         variant, shape, dtype, layout = "wrong", MatmulShape(4, 4, 4), "float32", "NN"
 
-        def run(self, a, b):
-            c = (a @ b).astype(np.float32)
-            c[2, 1] += 1.0
-            return c
+        def tensors(self, a, b):
+            return a, b, Out()
+
+        def __call__(self, a, b, c):
+            c.value = (a @ b).astype(np.float32)
+            c.value[2, 1] += 1.0
 
     with pytest.raises(VerificationError, match=r"wrong on 4x4x4 .*MISMATCH.*at \(2, 1\)"):
         verify(Wrong())

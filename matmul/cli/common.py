@@ -6,7 +6,14 @@ import argparse
 import sys
 
 from ..core.kernel import DTYPES, LAYOUTS
-from ..core.workloads import KERNELS, MODELS, MatmulShape, kernel_shape, parse_positive_int, workloads
+from ..core.workloads import (
+    KERNELS,
+    MODELS,
+    MatmulShape,
+    kernel_shape,
+    parse_positive_int,
+    workloads,
+)
 
 
 def say(line: str) -> None:

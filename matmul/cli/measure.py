@@ -37,7 +37,6 @@ def _cmd_paired(args: argparse.Namespace) -> int:
     print()
     print(to_markdown(geo))
     if args.csv:
-        from .report import atomic_write
 
         atomic_write(args.csv, table.to_csv(index=False))
         atomic_write(args.csv.with_name(args.csv.stem + "-geomean.csv"), geo.to_csv(index=False))

@@ -13,7 +13,15 @@ from ..core.tables import geomean, to_markdown
 from ..core.workloads import KERNELS, MODELS, MatmulShape, identify, workloads
 from ..measure.held_out import measure_held_out
 from ..measure.sweep import sweep
-from ..schedules.ml import dataset, knob_accuracy, leave_one_out, predict, read_dataset, train, write_dataset
+from ..schedules.ml import (
+    dataset,
+    knob_accuracy,
+    leave_one_out,
+    predict,
+    read_dataset,
+    train,
+    write_dataset,
+)
 from ..schedules.template import CONFIGS_DEFAULT, template_dir
 from .common import add_kernel_args, positive, say, shape_of
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..report import CV_THRESHOLD, REGRESSION_THRESHOLD, STORAGE, build_report, plot_report, to_text, write_report
+from ..report import (
+    CV_THRESHOLD,
+    REGRESSION_THRESHOLD,
+    STORAGE,
+    build_report,
+    plot_report,
+    to_text,
+    write_report,
+)
 from .common import say
 
 

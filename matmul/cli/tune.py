@@ -9,7 +9,12 @@ from pathlib import Path
 from ..core.hardware import facts_for, host_facts
 from ..core.store import atomic_write, profile_dir
 from ..core.tables import to_markdown
-from ..schedules.metaschedule.database import KEEP_DEFAULT, POPULATION, TRIALS_PER_ITER, prune
+from ..schedules.metaschedule.database import (
+    KEEP_DEFAULT,
+    POPULATION,
+    TRIALS_PER_ITER,
+    prune,
+)
 from ..schedules.metaschedule.traces import summary_counts, traces_table
 from ..schedules.metaschedule.tune import RPCSettings, SearchSettings, tune_workloads
 from .common import add_workload_args, positive, say, workload_targets

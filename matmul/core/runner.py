@@ -17,8 +17,8 @@ from tvm.s_tir import Schedule
 
 from .hardware import HostFacts, configure_runtime_threads, host_facts
 from .kernel import b_shape
-from .verify import garbage
 from .registry import schedule
+from .verify import garbage
 from .workloads import MatmulShape
 
 #: Formats :meth:`CompiledKernel.source` can show.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import os
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -72,19 +71,7 @@ def atomic_write(path: str | Path, text: str | bytes) -> None:
 
 def atomic_copy(src: str | Path, dst: str | Path) -> None:
     """Copy ``src`` over ``dst`` so that ``dst`` is always either old or new, never half."""
-    src, dst = Path(src), Path(dst)
-    mode = _mode_for(dst)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(dst, Path(src).read_bytes())
 
 
 # --------------------------------------------------------------------------- provenance

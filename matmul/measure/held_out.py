@@ -16,7 +16,6 @@ from .candidates import prepare
 from .interleave import BLOCK_S, calls_for, time_interleaved
 
 
-
 def measure_held_out(loo: pd.DataFrame, *, facts: HostFacts | None = None, blocks: int = 4, calls: int = 10,
                      progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Time each held-out pick beside rule_based and MetaSchedule's best, interleaved, in this run.

@@ -23,7 +23,14 @@ from ..core.kernel import check_dtype, check_layout
 from ..core.store import atomic_write, target_key, utc_now
 from ..core.workloads import MatmulShape, Workload
 from ..schedules.template import (
-    CONFIGS_DEFAULT, SCHEMA, candidate_configs, config_from_dict, config_key, config_name, read_records, record_path,
+    CONFIGS_DEFAULT,
+    SCHEMA,
+    candidate_configs,
+    config_from_dict,
+    config_key,
+    config_name,
+    read_records,
+    record_path,
 )
 from .candidates import prepare
 from .interleave import BLOCK_S, calls_for, time_interleaved

@@ -15,8 +15,16 @@ from ..measure.agreement import AGREEMENT_TOLERANCE
 from .load import KEY, STORAGE, ReportError, find_runs, load_run, load_runs
 from .render import plot_report, to_text, write_report
 from .tables import (
-    CV_THRESHOLD, REGRESSION_THRESHOLD, Report, agreement_summary, agreement_table, build_report, compare_runs,
-    geomean_table, latency_table, speedup_table,
+    CV_THRESHOLD,
+    REGRESSION_THRESHOLD,
+    Report,
+    agreement_summary,
+    agreement_table,
+    build_report,
+    compare_runs,
+    geomean_table,
+    latency_table,
+    speedup_table,
 )
 
 __all__ = [

@@ -20,7 +20,14 @@ from ...core.registry import ScheduleContext, Variant, register
 from ...core.store import profile_dir, workload_key
 from ...core.workloads import identify
 from .database import (
-    DatabaseError, NoRecordError, apply_record, best_record, best_schedule, check_database_files, has_record, records,
+    DatabaseError,
+    NoRecordError,
+    apply_record,
+    best_record,
+    best_schedule,
+    check_database_files,
+    has_record,
+    records,
     tune_command,
 )
 from .traces import record_decisions

@@ -12,10 +12,8 @@ beside it, the complete lines are kept.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -31,9 +29,22 @@ from ...core.kernel import matmul_module
 from ...core.store import atomic_copy, atomic_write, profile_dir, workload_key
 from ...core.workloads import MatmulShape, positive_int
 from .database import (
-    DAMAGED, FAILED_RUN_S, POPULATION, RECORD_FILE, STAGING, TRIALS_PER_ITER, WORKLOAD_FILE, DatabaseError,
-    LedgerEntry, check_database_files, check_jsonl, read_ledger, timed_records, write_ledger,
+    DAMAGED,
+    FAILED_RUN_S,
+    POPULATION,
+    RECORD_FILE,
+    STAGING,
+    TRIALS_PER_ITER,
+    WORKLOAD_FILE,
+    DatabaseError,
+    LedgerEntry,
+    check_database_files,
+    check_jsonl,
+    read_ledger,
+    timed_records,
+    write_ledger,
 )
+from .lock import profile_lock
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +233,7 @@ def tune(
     :func:`tune_workload` for those). Existing files are checked first and
     never replaced.
     """
-    positive_int(trials)
+    positive_int(trials, "trials")
     facts = facts or host_facts()
     configure_runtime_threads()
     _register_cpu_intrinsics(facts)
@@ -248,43 +259,6 @@ def tune(
                 population_size=search.population, init_min_unmeasured=min(50, search.population)),
             seed=search.seed,
         )
-
-
-#: The lock file of a profile's database folder; it holds the pid of the tuning process.
-LOCK_FILE = ".lock"
-_HELD: set[Path] = set()
-
-
-@contextlib.contextmanager
-def profile_lock(pdir: Path):
-    """Hold a profile folder for one tuning process; another one is refused at once, with who holds it.
-
-    Two processes tuning one profile would share its staging folder, merge each other's records into the
-    ledger and delete each other's runs. The lock is an OS file lock, so a killed process releases it.
-    """
-    pdir = Path(pdir).resolve()
-    if pdir in _HELD:  # re-entered by this process
-        yield
-        return
-    pdir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(pdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise DatabaseError(f"another tuning process (pid {holder}) is tuning {pdir}; wait for it to finish, "
-                                "or tune into another --root") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _HELD.add(pdir)
-        try:
-            yield
-        finally:
-            _HELD.discard(pdir)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -344,7 +318,7 @@ def tune_workload(
 def _tune_workload(shape: MatmulShape, *, trials: int, dtype: str, layout: str, facts: HostFacts,
                    root: str | Path | None, search: SearchSettings, label: str | None,
                    progress: Progress | None) -> TuneOutcome:
-    positive_int(trials)
+    positive_int(trials, "trials")
     facts = facts or host_facts()
     pdir = profile_dir(facts, root)
     key = workload_key(shape, dtype, layout)
@@ -451,7 +425,7 @@ def tune_workloads(
     emit: Callable[[str], None] = log.info,
 ) -> list[TuneOutcome]:
     """Tune several (label, shape) workloads in turn, with progress lines through ``emit``."""
-    positive_int(trials)
+    positive_int(trials, "trials")
     facts = facts or host_facts()
     shapes = list(shapes)
     ledger = read_ledger(profile_dir(facts, root))
@@ -468,6 +442,6 @@ def tune_workloads(
 
 
 __all__ = [
-    "BUILD_TIMEOUT_S", "LOCK_FILE", "Progress", "RPCSettings", "SearchSettings", "TuneOutcome", "build_candidate", "tune",
-    "profile_lock", "tune_workload", "tune_workloads",
+    "BUILD_TIMEOUT_S", "Progress", "RPCSettings", "SearchSettings", "TuneOutcome", "build_candidate", "tune",
+    "tune_workload", "tune_workloads",
 ]

@@ -21,8 +21,22 @@ from .data import SCHEMA, data_hash, dataset, read_dataset, write_dataset
 from .evaluate import knob_accuracy, leave_one_out
 from .features import FEATURES, TARGET_CLIP, TARGET_KNOBS, feature_rows, target
 from .model import (
-    MARGIN, MODEL_NAME, MODEL_ROOT_ENV, PARAMS, LoadedModel, ModelError, Prediction, clamp, fit, load_model,
-    model_dir, model_paths, pick, predict, train, training_frame,
+    MARGIN,
+    MODEL_NAME,
+    MODEL_ROOT_ENV,
+    PARAMS,
+    LoadedModel,
+    ModelError,
+    Prediction,
+    clamp,
+    fit,
+    load_model,
+    model_dir,
+    model_paths,
+    pick,
+    predict,
+    train,
+    training_frame,
 )
 
 #: The registry name of the family's variant.

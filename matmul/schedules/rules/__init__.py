@@ -17,9 +17,24 @@ from typing import Any
 from tvm.s_tir import Schedule
 
 from ...core.hardware import HostFacts
-from ...core.registry import ScheduleContext, Variant, VariantNameError, parse_name, register_parametric
+from ...core.registry import (
+    ScheduleContext,
+    Variant,
+    VariantNameError,
+    parse_name,
+    register_parametric,
+)
 from .apply import apply_config
-from .config import ORDERS, RULES, Decision, Plan, RuleConfig, RuleError, vector_lanes, vector_registers
+from .config import (
+    ORDERS,
+    RULES,
+    Decision,
+    Plan,
+    RuleConfig,
+    RuleError,
+    vector_lanes,
+    vector_registers,
+)
 from .decide import check_overrides, decide
 
 #: The registry name of the family.

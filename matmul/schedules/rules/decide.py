@@ -19,8 +19,23 @@ from ...core.hardware import HostFacts
 from ...core.kernel import check_dtype, check_layout
 from ...core.workloads import MatmulShape
 from .config import (
-    INT_KNOBS, L1_SHARE_DEN, L1_SHARE_NUM, MAX_PANELS_PER_TASK, ORDERS, TASKS_PER_THREAD, UNROLL_STEP, Decision,
-    Plan, RuleConfig, RuleError, itemsize, l1_bytes, l2_bytes, round_up, vector_lanes, vector_registers,
+    INT_KNOBS,
+    L1_SHARE_DEN,
+    L1_SHARE_NUM,
+    MAX_PANELS_PER_TASK,
+    ORDERS,
+    TASKS_PER_THREAD,
+    UNROLL_STEP,
+    Decision,
+    Plan,
+    RuleConfig,
+    RuleError,
+    itemsize,
+    l1_bytes,
+    l2_bytes,
+    round_up,
+    vector_lanes,
+    vector_registers,
 )
 
 
