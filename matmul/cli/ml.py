@@ -9,7 +9,7 @@ from pathlib import Path
 from ..core.hardware import host_facts
 from ..core.kernel import DTYPES, LAYOUTS
 from ..core.store import atomic_write
-from ..core.tables import geomean, to_markdown
+from ..core.tables import geomean, geomeans_by_kernel, to_markdown
 from ..core.workloads import KERNELS, MODELS, MatmulShape, identify, workloads
 from ..measure.held_out import measure_held_out
 from ..measure.sweep import sweep
@@ -79,10 +79,7 @@ def _ml_evaluate(args: argparse.Namespace) -> int:
         meas = measure_held_out(loo, facts=facts, blocks=args.blocks, calls=args.calls, progress=say)
         meas.insert(0, "kernel", [identify(MatmulShape(m, k, n))[1] for m, k, n in
                                   zip(meas["M"], meas["K"], meas["N"])])
-        per = meas.groupby("kernel", sort=False).agg(
-            shapes=("workload", "size"), ml_vs_rule=("ml_vs_rule", geomean),
-            ml_vs_metaschedule=("ml_vs_metaschedule", geomean)).reset_index()
-        per.loc[len(per)] = ["all", len(meas), geomean(meas["ml_vs_rule"]), geomean(meas["ml_vs_metaschedule"])]
+        per = geomeans_by_kernel(meas, ["ml_vs_rule", "ml_vs_metaschedule"])
         meas.insert(5, "picked_rules_config", loo["picked_rules_config"].to_numpy())
         for kept, label in ((False, "where the model left the rules' config"),
                             (True, "where it kept the rules' config (same code: the noise)")):

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.registry import variant_names
-from ..core.tables import ALL, geomean
+from ..core.tables import geomean, geomeans_by_kernel
 from ..measure.agreement import AGREEMENT_TOLERANCE
 from .load import KEY, STORAGE, ReportError, find_runs, load_runs
 
@@ -133,14 +133,11 @@ def speedup_table(cases: pd.DataFrame) -> pd.DataFrame:
 
 def geomean_table(speedups: pd.DataFrame) -> pd.DataFrame:
     cols = ["gflops"] + [c for c in speedups.columns if c.startswith("vs_")] + ["speedup_vs_numpy_paired"]
-    rows = []
+    parts = []
     for (run, variant, layout), grp in speedups.groupby(["run", "variant", "layout"], sort=True):
-        for kernel, sub in [*sorted(grp.groupby("kernel")), (ALL, grp)]:
-            row = {"run": run, "kernel": kernel, "variant": variant, "layout": layout, "shapes": len(sub),
-                   "max_cv": float(sub["cv"].max())}
-            row.update({c: geomean(sub[c]) for c in cols})
-            rows.append(row)
-    out = pd.DataFrame(rows)
+        geo = geomeans_by_kernel(grp, cols, sort=True, extra=lambda g: {"max_cv": float(g["cv"].max())})
+        parts.append(geo.assign(run=run, variant=variant, layout=layout))
+    out = pd.concat(parts, ignore_index=True)[["run", "kernel", "variant", "layout", "shapes", "max_cv", *cols]]
     return out.rename(columns={"gflops": "gflops_geomean"})
 
 
@@ -197,12 +194,11 @@ def compare_runs(
             })
     cols = ["base", "run", *KEY, "base_ms", "run_ms", "ratio", "noisy", "iqr_separated", "regression"]
     comp = pd.DataFrame(rows, columns=cols)
-    geo = []
-    for run, grp in comp.groupby("run", sort=False):
-        for kernel, sub in [*sorted(grp.groupby("kernel")), (ALL, grp)]:
-            geo.append({"base": base, "run": run, "kernel": kernel, "cases": len(sub), "ratio_geomean": geomean(sub["ratio"]),
-                        "regressions": int(sub["regression"].sum())})
-    return comp, pd.DataFrame(geo, columns=["base", "run", "kernel", "cases", "ratio_geomean", "regressions"])
+    cols = ["base", "run", "kernel", "cases", "ratio_geomean", "regressions"]
+    parts = [geomeans_by_kernel(grp, ["ratio"], sort=True, extra=lambda g: {"regressions": int(g["regression"].sum())})
+             .assign(base=base, run=run).rename(columns={"shapes": "cases", "ratio": "ratio_geomean"})[cols]
+             for run, grp in comp.groupby("run", sort=False)]
+    return comp, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
 
 def build_report(
