@@ -105,8 +105,18 @@ def test_bad_targets_are_refused_with_the_reason(target, message):
 
 def test_thread_count_cannot_change_after_the_pool_started():
     running = configure_runtime_threads()
+    if running < 2:
+        pytest.skip("the pool runs 1 thread; no smaller count to ask for")
     with pytest.raises(HardwareError, match=f"already runs {running} thread"):
-        configure_runtime_threads(running + 1)
+        configure_runtime_threads(running - 1)
+    assert configure_runtime_threads() == running
+
+
+def test_more_threads_than_cpus_are_refused_before_the_pool_is_touched():
+    running = configure_runtime_threads()
+    cpus = host_facts().logical_cpus
+    with pytest.raises(HardwareError, match=f"{cpus + 1} runtime threads requested .* choose a count from 1 to {cpus}"):
+        configure_runtime_threads(cpus + 1)
     assert configure_runtime_threads() == running
 
 

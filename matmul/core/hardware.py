@@ -137,6 +137,8 @@ class HostFacts:
         """Plain-JSON view, for reports and benchmark machine info."""
         d = dataclasses.asdict(self)
         d["isa"] = list(self.isa)
+        d["extra_target"] = [list(pair) for pair in self.extra_target]
+        d["missing_features"] = list(self.missing_features)
         d["arch"] = self.arch
         d["profile"] = self.profile
         d["tvm_version"] = tvm.__version__
