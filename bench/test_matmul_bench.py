@@ -21,7 +21,7 @@ import statistics
 
 import pytest
 
-from matmul.core.registry import Unavailable, get_variant
+from matmul.core.registry import Unavailable
 from matmul.core.tables import geomean
 from matmul.core.verify import make_inputs
 from matmul.measure.candidates import prepare
@@ -50,11 +50,9 @@ def test_matmul(benchmark, workload, variant, layout, bench_settings):
     peak = fp32_peak()
     info = benchmark.extra_info
     # kernel, M, variant and layout are saved as params already
-    family = get_variant(variant).family if cand.kind == "tvm" else "vendor"
-    info.update(model=workload.model, K=shape.K, N=shape.N, kind=cand.kind, family=family, threads=cand.threads,
+    info.update(model=workload.model, K=shape.K, N=shape.N, kind=cand.kind, family=cand.family, threads=cand.threads,
                 decisions=cand.decisions, peak_gflops=peak.gflops, peak_method=peak.method)
-    if cand.kind == "tvm":  # the keys a family promotes, e.g. ml_guided's fallback (None, or why)
-        info.update({k: cand.decisions[k] for k in get_variant(variant).info_keys if k in cand.decisions})
+    info.update(cand.promoted)  # the keys a family promotes, e.g. ml_guided's fallback (None, or why)
     timed = benchmark.enabled
     # The independent timer for agreement. TVM kernels: one native
     # time_evaluator call before every round, interleaved with

@@ -58,6 +58,9 @@ class Candidate:
     call: Callable[[], object]
     threads: int
     decisions: dict[str, Any] = field(default_factory=dict)
+    family: str = "vendor"  # the variant's family; "vendor" for a reference
+    #: What the family promotes from its decisions into a benchmark's extra_info (``Variant.info_keys``).
+    promoted: dict[str, Any] = field(default_factory=dict)
     kernel: CompiledKernel | None = None
     args: tuple | None = None
     _pool: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
@@ -109,8 +112,11 @@ def prepare(
     threads = facts.runtime_threads
     a, b = make_inputs(shape, dtype=dtype, layout=layout, seed=seed)
     if kind == "tvm":
+        variant = get_variant(name)
         decisions = variant_decisions(name, shape, dtype=dtype, layout=layout, facts=facts)
-        return _bind(name, build_cached(name, shape, dtype, layout), decisions, a, b)
+        cand = _bind(name, build_cached(name, shape, dtype, layout), decisions, a, b, variant.family)
+        cand.promoted = {k: decisions[k] for k in variant.info_keys if k in decisions}
+        return cand
     ref = get_reference(name)
     call, output = ref.prepare(a, b, layout, threads)
     with ref.threads(threads):
@@ -119,7 +125,7 @@ def prepare(
                      _pool=lambda: ref.threads(threads))
 
 
-def _bind(name: str, kernel: CompiledKernel, decisions: dict[str, Any], a, b) -> Candidate:
+def _bind(name: str, kernel: CompiledKernel, decisions: dict[str, Any], a, b, family: str) -> Candidate:
     """A compiled kernel as a verified candidate, its tensors bound once."""
     ta, tb, tc = kernel.tensors(a, b)
     func = kernel.func  # fetched once, outside any timed call
@@ -128,8 +134,8 @@ def _bind(name: str, kernel: CompiledKernel, decisions: dict[str, Any], a, b) ->
         return func(ta, tb, tc)
 
     check_calls(call, tc.numpy, a, b, layout=kernel.layout, what=f"{name} on {kernel.shape} ({kernel.layout})")
-    return Candidate(name, "tvm", kernel.shape, kernel.layout, call, kernel.facts.runtime_threads, decisions, kernel,
-                     (ta, tb, tc))
+    return Candidate(name, "tvm", kernel.shape, kernel.layout, call, kernel.facts.runtime_threads, decisions, family,
+                     kernel=kernel, args=(ta, tb, tc))
 
 
 def prepare_record(
@@ -164,7 +170,7 @@ def prepare_record(
     decisions = record_decisions(rec, shape, dtype=dtype, layout=layout, facts=facts, root=root)
     decisions["root"] = str(root)
     a, b = make_inputs(shape, dtype=dtype, layout=layout, seed=seed)
-    return _bind(name, kernel, decisions, a, b)
+    return _bind(name, kernel, decisions, a, b, "search")
 
 
 __all__ = ["Candidate", "candidate_names", "check_candidate", "prepare", "prepare_record"]

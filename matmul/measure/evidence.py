@@ -135,9 +135,13 @@ def study_names() -> list[str]:
 
 
 def get_study(name: str, facts: HostFacts | None = None) -> Study:
-    if name not in study_names():
+    """One study for this machine (only an ablation's values are derived, and only its own)."""
+    if name in ABLATIONS:
+        return _ablation(name, facts or host_facts())
+    trend = next((s for s in TRENDS if s.name == name), None)
+    if trend is None:
         raise ValueError(f"unknown study {name!r}; choose from: {', '.join(study_names())}")
-    return studies(facts)[name]
+    return trend
 
 
 @dataclass
