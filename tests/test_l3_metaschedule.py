@@ -193,6 +193,7 @@ def test_resume_after_sigkill_loses_no_record(tmp_path):
     final = _lines(pdir / workload_key(SHAPE) / RECORD_FILE)
     assert set(survived) <= set(final)  # every record saved before the kill is still there
     assert len(final) == 9
+    assert len({json.dumps(json.loads(ln)[1][0]) for ln in final}) == 9  # no schedule measured twice
     assert read_ledger(pdir)[workload_key(SHAPE)].trials == 9
     assert not (pdir / STAGING / workload_key(SHAPE)).exists()
     # the damaged original was kept, not thrown away

@@ -45,6 +45,7 @@ from .database import (
     write_ledger,
 )
 from .lock import profile_lock
+from .resume import SkipMeasured, measured_hashes, trials_done
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def tune(
 
     This is the plain MetaSchedule call: no ledger, no staging (see
     :func:`tune_workload` for those). Existing files are checked first and
-    never replaced.
+    never replaced; a schedule they already hold is not measured again.
     """
     positive_int(trials, "trials")
     facts = facts or host_facts()
@@ -245,6 +246,11 @@ def tune(
     callbacks = ms.measure_callback.MeasureCallback.create("default")
     if on_batch is not None:
         callbacks = [*callbacks, _progress_callback(on_batch)]
+    strategy = ms.search_strategy.EvolutionarySearch(
+        population_size=search.population, init_min_unmeasured=min(50, search.population))
+    known = measured_hashes(work_dir)
+    if known:  # a resumed run: never measure again what the folder holds
+        strategy = SkipMeasured(strategy, known)
     with _log_level_kept():
         return ms.tune_tir(
             matmul_module(shape, dtype, layout),
@@ -255,8 +261,7 @@ def tune(
             builder=ms.builder.LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S),
             runner=search.rpc.runner() if search.rpc else "local",
             measure_callbacks=callbacks,
-            strategy=ms.search_strategy.EvolutionarySearch(
-                population_size=search.population, init_min_unmeasured=min(50, search.population)),
+            strategy=strategy,
             seed=search.seed,
         )
 
@@ -428,9 +433,9 @@ def tune_workloads(
     positive_int(trials, "trials")
     facts = facts or host_facts()
     shapes = list(shapes)
-    ledger = read_ledger(profile_dir(facts, root))
-    left = sum(max(trials - (ledger[k].trials if (k := workload_key(s, dtype, layout)) in ledger else 0), 0)
-               for _, s in shapes)
+    pdir = profile_dir(facts, root)
+    ledger = read_ledger(pdir)
+    left = sum(max(trials - trials_done(pdir, workload_key(s, dtype, layout), ledger), 0) for _, s in shapes)
     progress = Progress(len(shapes), left, emit=emit)
     out = []
     with profile_lock(profile_dir(facts, root)):  # held across the workloads: no other tune slips in between
