@@ -18,7 +18,13 @@ from tvm.s_tir import meta_schedule as ms
 from matmul import MatmulShape, host_facts
 from matmul.core.kernel import matmul_module
 from matmul.core.store import profile_dir, workload_key
-from matmul.schedules.metaschedule.database import LEDGER_FILE, RECORD_FILE, STAGING, WORKLOAD_FILE, read_ledger
+from matmul.schedules.metaschedule.database import (
+    LEDGER_FILE,
+    RECORD_FILE,
+    STAGING,
+    WORKLOAD_FILE,
+    read_ledger,
+)
 from matmul.schedules.metaschedule.resume import (
     MAX_STALE_ROUNDS,
     SkipMeasured,

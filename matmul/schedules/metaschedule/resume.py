@@ -65,7 +65,7 @@ class SkipMeasured(PySearchStrategy):
         self.skipped = 0
 
     def _initialize_with_tune_context(self, context) -> None:
-        self.inner._initialize_with_tune_context(context)  # noqa: SLF001 - the wrapped strategy's own hook
+        self.inner._initialize_with_tune_context(context)
 
     def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database=None, cost_model=None) -> None:
         # The inner search counts dropped candidates as trials; give it room for each known module.
