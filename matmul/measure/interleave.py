@@ -1,41 +1,180 @@
-"""The one interleaved timer: every candidate of a group timed block by block, in mirrored order.
+"""The one interleaved timer: every candidate of a group timed round by round, in mirrored order.
 
 On a shared 2-core machine absolute times drift by 2x between runs, and the
 noise is correlated over seconds, so candidates timed one after another land
 in different machine states. Here the candidates of one group are timed in
-blocks ordered A B C, C B A, A B C, ... (ABBA for two): drift that is roughly
-linear over a pair of rounds hits every candidate alike. Each block is the
-median of ``calls`` back-to-back calls after a quiet spell (see
-:func:`~matmul.measure.timing.wait_for_quiet`).
+rounds ordered A B C, C B A, A B C, ... (ABBA for two): drift that is roughly
+linear over a pair of rounds hits every candidate alike, and sample ``i`` of
+every candidate comes from the same few milliseconds of machine state, so the
+ratio of two candidates can be bootstrapped by round
+(:func:`~matmul.measure.stats.ratio_of_medians` with ``paired=True``).
 
-The paired comparison, compare-db, the template sweep and the learned
-model's held-out timing all call :func:`time_interleaved`.
+One sample is a *block*: one untimed call (the block's own warm-up: the
+previous candidate evicted this one's tensors), then ``calls`` timed calls
+back to back; the sample is their median per-call time. The process waits
+for quiet (:func:`~matmul.measure.timing.wait_for_quiet`) only where the
+thread pool changes (TVM to NumPy, NumPy to PyTorch): the previous
+library's workers still spin there, while TVM kernels share one pool.
+
+:func:`time_rounds` samples adaptively: after ``min_rounds`` it keeps adding
+round pairs until each candidate's ratio to the anchor has a confidence
+interval no wider than ``+-ci_width``, or the time ``budget_s`` is spent
+(then the group is *inconclusive*). :func:`time_interleaved` is the fixed
+form the paired, evidence, sweep, compare-db and held-out commands use.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .candidates import Candidate
-from .timing import median_seconds
+from .stats import Ratio, ratio_of_medians
+from .timing import call_times, median_seconds, wait_for_quiet
 
-#: Each timed block lasts at least this long (see :func:`calls_for`): a 0.2 ms
-#: kernel timed 10 times read up to 15% apart from itself in ABBA blocks.
+#: Each fixed-form block lasts at least this long (see :func:`calls_for`): a
+#: 0.2 ms kernel timed 10 times read up to 15% apart from itself in ABBA blocks.
 BLOCK_S = 0.03
+#: Each adaptive-form sample lasts at least this long: rounds are many, so a sample can be short.
+SAMPLE_S = 0.004
+#: Resamples used while deciding whether to stop (the reported interval uses the full count).
+CHECK_RESAMPLES = 400
 
 
-def _block(cand: Candidate, calls: int, warmup: int) -> float:
+@dataclass(frozen=True)
+class RoundSettings:
+    """How :func:`time_rounds` samples a group."""
+
+    min_rounds: int = 10
+    max_rounds: int = 400
+    budget_s: float = 10.0
+    ci_width: float = 0.03
+    sample_s: float = SAMPLE_S
+    min_calls: int = 3
+
+    def __post_init__(self) -> None:
+        if self.min_rounds < 4 or self.min_rounds % 2:
+            raise ValueError(f"min_rounds must be an even number >= 4 (mirrored pairs), got {self.min_rounds}")
+        if self.max_rounds < self.min_rounds:
+            raise ValueError(f"max_rounds ({self.max_rounds}) must be at least min_rounds ({self.min_rounds})")
+        if not (self.budget_s > 0 and 0 < self.ci_width < 1 and self.sample_s > 0 and self.min_calls >= 1):
+            raise ValueError("need budget_s > 0, 0 < ci_width < 1, sample_s > 0 and min_calls >= 1; got "
+                             f"{self.budget_s}, {self.ci_width}, {self.sample_s}, {self.min_calls}")
+
+
+@dataclass
+class Rounds:
+    """What :func:`time_rounds` measured for one group."""
+
+    samples: list[list[float]]  # per candidate, one per-call time per round, in round order
+    calls: list[int]  # timed calls per block, per candidate
+    anchor: int | None
+    ratios: list[Ratio | None]  # each candidate's time over the anchor's (None for the anchor itself)
+    converged: bool
+    seconds: float
+    settings: RoundSettings
+
+    @property
+    def rounds(self) -> int:
+        return len(self.samples[0])
+
+    @property
+    def widest(self) -> float:
+        """The largest half-width of any candidate's ratio interval (0 without an anchor)."""
+        return max((r.half_width for r in self.ratios if r is not None), default=0.0)
+
+
+def _pool_key(cand: Candidate) -> str:
+    return "tvm" if cand.kind == "tvm" else cand.name
+
+
+def _block(cand: Candidate, calls: int, clock: Callable[[], float]) -> float:
     with cand.pool():
-        return median_seconds(cand.call, calls=calls, warmup=warmup)
+        cand.call()  # the block's warm-up: the previous candidate evicted our tensors
+        times = call_times(cand.call, calls, clock)
+    times.sort()
+    mid = len(times) // 2
+    return times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
+
+
+def _round(cands: Sequence[Candidate], calls: Sequence[int], samples: list[list[float]], last_pool: str | None,
+           clock: Callable[[], float], settle: Callable[[], object]) -> str | None:
+    """One round: a block of every candidate, forward on even rounds and mirrored on odd ones."""
+    order = range(len(cands)) if len(samples[0]) % 2 == 0 else range(len(cands) - 1, -1, -1)
+    for n in order:
+        if _pool_key(cands[n]) != last_pool:  # another library's workers may still spin
+            settle()
+            last_pool = _pool_key(cands[n])
+        samples[n].append(_block(cands[n], calls[n], clock))
+    return last_pool
+
+
+def _ratios(samples: list[list[float]], anchor: int | None, resamples: int) -> list[Ratio | None]:
+    if anchor is None:
+        return [None] * len(samples)
+    return [None if i == anchor else ratio_of_medians(s, samples[anchor], paired=True, resamples=resamples)
+            for i, s in enumerate(samples)]
+
+
+def time_rounds(
+    cands: Sequence[Candidate],
+    *,
+    anchor: int | None = None,
+    settings: RoundSettings = RoundSettings(),
+    clock: Callable[[], float] = time.perf_counter,
+    settle: Callable[[], object] = wait_for_quiet,
+) -> Rounds:
+    """Sample every candidate once per round, in mirrored order, until the ratios to ``anchor`` are tight.
+
+    Without an ``anchor`` exactly ``min_rounds`` rounds are taken. ``clock``
+    and ``settle`` are for tests, which drive the timer with a synthetic clock.
+    """
+    if not cands:
+        raise ValueError("no candidates to time")
+    if anchor is not None and not 0 <= anchor < len(cands):
+        raise ValueError(f"anchor {anchor} is not one of the {len(cands)} candidates")
+    t0 = clock()
+    # calibrate: a block of each candidate lasts at least sample_s
+    calls = []
+    for c in cands:
+        settle()
+        with c.pool():
+            c.call()
+            one = min(call_times(c.call, settings.min_calls, clock))
+        calls.append(max(settings.min_calls, math.ceil(settings.sample_s / max(one, 1e-9))))
+    samples: list[list[float]] = [[] for _ in cands]
+    last_pool = None
+    converged = False
+    while True:
+        for _ in range(2):  # a mirrored pair of rounds
+            last_pool = _round(cands, calls, samples, last_pool, clock, settle)
+        done = len(samples[0])
+        if done < settings.min_rounds:
+            continue
+        if anchor is None or len(cands) == 1:
+            converged = anchor is None or len(cands) == 1
+            break
+        widest = max(r.half_width for r in _ratios(samples, anchor, CHECK_RESAMPLES) if r is not None)
+        if widest <= settings.ci_width:
+            converged = True
+            break
+        if done + 2 > settings.max_rounds or clock() - t0 >= settings.budget_s:
+            break
+    ratios = _ratios(samples, anchor, 2000) if len(cands) > 1 else [None]
+    if anchor is not None and len(cands) > 1:
+        converged = max(r.half_width for r in ratios if r is not None) <= settings.ci_width
+    return Rounds(samples, calls, anchor, ratios, converged, clock() - t0, settings)
 
 
 def time_interleaved(cands: Sequence[Candidate], *, blocks: int = 4, calls: int = 10,
                      warmup: int = 2) -> list[list[float]]:
     """Block medians of each candidate, in mirrored order: A B C, C B A, A B C, ...
 
-    With two candidates that is ABBA. Returns one list of ``blocks`` block
-    medians per candidate, in the order given.
+    The fixed form of the interleaved timer: exactly ``blocks`` rounds of
+    ``calls`` calls per block. With two candidates that is ABBA. Returns one
+    list of ``blocks`` block medians per candidate, in the order given.
     """
     if blocks < 2 or blocks % 2:
         raise ValueError(f"blocks must be an even number >= 2 (mirrored pairs), got {blocks}")
@@ -43,11 +182,13 @@ def time_interleaved(cands: Sequence[Candidate], *, blocks: int = 4, calls: int 
         raise ValueError(f"calls must be positive, got {calls}")
     if not cands:
         raise ValueError("no candidates to time")
+    for c in cands:
+        with c.pool():
+            call_times(c.call, warmup)
     times: list[list[float]] = [[] for _ in cands]
-    order = list(range(len(cands)))
-    for i in range(blocks):
-        for n in order if i % 2 == 0 else order[::-1]:
-            times[n].append(_block(cands[n], calls, warmup))
+    last_pool = None
+    for _ in range(blocks):
+        last_pool = _round(cands, [calls] * len(cands), times, last_pool, time.perf_counter, wait_for_quiet)
     return times
 
 
@@ -57,4 +198,5 @@ def calls_for(cand: Candidate, calls: int, block_s: float = BLOCK_S) -> int:
         return max(calls, math.ceil(block_s / median_seconds(cand.call, calls=calls)))
 
 
-__all__ = ["BLOCK_S", "calls_for", "time_interleaved"]
+__all__ = ["BLOCK_S", "CHECK_RESAMPLES", "RoundSettings", "Rounds", "SAMPLE_S", "calls_for", "time_interleaved",
+           "time_rounds"]

@@ -1,0 +1,160 @@
+"""The interleaved timer and its statistics, driven by a synthetic clock.
+
+Each fake kernel advances a fake clock by its true time, scaled by a machine
+state that drifts linearly (and, where asked, by seeded noise). So these
+tests know the truth: interleaving must cancel the drift, a 10% slowdown must
+be flagged, an A/A pair must not be, and the adaptive sampler must stop once
+its intervals are tight, or say the group is inconclusive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from matmul import MatmulShape
+from matmul.measure.candidates import Candidate
+from matmul.measure.interleave import RoundSettings, time_interleaved, time_rounds
+from matmul.measure.stats import Ratio, is_change, mann_whitney_p, noise_floor, ratio_of_medians
+
+SHAPE = MatmulShape(16, 64, 64)
+
+
+class Machine:
+    """A clock whose kernels slow down linearly with time (``drift`` per second), plus seeded noise."""
+
+    def __init__(self, drift: float = 0.0, noise: float = 0.0, seed: int = 0):
+        self.t = 0.0
+        self.drift = drift
+        self.noise = noise
+        self.rng = np.random.default_rng(seed)
+
+    def clock(self) -> float:
+        return self.t
+
+    def kernel(self, name: str, seconds: float, kind: str = "tvm") -> Candidate:
+        def call():
+            scale = 1.0 + self.drift * self.t
+            jitter = float(self.rng.lognormal(0.0, self.noise)) if self.noise else 1.0
+            self.t += seconds * scale * jitter
+
+        return Candidate(name, kind, SHAPE, "NN", call, 1)
+
+
+def _quiet() -> None:
+    return None
+
+
+def test_interleaving_cancels_linear_drift_that_back_to_back_timing_does_not():
+    m = Machine(drift=0.5)  # 50% slower per second: a machine warming up
+    a, a2 = m.kernel("a", 1e-3), m.kernel("a2", 1e-3)
+    r = time_rounds([a, a2], anchor=0, settings=RoundSettings(min_rounds=20, max_rounds=20), clock=m.clock,
+                    settle=_quiet)
+    assert r.ratios[1].value == pytest.approx(1.0, abs=0.01)
+    # the same kernels, all of a's samples first, then all of a2's
+    seq_a = time_rounds([a], settings=RoundSettings(min_rounds=20, max_rounds=20), clock=m.clock, settle=_quiet)
+    seq_b = time_rounds([a2], settings=RoundSettings(min_rounds=20, max_rounds=20), clock=m.clock, settle=_quiet)
+    drifted = np.median(seq_b.samples[0]) / np.median(seq_a.samples[0])
+    assert drifted > 1.05  # back to back, the second copy reads slower
+
+
+def test_a_ten_percent_slowdown_is_flagged_and_an_aa_pair_is_not():
+    m = Machine(drift=0.2, noise=0.05, seed=3)
+    a, twin, slow = m.kernel("a", 1e-3), m.kernel("twin", 1e-3), m.kernel("slow", 1.1e-3)
+    r = time_rounds([a, twin, slow], anchor=0, settings=RoundSettings(min_rounds=40, max_rounds=40),
+                    clock=m.clock, settle=_quiet)
+    aa, ab = r.ratios[1], r.ratios[2]
+    floor = noise_floor(aa)
+    assert not aa.significant and not is_change(aa, floor)
+    assert ab.lo > 1.05 and ab.significant and is_change(ab, floor)
+    assert ab.value == pytest.approx(1.1, abs=0.03)
+
+
+def test_sampling_stops_once_every_interval_is_tight():
+    m = Machine(noise=0.02, seed=1)
+    r = time_rounds([m.kernel("a", 1e-3), m.kernel("b", 2e-3)], anchor=0,
+                    settings=RoundSettings(min_rounds=6, ci_width=0.03, budget_s=60), clock=m.clock, settle=_quiet)
+    assert r.converged and r.widest <= 0.03
+    assert r.rounds < 40  # low noise: few rounds suffice
+    assert r.ratios[1].value == pytest.approx(2.0, rel=0.03)
+
+
+def test_a_group_that_cannot_get_tight_within_its_budget_is_inconclusive():
+    m = Machine(noise=0.6, seed=2)
+    r = time_rounds([m.kernel("a", 1e-3), m.kernel("b", 1e-3)], anchor=0,
+                    settings=RoundSettings(min_rounds=4, ci_width=0.01, budget_s=0.5), clock=m.clock, settle=_quiet)
+    assert not r.converged and r.widest > 0.01
+    assert r.seconds < 0.5 + 0.2  # the budget, plus at most the round pair that crossed it
+
+
+def test_blocks_alternate_in_mirrored_order_and_settle_only_where_the_pool_changes():
+    m = Machine()
+    blocks: list[str] = []  # a candidate's pool is entered once per block (and once to calibrate it)
+    settles: list[int] = []
+
+    def kernel(name, kind):
+        cand = m.kernel(name, 1e-3, kind)
+        cand._pool = lambda: (blocks.append(name), contextlib.nullcontext())[1]
+        return cand
+
+    cands = [kernel("a", "tvm"), kernel("b", "tvm"), kernel("numpy", "reference")]
+    r = time_rounds(cands, settings=RoundSettings(min_rounds=4, max_rounds=4), clock=m.clock,
+                    settle=lambda: settles.append(len(blocks)))
+    assert blocks == ["a", "b", "numpy"] + ["a", "b", "numpy", "numpy", "b", "a"] * 2
+    assert r.rounds == 4 and all(len(s) == 4 for s in r.samples)
+    # before each calibration (3); in the rounds only where TVM and NumPy meet: a | b numpy | numpy b | ...
+    assert settles == [0, 1, 2, 3, 5, 7, 11, 13]
+
+
+def test_fixed_form_gives_blocks_per_candidate():
+    m = Machine()
+    out = time_interleaved([m.kernel("a", 1e-3), m.kernel("b", 3e-3)], blocks=4, calls=3, warmup=1)
+    assert [len(x) for x in out] == [4, 4]
+    with pytest.raises(ValueError, match="even"):
+        time_interleaved([m.kernel("a", 1e-3)], blocks=3)
+
+
+@pytest.mark.parametrize("bad", [dict(min_rounds=3), dict(min_rounds=8, max_rounds=6), dict(ci_width=0),
+                                 dict(budget_s=-1)])
+def test_round_settings_refuse_bad_values(bad):
+    with pytest.raises(ValueError):
+        RoundSettings(**bad)
+
+
+def test_anchor_must_be_one_of_the_candidates():
+    m = Machine()
+    with pytest.raises(ValueError, match="anchor 2"):
+        time_rounds([m.kernel("a", 1e-3)], anchor=2, clock=m.clock, settle=_quiet)
+
+
+def test_mann_whitney_matches_the_textbook_values():
+    # Two samples with no overlap: U = 0, the smallest two-sided p for n1 = n2 = 5 under the normal approximation
+    p = mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
+    assert p == pytest.approx(0.01219, abs=2e-4)
+    assert mann_whitney_p([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert mann_whitney_p([2, 2, 2], [2, 2, 2]) == 1.0  # all tied
+
+
+def test_ratio_interval_covers_the_truth_and_pairing_removes_shared_drift():
+    rng = np.random.default_rng(0)
+    drift = np.linspace(1.0, 2.0, 60)  # both streams share it round by round
+    x = 1.2 * drift * rng.lognormal(0, 0.01, 60)
+    y = drift * rng.lognormal(0, 0.01, 60)
+    paired = ratio_of_medians(x, y, paired=True)
+    unpaired = ratio_of_medians(x, y, paired=False)
+    assert paired.lo < 1.2 < paired.hi
+    assert paired.half_width < unpaired.half_width / 3
+
+
+@pytest.mark.parametrize("x, y, msg", [([1.0], [1.0, 2.0], "at least 2"), ([1.0, -1.0], [1.0, 2.0], "positive"),
+                                       ([1.0, float("nan")], [1.0, 2.0], "finite")])
+def test_ratio_refuses_bad_samples(x, y, msg):
+    with pytest.raises(ValueError, match=msg):
+        ratio_of_medians(x, y, paired=False)
+
+
+def test_noise_floor_is_the_larger_of_offset_and_half_width():
+    assert noise_floor(Ratio(1.02, 1.01, 1.03, 0.5, 10, 10)) == pytest.approx(0.02)
+    assert noise_floor(Ratio(1.0, 0.95, 1.05, 0.5, 10, 10)) == pytest.approx(0.05)
