@@ -29,6 +29,7 @@ from matmul.core.kernel import LAYOUTS, check_layout
 from matmul.core.registry import unavailable
 from matmul.core.workloads import parse_positive_int
 from matmul.measure.candidates import candidate_names, check_candidate
+from matmul.measure.interleave import RoundSettings
 from matmul.measure.references import get_reference, is_reference
 
 #: The quick default: a few minutes on 2 cores.
@@ -56,7 +57,19 @@ def pytest_addoption(parser):
     g.addoption("--model", default="bert-base", help="model whose shapes to use (default: bert-base)")
     g.addoption("--baseline-max-m", default=str(BASELINE_MAX_M),
                 help="largest M at which the slow 'baseline' variant is timed (default: %(default)s)")
-    g.addoption("--rounds", default="20", help="timed rounds per case, after 3 warm-up rounds (default: %(default)s)")
+    g.addoption("--rounds", default="20",
+                help="timed rounds per case: the minimum when interleaved, the exact count with --no-interleave "
+                     "(default: %(default)s)")
+    g.addoption("--no-interleave", action="store_true",
+                help="time each case on its own, one after another (the old way; no A/A control, no intervals)")
+    g.addoption("--group-budget", default="10",
+                help="seconds of sampling per shape before a group that is not tight yet is marked inconclusive "
+                     "(default: %(default)s)")
+    g.addoption("--ci-width", default="0.03",
+                help="sample until each case's ratio to the anchor is known within +-this (default: %(default)s)")
+    g.addoption("--aa", default="auto",
+                help="the case copied as each shape's A/A control: a variant, 'auto' (rule_based, else the first "
+                     "TVM case) or 'none' (default: %(default)s)")
 
 
 def _positive_int(config, option: str) -> int:
@@ -90,6 +103,60 @@ def _grid(config) -> list[tuple[str, int, str, str]]:
 
 _GRID = pytest.StashKey[list]()
 _SETTINGS = pytest.StashKey[dict]()
+_GRID_TIMER = pytest.StashKey["GridTimer"]()
+
+
+class GridTimer:
+    """Times each shape's selected cases together, once, when the first of them runs.
+
+    A group is (kernel, M, layout): every case of it that was collected,
+    selected and not skipped is timed in the same interleaved rounds (see
+    :mod:`matmul.measure.grid`); each case's test then hands its own samples
+    to pytest-benchmark.
+    """
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.members: dict[tuple, list[str]] | None = None
+        self.groups: dict[tuple, object] = {}
+        self.summaries: list[dict] = []
+
+    def _collect(self, session) -> dict[tuple, list[str]]:
+        members: dict[tuple, list[str]] = {}
+        for item in session.items:
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            if {"kernel", "M", "variant", "layout"} <= set(params) and not item.get_closest_marker("skip"):
+                members.setdefault((params["kernel"], params["M"], params["layout"]), []).append(params["variant"])
+        return members
+
+    def group(self, session, workload, layout: str):
+        from matmul.measure.grid import time_group
+
+        if self.members is None:
+            self.members = self._collect(session)
+        key = (workload.kernel, workload.M, layout)
+        if key not in self.groups:
+            g = time_group(self.members.get(key, []), workload.shape, layout=layout,
+                           settings=self.settings["round_settings"], aa=self.settings["aa"])
+            self.groups[key] = g
+            self.summaries.append({"shape": f"{workload.id}-{layout}", "aa_variant": g.aa_of,
+                                   "aa_ratio": None if g.aa is None else g.aa.value, "noise_floor": g.floor,
+                                   "inconclusive": not g.converged, "widest_half_width": g.widest,
+                                   "rounds": g.rounds, "seconds": g.seconds})
+        return self.groups[key]
+
+    def noise_summary(self) -> dict | None:
+        floors = sorted(s["noise_floor"] for s in self.summaries if s["noise_floor"] is not None)
+        if not self.summaries:
+            return None
+        return {
+            "groups": len(self.summaries),
+            "inconclusive": sum(s["inconclusive"] for s in self.summaries),
+            "floor_median": floors[len(floors) // 2] if floors else None,
+            "floor_max": floors[-1] if floors else None,
+            "ci_width": self.settings["round_settings"].ci_width,
+            "per_shape": self.summaries,
+        }
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -101,10 +168,26 @@ def pytest_configure(config):
     except (HardwareError, ValueError) as err:
         raise pytest.UsageError(str(err)) from None
     config.stash[_GRID] = _grid(config)
-    config.stash[_SETTINGS] = {
+    config.stash[_SETTINGS] = settings = {
         "baseline_max_m": _positive_int(config, "--baseline-max-m"),
         "rounds": _positive_int(config, "--rounds"),
+        "interleave": not config.getoption("--no-interleave"),
+        "aa": None if config.getoption("--aa") == "none" else config.getoption("--aa"),
     }
+    try:
+        budget, width = float(config.getoption("--group-budget")), float(config.getoption("--ci-width"))
+        rounds = settings["rounds"] + settings["rounds"] % 2  # whole mirrored pairs
+        settings["round_settings"] = RoundSettings(min_rounds=max(rounds, 4), max_rounds=max(400, rounds),
+                                                   budget_s=budget, ci_width=width)
+    except ValueError as err:
+        raise pytest.UsageError(f"--group-budget / --ci-width: {err}") from None
+    if settings["aa"] not in (None, "auto"):
+        try:
+            if check_candidate(settings["aa"]) != "tvm":
+                raise ValueError(f"--aa {settings['aa']!r} is a vendor reference; the A/A copy must be a TVM variant")
+        except ValueError as err:
+            raise pytest.UsageError(str(err)) from None
+    config.stash[_GRID_TIMER] = GridTimer(settings)
     # pytest-benchmark files runs under a machine id built from the OS and
     # Python only, so a Zen 3 and a Skylake run would land in one folder and
     # `--benchmark-compare` would pit them against each other. Append the CPU
@@ -155,6 +238,11 @@ def bench_settings(request) -> dict:
     return request.config.stash[_SETTINGS]
 
 
+@pytest.fixture(scope="session")
+def grid_timer(request) -> GridTimer:
+    return request.config.stash[_GRID_TIMER]
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     from matmul.measure.peak import computed_fp32_peak, fp32_peak
     from matmul.measure.timing import blas_info
@@ -165,4 +253,29 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "fp32_peak": fp32_peak().as_dict(),
         "fp32_peak_computed": computed.as_dict() if computed else None,
         "blas": blas_info(),
+        "noise_floor": config.stash[_GRID_TIMER].noise_summary() if _GRID_TIMER in config.stash else None,
     }
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if _GRID_TIMER not in config.stash:
+        return
+    summary = config.stash[_GRID_TIMER].noise_summary()
+    if not summary:
+        return
+    tr = terminalreporter
+    tr.section("A/A noise floor")
+    if summary["floor_max"] is None:
+        tr.write_line("no A/A pair was timed (--aa none, or no TVM case in any group)")
+    else:
+        tr.write_line(f"in this run, differences below {100 * summary['floor_max']:.1f}% are noise "
+                      f"(the largest A/A floor of {summary['groups']} shapes; median {100 * summary['floor_median']:.1f}%)")
+    for s in summary["per_shape"]:
+        floor = "-" if s["noise_floor"] is None else f"{100 * s['noise_floor']:.1f}%"
+        aa = "-" if s["aa_ratio"] is None else f"{s['aa_ratio']:.3f}"
+        flag = "  INCONCLUSIVE" if s["inconclusive"] else ""
+        tr.write_line(f"  {s['shape']:<24} A/A {aa:>6}  floor {floor:>6}  +-{100 * s['widest_half_width']:.1f}% "
+                      f"after {s['rounds']} rounds, {s['seconds']:.1f} s{flag}")
+    if summary["inconclusive"]:
+        tr.write_line(f"{summary['inconclusive']} of {summary['groups']} shapes are inconclusive: their intervals "
+                      f"stayed wider than +-{100 * summary['ci_width']:.0f}% within --group-budget")

@@ -1,22 +1,29 @@
 """Benchmark each (kernel, M, variant, layout) case, after proving it correct.
 
-Every case builds once, checks its output against the float64 NumPy
-reference (a wrong kernel fails here and never gets a figure), waits until
-no other thread pool of the process still spins, and only then is timed by
-pytest-benchmark: 3 warm-up rounds, then ``--rounds`` single-call rounds.
+Every case builds once and checks its output against the float64 NumPy
+reference (a wrong kernel fails here and never gets a figure).
 
-Each saved case carries in ``extra_info``: GFLOP/s and its IQR, percent of
-the measured FP32 peak, the schedule's decisions (for ``ml_guided``, also
-``fallback``: None, or why it used the rules' config; whatever keys a family
-promotes with ``Variant.info_keys``), NumPy's median for the same
-shape measured right before and after the case and the speedup over it, and
-an agreement figure: TVM's own ``time_evaluator`` on the same kernel,
-interleaved call by call with the timed rounds, or, for ``numpy``, NumPy
-timed alone in a fresh process before and after them.
+By default the cases of one shape and layout are then timed together, in
+interleaved rounds of mirrored order, beside an A/A copy of one TVM case
+(see :mod:`matmul.measure.grid`); each case hands its own samples to
+pytest-benchmark, so saving, comparing and histograms work unchanged. Each
+saved case carries in ``extra_info``: its raw samples (``samples_s``), its
+ratio to the group's anchor with a bootstrap interval (``to_anchor``),
+whether the group stayed ``inconclusive``, the group's A/A ratio and
+``noise_floor``, GFLOP/s and its IQR, percent of the measured FP32 peak, the
+schedule's decisions and promoted keys (for ``ml_guided``: ``fallback``),
+the speedup over NumPy timed in the same rounds, and an agreement figure
+(TVM's own ``time_evaluator`` sampled right after each block; for
+``numpy``, NumPy alone in a fresh process before and after the rounds).
+
+With ``--no-interleave`` each case is timed on its own, one after another:
+3 warm-up rounds, then ``--rounds`` single-call rounds, NumPy measured right
+before and after it.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import pytest
@@ -40,7 +47,7 @@ def _numpy_median(shape, layout, threads: int) -> float:
         return median_seconds(call)
 
 
-def test_matmul(benchmark, workload, variant, layout, bench_settings):
+def test_matmul(benchmark, workload, variant, layout, bench_settings, grid_timer, request):
     shape = workload.shape
     rounds = bench_settings["rounds"]
     try:
@@ -54,6 +61,10 @@ def test_matmul(benchmark, workload, variant, layout, bench_settings):
                 decisions=cand.decisions, peak_gflops=peak.gflops, peak_method=peak.method)
     info.update(cand.promoted)  # the keys a family promotes, e.g. ml_guided's fallback (None, or why)
     timed = benchmark.enabled
+    if timed and bench_settings["interleave"]:
+        _timed_in_group(benchmark, grid_timer.group(request.session, workload, layout), variant, shape, peak)
+        return
+    info.update(interleaved=False)
     # The independent timer for agreement. TVM kernels: one native
     # time_evaluator call before every round, interleaved with
     # pytest-benchmark's own calls, so drift on a shared machine hits both
@@ -97,3 +108,48 @@ def _numpy_alone(cand, rounds: int) -> float:
     """NumPy timed alone, in a fresh process that loads nothing else."""
     wait_for_quiet()  # our own BLAS threads must not spin beside the child
     return numpy_alone([cand.shape], layout=cand.layout, threads=cand.threads, calls=rounds)[cand.shape]
+
+
+def _replay(samples: list[float]):
+    """A timer for pytest-benchmark that replays per-call seconds measured in the group's rounds.
+
+    pytest-benchmark reads the timer before and after each round's call;
+    this one advances by the next sample in between, so each round's
+    duration is exactly the sample measured for this case in that round.
+    """
+    ticks = iter([0.0] + [t for cum in itertools.accumulate(samples) for t in (cum, cum)])
+
+    def interleaved_rounds() -> float:
+        return next(ticks)
+
+    return interleaved_rounds
+
+
+def _timed_in_group(benchmark, group, variant: str, shape, peak) -> None:
+    """This case's figures from its group's interleaved rounds (see matmul.measure.grid)."""
+    if variant in group.errors:
+        err = group.errors[variant]
+        if isinstance(err, Unavailable):
+            pytest.skip(str(err))
+        raise err
+    case = group.cases[variant]
+    info = benchmark.extra_info
+    info.update(group.summary())
+    info.update(samples_s=case.samples, calls_per_sample=case.calls)
+    if case.to_anchor is not None:
+        info.update(to_anchor=case.to_anchor.as_dict())
+    benchmark._timer = _replay(case.samples)  # noqa: SLF001 - pytest-benchmark has no public way to hand it samples
+    benchmark.pedantic(lambda: None, rounds=len(case.samples), warmup_rounds=0, iterations=1)
+    stats = benchmark.stats.stats
+    median = stats.median
+    info.update(
+        gflops=shape.flops / median / 1e9,
+        gflops_iqr=shape.flops / stats.q1 / 1e9 - shape.flops / stats.q3 / 1e9,
+        pct_peak=100 * shape.flops / median / 1e9 / peak.gflops,
+    )
+    if case.vs_numpy is not None:
+        info.update(numpy_median_s=group.cases["numpy"].median_s, speedup_vs_numpy=case.vs_numpy.value,
+                    speedup_vs_numpy_ci=[case.vs_numpy.lo, case.vs_numpy.hi])
+    if case.agreement_median_s:
+        info.update(agreement_check=case.agreement_check, agreement_median_s=case.agreement_median_s,
+                    agreement=median / case.agreement_median_s)

@@ -18,7 +18,8 @@ def test_blocks_alternate_abba(monkeypatch):
     a.call = lambda: order.append("a")
     b.call = lambda: order.append("b")
     time_interleaved([a, b], blocks=4, calls=1, warmup=0)
-    assert "".join(order) == "abbaabba"
+    # each block: one untimed warm-up call (the other candidate evicted our tensors), then the timed call
+    assert "".join(order) == "aa bb bb aa aa bb bb aa".replace(" ", "")
 
 
 def test_three_candidates_are_timed_in_mirrored_order():
@@ -27,7 +28,7 @@ def test_three_candidates_are_timed_in_mirrored_order():
     for name, c in zip("abc", cands):
         c.call = (lambda n: lambda: order.append(n))(name)
     times = time_interleaved(cands, blocks=4, calls=1, warmup=0)
-    assert "".join(order) == "abccbaabccba" and [len(t) for t in times] == [4, 4, 4]
+    assert "".join(order) == "aabbcc ccbbaa aabbcc ccbbaa".replace(" ", "") and [len(t) for t in times] == [4, 4, 4]
     with pytest.raises(ValueError, match="no candidates"):
         time_interleaved([], blocks=2)
 
@@ -58,3 +59,16 @@ def test_bad_names_and_empty_grid():
         paired("full", "nope", [Workload("qkv", 8)])
     with pytest.raises(ValueError, match="no workloads"):
         paired("full", "numpy", [])
+
+
+def test_each_speedup_comes_with_its_interval_and_significance():
+    from matmul.core.workloads import Workload
+    from matmul.measure.paired import PairedResult
+
+    w = Workload("qkv", 16)
+    fast = PairedResult(w, "NN", "a", "b", (2.0, 2.1, 2.0, 1.9, 2.05, 2.0), (1.0, 1.02, 0.99, 0.98, 1.01, 1.0))
+    same = PairedResult(w, "NN", "a", "b", (1.0, 1.1, 0.9, 1.05, 0.95, 1.0), (1.02, 1.08, 0.92, 1.0, 0.97, 1.01))
+    table, _ = paired_table([fast, same])
+    assert table.loc[0, "ci_lo"] <= table.loc[0, "speedup_b_over_a"] <= table.loc[0, "ci_hi"]
+    assert table.loc[0, "ci_lo"] > 1.8 and bool(table.loc[0, "significant"])
+    assert table.loc[1, "ci_lo"] <= 1.0 <= table.loc[1, "ci_hi"] and not bool(table.loc[1, "significant"])

@@ -14,6 +14,7 @@ from ..report import (
     to_text,
     write_report,
 )
+from ..report.compare import NORMALIZE
 from .common import say
 
 
@@ -22,7 +23,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         say(f"error: --out {args.out} is a file; give a folder for the report's files")
         return 2
     report = build_report(args.runs, storage=args.storage, base=args.base, threshold=args.threshold,
-                          cv_threshold=args.cv_threshold)
+                          cv_threshold=args.cv_threshold, normalize=args.normalize)
     print(to_text(report))
     if args.out:
         files = write_report(report, args.out)
@@ -42,12 +43,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     """Add this group's commands to the top-level sub-parsers."""
     rep = sub.add_parser("report", help="tables, comparisons and plots from saved benchmark runs",
-                         description="Exit status: 0 ok, 1 a regression beyond --threshold, 2 bad input.")
+                         description="Exit status: 0 ok, 1 a regression (significant and beyond the runs' A/A noise "
+                                     "floor; runs without samples: beyond --threshold, default 10%), 2 bad input.")
     rep.add_argument("runs", nargs="*", help="run files, folders or globs (default: every run under --storage)")
     rep.add_argument("--storage", type=Path, default=STORAGE, help="pytest-benchmark storage (default: %(default)s)")
     rep.add_argument("--base", help="run label to compare the others against (default: the oldest)")
-    rep.add_argument("--threshold", type=float, default=REGRESSION_THRESHOLD,
-                     help="latency ratio above 1+threshold is a regression (default: %(default)s)")
+    rep.add_argument("--threshold", type=float, default=None,
+                     help="also require a regression to exceed this ratio above 1 (runs without samples: the "
+                          f"whole rule, default {REGRESSION_THRESHOLD})")
+    rep.add_argument("--normalize", choices=NORMALIZE, default="none",
+                     help="numpy: compare each case relative to numpy timed in its own rounds, which removes "
+                          "drift both runs share (default: %(default)s)")
     rep.add_argument("--cv-threshold", type=float, default=CV_THRESHOLD,
                      help="flag cases whose CV exceeds this (default: %(default)s)")
     rep.add_argument("--out", type=Path, help="write CSV and Markdown (and PNG with --plots) here")

@@ -17,7 +17,7 @@ from typing import Any
 from ..core.hardware import HostFacts, host_facts
 from ..core.kernel import check_dtype, check_layout
 from ..core.registry import get_variant, variant_decisions, variant_names
-from ..core.runner import CompiledKernel, build_cached, compile_module
+from ..core.runner import CompiledKernel, build, build_cached, compile_module
 from ..core.verify import check_calls, make_inputs
 from ..core.workloads import MatmulShape
 from ..schedules.metaschedule.database import best_record
@@ -69,8 +69,8 @@ class Candidate:
         """Context in which the call runs with its intended thread count."""
         return self._pool()
 
-    def native_timer(self) -> Callable[[], float]:
-        """One call of the kernel on the bound tensors, timed by TVM's own
+    def native_timer(self, number: int = 1) -> Callable[[], float]:
+        """Per-call seconds of ``number`` calls of the kernel on the bound tensors, timed by TVM's own
         ``time_evaluator`` (which makes one untimed warm-up call first).
 
         Raises
@@ -80,7 +80,7 @@ class Candidate:
         """
         if self.kernel is None or self.args is None:
             raise TypeError(f"{self.name!r} is not a TVM kernel; only TVM kernels have a native timer")
-        ev = self.kernel.evaluator(number=1, repeat=1)
+        ev = self.kernel.evaluator(number=number, repeat=1)
         args = self.args
         return lambda: float(ev(*args).results[0])
 
@@ -93,8 +93,12 @@ def prepare(
     dtype: str = "float32",
     facts: HostFacts | None = None,
     seed: int = 0,
+    fresh: bool = False,
 ) -> Candidate:
     """Build or bind ``name`` for ``shape``, check its output, bind the inputs.
+
+    ``fresh`` builds a TVM variant anew instead of reusing this process's
+    cached build (the A/A control needs a second, separate copy).
 
     Raises
     ------
@@ -114,7 +118,9 @@ def prepare(
     if kind == "tvm":
         variant = get_variant(name)
         decisions = variant_decisions(name, shape, dtype=dtype, layout=layout, facts=facts)
-        cand = _bind(name, build_cached(name, shape, dtype, layout), decisions, a, b, variant.family)
+        kernel = (build(name, shape, dtype=dtype, layout=layout, facts=facts) if fresh
+                  else build_cached(name, shape, dtype, layout))
+        cand = _bind(name, kernel, decisions, a, b, variant.family)
         cand.promoted = {k: decisions[k] for k in variant.info_keys if k in decisions}
         return cand
     ref = get_reference(name)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from .candidates import Candidate
 from .stats import Ratio, ratio_of_medians
@@ -52,7 +52,7 @@ class RoundSettings:
     budget_s: float = 10.0
     ci_width: float = 0.03
     sample_s: float = SAMPLE_S
-    min_calls: int = 3
+    min_calls: int = 5
 
     def __post_init__(self) -> None:
         if self.min_rounds < 4 or self.min_rounds % 2:
@@ -75,6 +75,7 @@ class Rounds:
     converged: bool
     seconds: float
     settings: RoundSettings
+    shadow: dict[int, list[float]] = field(default_factory=dict)  # per candidate: its shadow timer's samples
 
     @property
     def rounds(self) -> int:
@@ -100,14 +101,23 @@ def _block(cand: Candidate, calls: int, clock: Callable[[], float]) -> float:
 
 
 def _round(cands: Sequence[Candidate], calls: Sequence[int], samples: list[list[float]], last_pool: str | None,
-           clock: Callable[[], float], settle: Callable[[], object]) -> str | None:
-    """One round: a block of every candidate, forward on even rounds and mirrored on odd ones."""
+           clock: Callable[[], float], settle: Callable[[], object],
+           shadows: Mapping[int, Callable[[], float]] | None = None,
+           shadow_samples: dict[int, list[float]] | None = None) -> str | None:
+    """One round: a block of every candidate, forward on even rounds and mirrored on odd ones.
+
+    A candidate with a shadow sampler (another timer of the same kernel) is
+    sampled by it right after its own block.
+    """
     order = range(len(cands)) if len(samples[0]) % 2 == 0 else range(len(cands) - 1, -1, -1)
     for n in order:
         if _pool_key(cands[n]) != last_pool:  # another library's workers may still spin
             settle()
             last_pool = _pool_key(cands[n])
         samples[n].append(_block(cands[n], calls[n], clock))
+        if shadows and n in shadows and shadow_samples is not None:
+            with cands[n].pool():
+                shadow_samples.setdefault(n, []).append(shadows[n]())
     return last_pool
 
 
@@ -125,11 +135,15 @@ def time_rounds(
     settings: RoundSettings = RoundSettings(),
     clock: Callable[[], float] = time.perf_counter,
     settle: Callable[[], object] = wait_for_quiet,
+    shadows: Callable[[int, int], Callable[[], float] | None] | None = None,
 ) -> Rounds:
     """Sample every candidate once per round, in mirrored order, until the ratios to ``anchor`` are tight.
 
     Without an ``anchor`` exactly ``min_rounds`` rounds are taken. ``clock``
     and ``settle`` are for tests, which drive the timer with a synthetic clock.
+    ``shadows(n, calls)`` may give, for candidate ``n`` and its calls per
+    block, a second timer of the same kernel (per-call seconds), sampled
+    right after each of its blocks; the samples land in ``Rounds.shadow``.
     """
     if not cands:
         raise ValueError("no candidates to time")
@@ -145,11 +159,13 @@ def time_rounds(
             one = min(call_times(c.call, settings.min_calls, clock))
         calls.append(max(settings.min_calls, math.ceil(settings.sample_s / max(one, 1e-9))))
     samples: list[list[float]] = [[] for _ in cands]
+    shadow_timers = {n: t for n in range(len(cands)) if shadows and (t := shadows(n, calls[n])) is not None}
+    shadow: dict[int, list[float]] = {}
     last_pool = None
     converged = False
     while True:
         for _ in range(2):  # a mirrored pair of rounds
-            last_pool = _round(cands, calls, samples, last_pool, clock, settle)
+            last_pool = _round(cands, calls, samples, last_pool, clock, settle, shadow_timers, shadow)
         done = len(samples[0])
         if done < settings.min_rounds:
             continue
@@ -165,7 +181,7 @@ def time_rounds(
     ratios = _ratios(samples, anchor, 2000) if len(cands) > 1 else [None]
     if anchor is not None and len(cands) > 1:
         converged = max(r.half_width for r in ratios if r is not None) <= settings.ci_width
-    return Rounds(samples, calls, anchor, ratios, converged, clock() - t0, settings)
+    return Rounds(samples, calls, anchor, ratios, converged, clock() - t0, settings, shadow)
 
 
 def time_interleaved(cands: Sequence[Candidate], *, blocks: int = 4, calls: int = 10,

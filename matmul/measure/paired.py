@@ -5,11 +5,13 @@ variants timed minutes apart cannot be compared. Here both are built and
 verified first, then timed by the interleaved timer
 (:func:`~matmul.measure.interleave.time_interleaved`) in blocks ordered
 A B B A A B B A ...: any drift that is roughly linear over a block pair hits
-both alike. Each block is the median of ``calls`` back-to-back calls after a
-quiet spell; a shape's figure
-for a side is the median of its blocks, and the ratio ``A / B`` is B's
-speedup over A (above 1: B is faster). Geometric means summarise per kernel
-and overall, as the seed research did for its j-pack and write-back choices.
+both alike. Each block is the median of ``calls`` back-to-back calls after
+its own warm-up call; a shape's figure for a side is the median of its
+blocks, and the ratio ``A / B`` is B's speedup over A (above 1: B is
+faster), given with a bootstrap interval over the blocks (resampled in
+their pairs) and a Mann-Whitney p-value (see :mod:`~matmul.measure.stats`).
+Geometric means summarise per kernel and overall, as the seed research did
+for its j-pack and write-back choices.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ..core.tables import geomeans_by_kernel
 from ..core.workloads import Workload
 from .candidates import check_candidate, prepare
 from .interleave import time_interleaved
+from .stats import Ratio, ratio_of_medians
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class PairedResult:
     def speedup(self) -> float:
         """A's time over B's: B's speedup over A."""
         return self.a_s / self.b_s
+
+    @property
+    def estimate(self) -> Ratio:
+        """B's speedup over A with its interval (blocks resampled in their ABBA pairs) and Mann-Whitney p."""
+        return ratio_of_medians(self.a_blocks, self.b_blocks, paired=True)
 
 
 def paired(
@@ -83,6 +91,7 @@ def paired_table(results: Sequence[PairedResult]) -> tuple[pd.DataFrame, pd.Data
             "kernel": r.workload.kernel, "M": r.workload.M, "K": r.workload.shape.K, "N": r.workload.shape.N,
             "layout": r.layout, "a": r.a, "b": r.b, "a_ms": r.a_s * 1e3, "b_ms": r.b_s * 1e3,
             "speedup_b_over_a": r.speedup,
+            "ci_lo": (est := r.estimate).lo, "ci_hi": est.hi, "p": est.p, "significant": est.significant,
             "a_spread": (max(r.a_blocks) - min(r.a_blocks)) / r.a_s,
             "b_spread": (max(r.b_blocks) - min(r.b_blocks)) / r.b_s,
         }

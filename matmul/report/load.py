@@ -45,6 +45,19 @@ def _flops(row: dict) -> float:
     return 2.0 * row["M"] * row["K"] * row["N"]
 
 
+def _number(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _samples(raw, path: Path, case: str) -> list[float] | None:
+    """A case's raw samples (seconds per call, one per interleaved round), checked; None if the run has none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(_number(x) is not None and x > 0 for x in raw):
+        raise ReportError(f"{path}: case {case} has samples_s that are not a list of positive seconds")
+    return [float(x) for x in raw]
+
+
 def load_run(path: Path) -> tuple[dict, list[dict]]:
     """One run's metadata and its rows (one per case)."""
     try:
@@ -97,6 +110,10 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             agreement=extra.get("agreement"),
             agreement_check=extra.get("agreement_check"),
             agreement_median_s=extra.get("agreement_median_s"),
+            interleaved=bool(extra.get("interleaved", False)),
+            inconclusive=bool(extra.get("inconclusive", False)),
+            noise_floor=_number(extra.get("noise_floor")),
+            samples=_samples(extra.get("samples_s"), path, case),
         )
         row["pct_peak"] = 100 * row["gflops"] / peak if peak else None
         rows.append(row)

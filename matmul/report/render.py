@@ -22,12 +22,23 @@ def to_text(report: Report) -> str:
         parts.append(f"== agreement summary ==\n{agreement_summary(report.agreement).to_string(index=False)}")
     noisy = int(report.latency["noisy"].sum())
     parts.append(f"{noisy} of {len(report.latency)} cases noisy (CV > {report.settings['cv_threshold']:.0%})")
+    inconclusive = int(report.latency["inconclusive"].sum())
+    if inconclusive:
+        parts.append(f"{inconclusive} of {len(report.latency)} cases inconclusive: their group's intervals never got "
+                     "tight within its time budget; do not read them as clean figures")
+    floors = report.latency["noise_floor"].dropna()
+    if len(floors):
+        parts.append(f"A/A noise floor: differences below {100 * floors.max():.1f}% are noise in these runs "
+                     f"(median shape {100 * floors.median():.1f}%)")
     if report.comparison is not None:
         n = len(report.regressions)
-        parts.append(
-            f"{n} regression(s) beyond {report.settings['threshold']:.0%} against {report.settings['base']}"
-            if n else f"no regression beyond {report.settings['threshold']:.0%} against {report.settings['base']}"
-        )
+        norm = report.settings.get("normalize", "none")
+        how = ("significant and beyond the noise floor" if (report.comparison["method"] == "samples").all()
+               else "significant and beyond the noise floor (runs without samples: beyond "
+                    f"{report.settings['threshold'] or 0.10:.0%} with IQRs apart)")
+        what = f"{n} regression(s)" if n else "no regression"
+        parts.append(f"{what} against {report.settings['base']} ({how}"
+                     + (", each case relative to numpy in its own rounds)" if norm == "numpy" else ")"))
     parts += [f"skipped {path}: {reason}" for path, reason in report.settings.get("skipped", [])]
     return "\n\n".join(parts)
 

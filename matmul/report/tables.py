@@ -9,7 +9,9 @@ Tables (pandas DataFrames, also written as CSV and Markdown):
 ``latency``
     kernel x M x variant x layout per run: median, IQR and CV of the
     latency, GFLOP/s and percent of the run's measured FP32 peak; a case
-    whose CV exceeds the threshold is flagged ``noisy``.
+    whose CV exceeds the threshold is flagged ``noisy``, one whose group
+    never got its intervals tight is flagged ``inconclusive``, and the
+    group's A/A ``noise_floor`` is given.
 ``speedups``
     each case's speedup over baseline, full, the best manual (seed) variant,
     numpy and metaschedule for the same shape in the same run (time of the
@@ -24,9 +26,9 @@ Tables (pandas DataFrames, also written as CSV and Markdown):
     (TVM's ``time_evaluator``; NumPy alone in a fresh process).
 ``comparison``
     with two or more runs: for every case present in the base run and
-    another, the latency ratio other / base. A regression is a ratio above
-    ``1 + threshold`` whose interquartile range lies wholly above the base's
-    (slower beyond the threshold and beyond the noise). Geometric means per
+    another, the latency ratio other / base with its interval and
+    significance (see :mod:`matmul.report.compare`): a regression is
+    significant and beyond the runs' A/A noise floor. Geometric means per
     kernel and overall come with it.
 """
 
@@ -42,10 +44,11 @@ import pandas as pd
 from ..core.registry import variant_names
 from ..core.tables import geomean, geomeans_by_kernel
 from ..measure.agreement import AGREEMENT_TOLERANCE
+from .compare import FALLBACK_THRESHOLD, compare_runs
 from .load import KEY, STORAGE, ReportError, find_runs, load_runs
 
-#: Latency ratio (other / base) above 1 + this is a regression.
-REGRESSION_THRESHOLD = 0.10
+#: Runs without raw samples: a latency ratio (other / base) above 1 + this is a regression.
+REGRESSION_THRESHOLD = FALLBACK_THRESHOLD
 #: Coefficient of variation above this flags a case as noisy.
 CV_THRESHOLD = 0.10
 #: Variants the seed research wrote by hand; "best manual" is the fastest.
@@ -93,11 +96,13 @@ def _manual_variants(cases: pd.DataFrame) -> set[str]:
 
 
 def latency_table(cases: pd.DataFrame, cv_threshold: float = CV_THRESHOLD) -> pd.DataFrame:
-    out = cases[["run", *KEY, "median_s", "iqr_s", "cv", "rounds", "gflops", "pct_peak"]].copy()
+    out = cases[["run", *KEY, "median_s", "iqr_s", "cv", "rounds", "gflops", "pct_peak", "inconclusive",
+                 "noise_floor"]].copy()
     out["median_ms"] = out.pop("median_s") * 1e3
     out["iqr_ms"] = out.pop("iqr_s") * 1e3
     out["noisy"] = out["cv"] > cv_threshold
-    return out[["run", *KEY, "median_ms", "iqr_ms", "cv", "noisy", "rounds", "gflops", "pct_peak"]].sort_values(
+    return out[["run", *KEY, "median_ms", "iqr_ms", "cv", "noisy", "inconclusive", "noise_floor", "rounds", "gflops",
+                "pct_peak"]].sort_values(
         ["run", "kernel", "layout", "M", "variant"], ignore_index=True
     )
 
@@ -168,48 +173,21 @@ def agreement_summary(agreement: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def compare_runs(
-    cases: pd.DataFrame, base: str, threshold: float = REGRESSION_THRESHOLD, cv_threshold: float = CV_THRESHOLD
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Latency ratios of every other run over ``base``, case by case."""
-    if base not in set(cases["run"]):
-        raise ReportError(f"base run {base!r} is not among the runs: {', '.join(sorted(set(cases['run'])))}")
-    ref = cases[cases["run"] == base].set_index(KEY)
-    rows = []
-    for run, grp in cases[cases["run"] != base].groupby("run", sort=False):
-        joined = grp.set_index(KEY).merge(
-            ref[["median_s", "cv", "q1_s", "q3_s"]], left_index=True, right_index=True, how="inner", suffixes=("", "_base")
-        )
-        for key, r in joined.iterrows():
-            ratio = r["median_s"] / r["median_s_base"]
-            # slower beyond the threshold AND beyond the noise: the run's
-            # interquartile range lies wholly above the base's
-            separated = bool(r["q1_s"] > r["q3_s_base"])
-            rows.append({
-                "base": base, "run": run, **dict(zip(KEY, key, strict=True)),
-                "base_ms": r["median_s_base"] * 1e3, "run_ms": r["median_s"] * 1e3, "ratio": ratio,
-                "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold),
-                "iqr_separated": separated,
-                "regression": bool(ratio > 1 + threshold and separated),
-            })
-    cols = ["base", "run", *KEY, "base_ms", "run_ms", "ratio", "noisy", "iqr_separated", "regression"]
-    comp = pd.DataFrame(rows, columns=cols)
-    cols = ["base", "run", "kernel", "cases", "ratio_geomean", "regressions"]
-    parts = [geomeans_by_kernel(grp, ["ratio"], sort=True, extra=lambda g: {"regressions": int(g["regression"].sum())})
-             .assign(base=base, run=run).rename(columns={"shapes": "cases", "ratio": "ratio_geomean"})[cols]
-             for run, grp in comp.groupby("run", sort=False)]
-    return comp, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
-
-
 def build_report(
     paths: Sequence[str | Path] = (),
     *,
     storage: Path = STORAGE,
     base: str | None = None,
-    threshold: float = REGRESSION_THRESHOLD,
+    threshold: float | None = None,
     cv_threshold: float = CV_THRESHOLD,
+    normalize: str = "none",
 ) -> Report:
-    if threshold <= 0 or cv_threshold <= 0:
+    """Tables for the runs under ``paths``; with two or more runs (or a ``base``), the comparison too.
+
+    ``threshold``: a minimum regression on top of the noise floor (runs
+    without samples: the whole rule; default 10% there).
+    """
+    if (threshold is not None and threshold <= 0) or cv_threshold <= 0:
         raise ReportError(f"thresholds must be positive, got threshold={threshold}, cv_threshold={cv_threshold}")
     skipped: list[tuple[str, str]] = []
     runs, cases = load_runs(find_runs(paths, storage), skipped)
@@ -225,8 +203,9 @@ def build_report(
     )
     if len(runs) > 1 or base is not None:
         base = base or runs["run"].iloc[0]
-        report.comparison, report.comparison_geomeans = compare_runs(cases, base, threshold, cv_threshold)
-        report.settings["base"] = base
+        report.comparison, report.comparison_geomeans = compare_runs(cases, base, threshold, cv_threshold,
+                                                                     normalize)
+        report.settings.update(base=base, normalize=normalize)
     return report
 
 

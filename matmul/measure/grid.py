@@ -1,0 +1,163 @@
+"""One shape of the benchmark grid, timed as a group: every case in the same interleaved rounds.
+
+``bench/`` times a grid of kernel x M x variant x layout. Cases of one shape
+and layout are built and verified first, then sampled together by
+:func:`~matmul.measure.interleave.time_rounds`, so every case's figure and
+every ratio between cases comes from the same machine states.
+
+Two controls ride along in the same rounds:
+
+- an **A/A pair**: a second, separately built copy of one TVM case (its own
+  build, its own tensors). Its ratio to the first is the shape's *noise
+  floor*: two figures of this run that differ by less are not different.
+- the **anchor**: the A/A original (see :func:`time_group`). Sampling goes on until every case's ratio to the anchor has a confidence
+  interval within ``+-ci_width`` or the shape's time budget is spent; then
+  the group is *inconclusive*, and says so.
+
+The agreement check rides along too: each TVM case is also sampled by TVM's
+own ``time_evaluator`` right after each of its blocks; NumPy is timed alone
+in a fresh process before and after the rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from ..core.registry import Unavailable
+from ..core.workloads import MatmulShape
+from .candidates import Candidate, prepare
+from .interleave import RoundSettings, time_rounds
+from .references import numpy_alone
+from .stats import Ratio, noise_floor, ratio_of_medians
+from .timing import wait_for_quiet
+
+#: The A/A copy's name in a group.
+AA_SUFFIX = "#copy"
+#: Preferred A/A source: the suite's own hardware-aware schedule (always available).
+AA_PREFERRED = "rule_based"
+
+
+@dataclass
+class CaseTiming:
+    """One case's samples and figures from its group's rounds."""
+
+    name: str
+    samples: list[float]  # per-call seconds, one per round
+    calls: int  # timed calls per sample
+    to_anchor: Ratio | None  # this case's time over the anchor's (None: the anchor itself)
+    vs_numpy: Ratio | None = None  # NumPy's time over this case's, in the same rounds: the speedup over NumPy
+    agreement_check: str | None = None
+    agreement_median_s: float | None = None
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.samples)
+
+
+@dataclass
+class GroupTiming:
+    """A group's cases, the cases that could not be timed (and why), and the A/A control."""
+
+    shape: MatmulShape
+    layout: str
+    cases: dict[str, CaseTiming] = field(default_factory=dict)
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    anchor: str | None = None
+    aa_of: str | None = None
+    aa: Ratio | None = None
+    converged: bool = True
+    widest: float = 0.0
+    rounds: int = 0
+    seconds: float = 0.0
+
+    @property
+    def floor(self) -> float | None:
+        """The A/A noise floor (0.02: differences below 2% are noise), or None without an A/A pair."""
+        return None if self.aa is None else noise_floor(self.aa)
+
+    def summary(self) -> dict:
+        """What every case of the group carries in its ``extra_info``."""
+        return {
+            "interleaved": True, "group_rounds": self.rounds, "group_seconds": self.seconds, "anchor": self.anchor,
+            "inconclusive": not self.converged, "group_widest_half_width": self.widest,
+            "aa_variant": self.aa_of, "aa": None if self.aa is None else self.aa.as_dict(), "noise_floor": self.floor,
+        }
+
+
+def _aa_source(prepared: dict[str, Candidate], aa: str | None) -> str | None:
+    if aa is None:
+        return None
+    if aa != "auto":
+        return aa if aa in prepared and prepared[aa].kind == "tvm" else None
+    if AA_PREFERRED in prepared:
+        return AA_PREFERRED
+    return next((n for n, c in prepared.items() if c.kind == "tvm"), None)
+
+
+def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
+               settings: RoundSettings = RoundSettings(), aa: str | None = "auto",
+               anchor: str | None = None) -> GroupTiming:
+    """Build, verify and time ``names`` on ``shape`` together, with an A/A copy of one TVM case.
+
+    ``aa``: the case to copy ("auto": rule_based if present, else the first
+    TVM case; None: no A/A pair). ``anchor``: the case every ratio is taken
+    against while deciding when to stop (default: the A/A original, a TVM
+    kernel: NumPy's blocks after a pool switch scatter far more, and an
+    anchor's scatter widens every ratio). A case that cannot be prepared
+    (unavailable, or a wrong result) lands in ``errors`` and the others are
+    still timed.
+    """
+    group = GroupTiming(shape, layout)
+    prepared: dict[str, Candidate] = {}
+    for name in names:
+        try:
+            prepared[name] = prepare(name, shape, layout=layout)
+        except (Unavailable, AssertionError, RuntimeError, ValueError) as err:  # named, re-raised by its own case
+            group.errors[name] = err
+    if not prepared:
+        return group
+    group.aa_of = _aa_source(prepared, aa)
+    order = list(prepared.values())
+    if group.aa_of is not None:
+        twin = prepare(group.aa_of, shape, layout=layout, fresh=True)
+        twin.name = group.aa_of + AA_SUFFIX
+        order.append(twin)
+    names_in = [c.name for c in order]
+    group.anchor = anchor if anchor in prepared else group.aa_of or next(iter(prepared))
+    anchor = names_in.index(group.anchor) if group.anchor is not None and len(order) > 1 else None
+
+    alone_before = _alone(prepared, shape, layout)
+
+    def shadow(n: int, calls: int):
+        return order[n].native_timer(calls) if order[n].kind == "tvm" else None
+
+    rounds = time_rounds(order, anchor=anchor, settings=settings, shadows=shadow)
+    alone_after = _alone(prepared, shape, layout)
+    group.converged, group.widest, group.rounds, group.seconds = (rounds.converged, rounds.widest, rounds.rounds,
+                                                                   rounds.seconds)
+    for n, cand in enumerate(order):
+        case = CaseTiming(cand.name, rounds.samples[n], rounds.calls[n], rounds.ratios[n])
+        if n in rounds.shadow:
+            case.agreement_check, case.agreement_median_s = "time_evaluator", statistics.median(rounds.shadow[n])
+        elif cand.name == "numpy" and alone_before is not None and alone_after is not None:
+            case.agreement_check = "numpy_alone"
+            case.agreement_median_s = statistics.geometric_mean([alone_before, alone_after])
+        if "numpy" in names_in and cand.name != "numpy":
+            case.vs_numpy = ratio_of_medians(rounds.samples[names_in.index("numpy")], case.samples, paired=True)
+        group.cases[cand.name] = case
+    if group.aa_of is not None:
+        orig, copy = group.cases[group.aa_of], group.cases.pop(group.aa_of + AA_SUFFIX)
+        group.aa = ratio_of_medians(copy.samples, orig.samples, paired=True)
+    return group
+
+
+def _alone(prepared: dict[str, Candidate], shape: MatmulShape, layout: str) -> float | None:
+    """NumPy timed alone in a fresh process (only when the group has numpy)."""
+    if "numpy" not in prepared:
+        return None
+    wait_for_quiet()  # our own BLAS threads must not spin beside the child
+    return numpy_alone([shape], layout=layout, threads=prepared["numpy"].threads, calls=20)[shape]
+
+
+__all__ = ["AA_PREFERRED", "AA_SUFFIX", "CaseTiming", "GroupTiming", "time_group"]

@@ -1,0 +1,106 @@
+"""Case-by-case comparison of runs (commits, CPU profiles) that knows the noise.
+
+For cases whose runs kept their raw samples (the interleaved grid saves
+``samples_s``), each latency ratio ``run / base`` comes with a bootstrap
+interval of the ratio of medians and a Mann-Whitney test on the two sample
+sets. A **regression** is then a ratio that is significant *and* further
+from 1 than the noise floor: the larger of the two runs' A/A floors for that
+shape (and of ``threshold``, when one is given).
+
+With ``normalize="numpy"`` each sample is first divided by NumPy's sample
+from the same round of the same run, so drift that both runs share (a
+slower machine, a busier neighbour) cancels; what is left is the case's
+speed relative to NumPy, compared across runs.
+
+Older runs without samples fall back to the interquartile rule: a ratio
+above ``1 + threshold`` (default 10%) whose IQR lies wholly above the base's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..core.tables import geomeans_by_kernel
+from ..measure.stats import ratio_of_medians
+from .load import KEY, ReportError
+
+#: Without raw samples: a latency ratio above 1 + this (and IQRs apart) is a regression.
+FALLBACK_THRESHOLD = 0.10
+NORMALIZE = ("none", "numpy")
+COLUMNS = ["base", "run", *KEY, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "method",
+           "inconclusive", "noisy", "iqr_separated", "significant", "regression"]
+
+
+def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
+    """Each case's samples over NumPy's from the same rounds (same run, kernel, M, layout)."""
+    if normalize not in NORMALIZE:
+        raise ReportError(f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
+    if normalize == "none":
+        return cases
+    shape = ["run", "kernel", "M", "layout"]
+    numpy = cases[cases["variant"] == "numpy"].set_index(shape)["samples"]
+    out = cases[cases["variant"] != "numpy"].copy()
+    normed = []
+    for _, r in out.iterrows():
+        ref = numpy.get(tuple(r[k] for k in shape))
+        s = r["samples"]
+        if ref is None or s is None or not isinstance(ref, (list, tuple)) or len(ref) != len(s):
+            normed.append(None)
+        else:
+            normed.append([a / b for a, b in zip(s, ref, strict=True)])
+    out["samples"] = normed
+    out["median_s"] = [float(np.median(s)) if s else math.nan for s in normed]
+    missing = out["samples"].isna()
+    if missing.all():
+        raise ReportError("--normalize numpy needs numpy timed in the same interleaved rounds as the cases "
+                          "(runs saved by the interleaved grid with numpy among --variants)")
+    return out[~missing]
+
+
+def compare_runs(cases: pd.DataFrame, base: str, threshold: float | None = None, cv_threshold: float = 0.10,
+                 normalize: str = "none") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Latency ratios of every other run over ``base``, case by case, with intervals where samples allow."""
+    if base not in set(cases["run"]):
+        raise ReportError(f"base run {base!r} is not among the runs: {', '.join(sorted(set(cases['run'])))}")
+    cases = _normalized(cases, normalize)
+    ref = cases[cases["run"] == base].set_index(KEY)
+    rows = []
+    for run, grp in cases[cases["run"] != base].groupby("run", sort=False):
+        joined = grp.set_index(KEY).merge(ref, left_index=True, right_index=True, how="inner", suffixes=("", "_base"))
+        for key, r in joined.iterrows():
+            rows.append(_compare_case(base, run, key, r, threshold, cv_threshold))
+    comp = pd.DataFrame(rows, columns=COLUMNS)
+    cols = ["base", "run", "kernel", "cases", "ratio_geomean", "regressions"]
+    parts = [geomeans_by_kernel(grp, ["ratio"], sort=True, extra=lambda g: {"regressions": int(g["regression"].sum())})
+             .assign(base=base, run=run).rename(columns={"shapes": "cases", "ratio": "ratio_geomean"})[cols]
+             for run, grp in comp.groupby("run", sort=False)]
+    return comp, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: float | None,
+                  cv_threshold: float) -> dict:
+    ratio = r["median_s"] / r["median_s_base"]
+    separated = bool(r["q1_s"] > r["q3_s_base"])  # the run's IQR wholly above the base's
+    row = {"base": base, "run": run, **dict(zip(KEY, key, strict=True)), "base_ms": r["median_s_base"] * 1e3,
+           "run_ms": r["median_s"] * 1e3, "ratio": ratio, "ci_lo": math.nan, "ci_hi": math.nan, "p": math.nan,
+           "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold), "iqr_separated": separated,
+           "inconclusive": bool(r.get("inconclusive") or r.get("inconclusive_base"))}
+    s, sb = r.get("samples"), r.get("samples_base")
+    if isinstance(s, (list, tuple)) and isinstance(sb, (list, tuple)) and len(s) > 1 and len(sb) > 1:
+        est = ratio_of_medians(s, sb, paired=False)
+        floors = [f for f in (r.get("noise_floor"), r.get("noise_floor_base")) if f is not None and not pd.isna(f)]
+        floor = max([*floors, threshold or 0.0])
+        row.update(ratio=est.value, ci_lo=est.lo, ci_hi=est.hi, p=est.p, floor=floor, method="samples",
+                   significant=est.significant)
+        row["regression"] = bool(est.significant and est.value - 1 > floor)
+    else:
+        floor = FALLBACK_THRESHOLD if threshold is None else threshold
+        row.update(floor=floor, method="iqr", significant=separated)
+        row["regression"] = bool(ratio > 1 + floor and separated)
+    return row
+
+
+__all__ = ["COLUMNS", "FALLBACK_THRESHOLD", "NORMALIZE", "compare_runs"]

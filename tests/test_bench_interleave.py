@@ -1,0 +1,99 @@
+"""bench/ times each shape's cases together: interleaved rounds, an A/A copy, adaptive sampling.
+
+Each case's pytest-benchmark record holds its own samples (so saving and
+comparing work unchanged), its raw samples travel in extra_info, the run's
+noise floor lands in machine_info and at the end of the terminal output.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from matmul import MatmulShape
+from matmul.core.registry import Unavailable
+from matmul.measure.grid import AA_SUFFIX, time_group
+from matmul.measure.interleave import RoundSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = RoundSettings(min_rounds=4, budget_s=1.0)
+
+
+def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "run.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--kernels", "qkv",
+         "--m-values", "8", f"--benchmark-json={out}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads(out.read_text())
+
+
+def test_a_shape_is_timed_as_one_group_with_its_aa_copy(tmp_path):
+    proc, data = _bench(tmp_path, "--variants", "full,rule_based,numpy", "--group-budget", "3", "--rounds", "6")
+    cases = {c["params"]["variant"]: c for c in data["benchmarks"]}
+    assert set(cases) == {"full", "rule_based", "numpy"}  # the A/A copy is a control, not a case
+    rounds = {c["extra_info"]["group_rounds"] for c in cases.values()}
+    assert len(rounds) == 1 and rounds.pop() >= 6
+    for name, case in cases.items():
+        info, stats = case["extra_info"], case["stats"]
+        assert info["interleaved"] is True and info["anchor"] == "rule_based" and info["aa_variant"] == "rule_based"
+        assert len(info["samples_s"]) == stats["rounds"] == info["group_rounds"]
+        assert stats["median"] == pytest.approx(statistics.median(info["samples_s"]))
+        assert case["options"]["timer"] == "interleaved_rounds"
+        assert info["aa"]["ratio"] > 0 and info["noise_floor"] >= 0 and isinstance(info["inconclusive"], bool)
+        if name == "rule_based":
+            assert "to_anchor" not in info  # the anchor has no ratio to itself
+        else:
+            r = info["to_anchor"]
+            assert r["ci_lo"] <= r["ratio"] <= r["ci_hi"] and 0 <= r["p"] <= 1
+        if name != "numpy":
+            lo, hi = info["speedup_vs_numpy_ci"]
+            assert lo <= info["speedup_vs_numpy"] <= hi
+    noise = data["machine_info"]["matmul"]["noise_floor"]
+    assert noise["groups"] == 1 and noise["per_shape"][0]["shape"] == "qkv-M8-NN"
+    assert noise["floor_max"] == pytest.approx(cases["full"]["extra_info"]["noise_floor"])
+    assert "in this run, differences below" in proc.stdout and "are noise" in proc.stdout
+
+
+def test_no_interleave_times_cases_one_after_another(tmp_path):
+    proc, data = _bench(tmp_path, "--variants", "full", "--no-interleave", "--rounds", "3")
+    (case,) = data["benchmarks"]
+    assert case["extra_info"]["interleaved"] is False and case["stats"]["rounds"] == 3
+    assert "samples_s" not in case["extra_info"] and data["machine_info"]["matmul"]["noise_floor"] is None
+    assert "A/A noise floor" not in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--aa", "numpy"), "the A/A copy must be a TVM variant"),
+    (("--aa", "fast"), "unknown variant 'fast'"),
+    (("--group-budget", "x"), "--group-budget"),
+    (("--ci-width", "2"), "ci_width"),
+])
+def test_bad_interleave_options_are_usage_errors(args, message):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
+
+
+def test_a_case_that_cannot_be_served_is_named_and_the_others_are_timed(tmp_path, monkeypatch):
+    monkeypatch.setenv("MATMUL_TUNING_ROOT", str(tmp_path))  # no MetaSchedule record anywhere
+    g = time_group(["metaschedule", "full", "numpy"], MatmulShape(8, 32, 32), settings=TINY)
+    assert isinstance(g.errors["metaschedule"], Unavailable)
+    assert set(g.cases) == {"full", "numpy"} and g.aa_of == "full" and g.anchor == "full"
+    assert g.cases["numpy"].vs_numpy is None and g.cases["full"].vs_numpy.value > 0
+    assert g.aa is not None and g.floor is not None and g.rounds >= 4
+    assert g.cases["full"].agreement_check == "time_evaluator"
+
+
+def test_without_an_aa_pair_the_group_says_so():
+    g = time_group(["full", "numpy"], MatmulShape(8, 32, 32), settings=TINY, aa=None)
+    assert g.aa is None and g.floor is None and g.summary()["aa"] is None
+    assert not any(n.endswith(AA_SUFFIX) for n in g.cases)

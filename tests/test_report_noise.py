@@ -1,0 +1,108 @@
+"""The report compares runs with intervals and significance, and flags only what beats the A/A floor.
+
+Runs are written here from known sample streams, so each test knows the
+truth: a 10% slowdown, an A/A pair, and a drift that both the case and NumPy
+share (which ``--normalize numpy`` must cancel).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matmul.report import ReportError, build_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _case(variant: str, samples: list[float], floor: float, inconclusive: bool = False) -> dict:
+    q1, q3 = np.quantile(samples, [0.25, 0.75])
+    return {
+        "params": {"kernel": "qkv", "M": 16, "variant": variant, "layout": "NN"},
+        "stats": {"median": statistics.median(samples), "mean": statistics.fmean(samples), "q1": q1, "q3": q3,
+                  "iqr": q3 - q1, "stddev": statistics.stdev(samples), "rounds": len(samples)},
+        "extra_info": {"K": 768, "N": 768, "interleaved": True, "samples_s": samples, "noise_floor": floor,
+                       "inconclusive": inconclusive},
+    }
+
+
+def _run(path: Path, when: str, cases: list[dict]) -> Path:
+    path.write_text(json.dumps({"benchmarks": cases, "datetime": when, "commit_info": {"id": when},
+                                "machine_info": {"matmul": {"profile": "p"}}}))
+    return path
+
+
+def _stream(scale: float, seed: int, n: int = 40, noise: float = 0.03) -> list[float]:
+    return list(1e-4 * scale * np.random.default_rng(seed).lognormal(0, noise, n))
+
+
+def test_a_significant_slowdown_beyond_the_floor_is_a_regression_and_an_aa_pair_is_not(tmp_path):
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02),
+                                                          _case("full", _stream(1.0, 2), 0.02)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.10, 3), 0.02),
+                                                         _case("full", _stream(1.0, 4), 0.02)])
+    comp = build_report([base, run]).comparison.set_index("variant")
+    slow, same = comp.loc["rule_based"], comp.loc["full"]
+    assert slow.method == "samples" and slow.ci_lo > 1.05 and slow.p < 0.001 and slow.regression
+    assert same.ci_lo <= 1.0 <= same.ci_hi and not same.significant and not same.regression
+
+
+def test_a_significant_change_inside_the_floor_is_not_a_regression(tmp_path):
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1, n=400), 0.08)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.05, 2, n=400), 0.08)])
+    row = build_report([base, run]).comparison.iloc[0]
+    assert row.significant and row.floor == pytest.approx(0.08) and not row.regression
+
+
+def test_normalizing_by_numpy_cancels_drift_both_runs_share(tmp_path):
+    # the second machine state is 20% slower for everything: the case and numpy alike
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02),
+                                                          _case("numpy", _stream(2.0, 2), 0.02)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.2, 3), 0.02),
+                                                         _case("numpy", _stream(2.4, 4), 0.02)])
+    raw = build_report([base, run]).comparison.set_index("variant").loc["rule_based"]
+    assert raw.regression  # 20% slower in absolute terms
+    norm = build_report([base, run], normalize="numpy")
+    row = norm.comparison.set_index("variant").loc["rule_based"]
+    assert "numpy" not in set(norm.comparison["variant"])
+    assert row.ratio == pytest.approx(1.0, abs=0.03) and not row.regression
+
+
+def test_normalize_without_numpy_in_the_rounds_says_what_is_needed(tmp_path):
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.0, 2), 0.02)])
+    with pytest.raises(ReportError, match="numpy timed in the same interleaved rounds"):
+        build_report([base, run], normalize="numpy")
+
+
+def test_inconclusive_cases_are_named_in_the_report_and_its_text(tmp_path, capsys):
+    run = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02, True)])
+    proc = subprocess.run([sys.executable, "-m", "matmul", "report", str(run)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 1 cases inconclusive" in proc.stdout and "differences below 2.0% are noise" in proc.stdout
+    assert build_report([run]).latency["inconclusive"].tolist() == [True]
+
+
+def test_cli_exit_code_follows_the_floor(tmp_path):
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.10, 3), 0.02)])
+    cli = [sys.executable, "-m", "matmul", "report", str(base), str(run)]
+    assert subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120).returncode == 1
+    # the same runs with a demanded minimum of 20%: no regression
+    assert subprocess.run([*cli, "--threshold", "0.2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120).returncode == 0
+
+
+def test_bad_samples_in_a_run_are_named(tmp_path):
+    bad = _case("rule_based", _stream(1.0, 1), 0.02)
+    bad["extra_info"]["samples_s"] = [1e-4, -1]
+    run = _run(tmp_path / "0001_a.json", "2026-01-01", [bad])
+    with pytest.raises(ReportError, match="samples_s that are not a list of positive seconds"):
+        build_report([run])
