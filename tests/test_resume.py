@@ -70,7 +70,7 @@ def test_known_candidates_are_dropped_and_reported_to_the_inner_search():
     assert inner.budget == 12  # room for the two known modules
     first = wrap.generate_measure_candidates()
     assert [module_hash(x.sch.mod) for x in first] == [module_hash(b)]
-    assert inner.notified == [(2, ["measured in an earlier run"] * 2)]
+    assert [n for n, _ in inner.notified] == [2] and "in an earlier run" in inner.notified[0][1][0]
     assert wrap.skipped == 2
     assert [module_hash(x.sch.mod) for x in wrap.generate_measure_candidates()] == [module_hash(d)]
     assert wrap.generate_measure_candidates() is None  # the inner search ended
@@ -78,15 +78,33 @@ def test_known_candidates_are_dropped_and_reported_to_the_inner_search():
 
 def test_a_batch_of_only_known_candidates_asks_again_and_gives_up_after_stale_rounds():
     a, b = _mods(2)
-    (got,) = SkipMeasured(ScriptedSearch([[a], [a], [b]]), {module_hash(a)}).generate_measure_candidates()
+    wrap = SkipMeasured(ScriptedSearch([[a], [a], [b]]), {module_hash(a)})
+    wrap.pre_tuning(4, 1, [])
+    (got,) = wrap.generate_measure_candidates()
     assert module_hash(got.sch.mod) == module_hash(b)
     stale = ScriptedSearch([[a]] * (MAX_STALE_ROUNDS + 1))
-    assert SkipMeasured(stale, {module_hash(a)}).generate_measure_candidates() is None
+    wrap = SkipMeasured(stale, {module_hash(a)})
+    wrap.pre_tuning(10, 1, [])
+    assert wrap.generate_measure_candidates() is None
     assert len(stale.notified) == MAX_STALE_ROUNDS
 
 
 def test_an_empty_batch_is_passed_on_not_taken_for_the_end():
-    assert SkipMeasured(ScriptedSearch([[]]), set()).generate_measure_candidates() == []
+    wrap = SkipMeasured(ScriptedSearch([[]]), set())
+    wrap.pre_tuning(4, 4, [])
+    assert wrap.generate_measure_candidates() == []
+
+
+def test_the_wrapper_keeps_the_trial_budget_the_inner_search_was_given_room_beyond():
+    a, b, c, d, e = _mods(5)
+    inner = ScriptedSearch([[a, b, c], [d, e]])
+    wrap = SkipMeasured(inner, {module_hash(a)})
+    wrap.pre_tuning(3, 3, [])
+    assert len(wrap.generate_measure_candidates()) == 2  # b, c
+    (last,) = wrap.generate_measure_candidates()  # d; e would be a fourth trial
+    assert module_hash(last.sch.mod) == module_hash(d)
+    assert inner.notified[-1][0] == 1  # e handed back unmeasured
+    assert wrap.generate_measure_candidates() is None
 
 
 @pytest.fixture(scope="module")

@@ -63,12 +63,16 @@ class SkipMeasured(PySearchStrategy):
         self.inner = inner
         self.known = set(known)
         self.skipped = 0
+        self.max_trials = 0
+        self.sent = 0
 
     def _initialize_with_tune_context(self, context) -> None:
         self.inner._initialize_with_tune_context(context)
 
     def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database=None, cost_model=None) -> None:
-        # The inner search counts dropped candidates as trials; give it room for each known module.
+        # The inner search counts dropped candidates as trials; give it room for each known module. The
+        # trial budget itself is kept here: the task scheduler leaves it to the strategy.
+        self.max_trials, self.sent = max_trials, 0
         self.inner.pre_tuning(max_trials + len(self.known), num_trials_per_iter, design_spaces, database,
                               cost_model)
 
@@ -78,15 +82,22 @@ class SkipMeasured(PySearchStrategy):
 
     def generate_measure_candidates(self):
         for _ in range(MAX_STALE_ROUNDS):
+            if self.sent >= self.max_trials:
+                return None
             cands = self.inner.generate_measure_candidates()
             if cands is None:
                 return None
             fresh = [c for c in cands if module_hash(c.sch.mod) not in self.known]
             old = [c for c in cands if module_hash(c.sch.mod) in self.known]
-            if old:
-                self.skipped += len(old)
+            self.skipped += len(old)
+            over = fresh[self.max_trials - self.sent:]  # beyond the budget: never measured
+            fresh = fresh[:self.max_trials - self.sent]
+            if old or over:
                 self.inner.notify_runner_results(
-                    old, [ms.runner.RunnerResult(run_secs=None, error_msg="measured in an earlier run")] * len(old))
+                    old + over, [ms.runner.RunnerResult(run_secs=None, error_msg="not measured: "
+                                                        "in an earlier run, or over the trial budget")]
+                    * (len(old) + len(over)))
+            self.sent += len(fresh)
             if fresh or not cands:
                 return fresh
         return None
