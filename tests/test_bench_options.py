@@ -70,7 +70,7 @@ def test_saved_runs_group_by_kernel_and_m(tmp_path):
     """A saved run can be grouped by the parametrize names the README gives."""
     storage = f"file://{tmp_path}"
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--kernels", "qkv",
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
          "--m-values", "5", "--variants", "full", f"--benchmark-storage={storage}", "--benchmark-save=t",
          "--benchmark-min-rounds=1"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -91,7 +91,7 @@ def test_runs_are_stored_per_cpu_profile(tmp_path):
     from matmul import host_facts
 
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--kernels", "qkv",
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
          "--m-values", "3", "--variants", "full,numpy", f"--benchmark-storage=file://{tmp_path}",
          "--benchmark-save=p", "--rounds=3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -163,7 +163,7 @@ def test_ml_guided_fallback_is_saved_in_extra_info(tmp_path):
     import os
 
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--kernels", "qkv",
+        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
          "--m-values", "8", "--variants", "ml_guided", f"--benchmark-storage=file://{tmp_path / 'runs'}",
          "--benchmark-save=ml", "--rounds=3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
