@@ -86,13 +86,7 @@ def test_matmul(benchmark, workload, variant, layout, bench_settings, grid_timer
     info.update(settle_s=settle.seconds, quiet=settle.quiet)
     if not timed:  # --benchmark-disable: verified, not timed
         return
-    stats = benchmark.stats.stats
-    median = stats.median
-    info.update(
-        gflops=shape.flops / median / 1e9,
-        gflops_iqr=shape.flops / stats.q1 / 1e9 - shape.flops / stats.q3 / 1e9,
-        pct_peak=100 * shape.flops / median / 1e9 / peak.gflops,
-    )
+    median = _rates(info, benchmark.stats.stats, shape, peak)
     if numpy_before is not None:
         numpy_s = geomean([numpy_before, _numpy_median(shape, layout, cand.threads)])
         info.update(numpy_median_s=numpy_s, speedup_vs_numpy=numpy_s / median)
@@ -108,6 +102,17 @@ def _numpy_alone(cand, rounds: int) -> float:
     """NumPy timed alone, in a fresh process that loads nothing else."""
     wait_for_quiet()  # our own BLAS threads must not spin beside the child
     return numpy_alone([cand.shape], layout=cand.layout, threads=cand.threads, calls=rounds)[cand.shape]
+
+
+def _rates(info: dict, stats, shape, peak) -> float:
+    """GFLOP/s, its IQR and percent of peak from pytest-benchmark's stats, into ``info``; returns the median."""
+    median = stats.median
+    info.update(
+        gflops=shape.flops / median / 1e9,
+        gflops_iqr=shape.flops / stats.q1 / 1e9 - shape.flops / stats.q3 / 1e9,
+        pct_peak=100 * shape.flops / median / 1e9 / peak.gflops,
+    )
+    return median
 
 
 def _replay(samples: list[float]):
@@ -140,13 +145,7 @@ def _timed_in_group(benchmark, group, variant: str, shape, peak) -> None:
         info.update(to_anchor=case.to_anchor.as_dict())
     benchmark._timer = _replay(case.samples)  # noqa: SLF001 - pytest-benchmark has no public way to hand it samples
     benchmark.pedantic(lambda: None, rounds=len(case.samples), warmup_rounds=0, iterations=1)
-    stats = benchmark.stats.stats
-    median = stats.median
-    info.update(
-        gflops=shape.flops / median / 1e9,
-        gflops_iqr=shape.flops / stats.q1 / 1e9 - shape.flops / stats.q3 / 1e9,
-        pct_peak=100 * shape.flops / median / 1e9 / peak.gflops,
-    )
+    median = _rates(info, benchmark.stats.stats, shape, peak)
     if case.vs_numpy is not None:
         info.update(numpy_median_s=group.cases["numpy"].median_s, speedup_vs_numpy=case.vs_numpy.value,
                     speedup_vs_numpy_ci=[case.vs_numpy.lo, case.vs_numpy.hi])
