@@ -26,12 +26,13 @@ form the paired, evidence, sweep, compare-db and held-out commands use.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .candidates import Candidate
-from .stats import Ratio, ratio_of_medians
+from .stats import BOOTSTRAP, Ratio, ratio_of_medians
 from .timing import call_times, median_seconds, wait_for_quiet
 
 #: Each fixed-form block lasts at least this long (see :func:`calls_for`): a
@@ -94,10 +95,7 @@ def _pool_key(cand: Candidate) -> str:
 def _block(cand: Candidate, calls: int, clock: Callable[[], float]) -> float:
     with cand.pool():
         cand.call()  # the block's warm-up: the previous candidate evicted our tensors
-        times = call_times(cand.call, calls, clock)
-    times.sort()
-    mid = len(times) // 2
-    return times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
+        return statistics.median(call_times(cand.call, calls, clock))
 
 
 def _round(cands: Sequence[Candidate], calls: Sequence[int], samples: list[list[float]], last_pool: str | None,
@@ -161,26 +159,25 @@ def time_rounds(
     samples: list[list[float]] = [[] for _ in cands]
     shadow_timers = {n: t for n in range(len(cands)) if shadows and (t := shadows(n, calls[n])) is not None}
     shadow: dict[int, list[float]] = {}
+    if len(cands) == 1:
+        anchor = None  # nothing to take a ratio against
+
+    def tight(ratios: list[Ratio | None]) -> bool:
+        return max(r.half_width for r in ratios if r is not None) <= settings.ci_width
+
     last_pool = None
-    converged = False
     while True:
         for _ in range(2):  # a mirrored pair of rounds
             last_pool = _round(cands, calls, samples, last_pool, clock, settle, shadow_timers, shadow)
         done = len(samples[0])
         if done < settings.min_rounds:
             continue
-        if anchor is None or len(cands) == 1:
-            converged = anchor is None or len(cands) == 1
-            break
-        widest = max(r.half_width for r in _ratios(samples, anchor, CHECK_RESAMPLES) if r is not None)
-        if widest <= settings.ci_width:
-            converged = True
+        if anchor is None or tight(_ratios(samples, anchor, CHECK_RESAMPLES)):
             break
         if done + 2 > settings.max_rounds or clock() - t0 >= settings.budget_s:
             break
-    ratios = _ratios(samples, anchor, 2000) if len(cands) > 1 else [None]
-    if anchor is not None and len(cands) > 1:
-        converged = max(r.half_width for r in ratios if r is not None) <= settings.ci_width
+    ratios = _ratios(samples, anchor, BOOTSTRAP)  # the reported intervals, with every resample
+    converged = anchor is None or tight(ratios)
     return Rounds(samples, calls, anchor, ratios, converged, clock() - t0, settings, shadow)
 
 
