@@ -87,8 +87,9 @@ class SkipMeasured(PySearchStrategy):
             cands = self.inner.generate_measure_candidates()
             if cands is None:
                 return None
-            fresh = [c for c in cands if module_hash(c.sch.mod) not in self.known]
-            old = [c for c in cands if module_hash(c.sch.mod) in self.known]
+            seen = [module_hash(c.sch.mod) in self.known for c in cands]  # one hash per candidate
+            fresh = [c for c, k in zip(cands, seen, strict=True) if not k]
+            old = [c for c, k in zip(cands, seen, strict=True) if k]
             self.skipped += len(old)
             over = fresh[self.max_trials - self.sent:]  # beyond the budget: never measured
             fresh = fresh[:self.max_trials - self.sent]
@@ -109,6 +110,11 @@ class SkipMeasured(PySearchStrategy):
         return SkipMeasured(self.inner.clone(), self.known)
 
 
+def staged_trials(staging: Path, run: dict) -> int:
+    """Trials a staged run measured itself: its record lines beyond those it copied from the shard."""
+    return max(len(timed_records(staging / RECORD_FILE)) - int(run["copied"]), 0)
+
+
 def trials_done(pdir: Path, key: str, ledger: dict) -> int:
     """Trials of ``key`` measured so far: the ledger's, plus those a killed run left in staging."""
     entry = ledger.get(key)
@@ -118,9 +124,9 @@ def trials_done(pdir: Path, key: str, ledger: dict) -> int:
         run = json.loads((staging / "run.json").read_text(encoding="utf-8"))
         if entry is not None and run["id"] in entry.runs:
             return done  # merged already; only the clean-up was left
-        return done + max(len(timed_records(staging / RECORD_FILE)) - int(run["copied"]), 0)
+        return done + staged_trials(staging, run)
     except (OSError, ValueError, KeyError, TypeError, DatabaseError):
         return done  # no staged run, or one the tune itself will report
 
 
-__all__ = ["MAX_STALE_ROUNDS", "SkipMeasured", "measured_hashes", "module_hash", "trials_done"]
+__all__ = ["MAX_STALE_ROUNDS", "SkipMeasured", "measured_hashes", "module_hash", "staged_trials", "trials_done"]

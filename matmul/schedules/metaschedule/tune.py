@@ -45,7 +45,7 @@ from .database import (
     write_ledger,
 )
 from .lock import profile_lock
-from .resume import SkipMeasured, measured_hashes, trials_done
+from .resume import SkipMeasured, measured_hashes, staged_trials, trials_done
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ def _tune_workload(shape: MatmulShape, *, trials: int, dtype: str, layout: str, 
         atomic_write(base_file, json.dumps(run) + "\n")
 
     before = entry.trials
-    staged = len(timed_records(staging / RECORD_FILE)) - run["copied"]
+    staged = staged_trials(staging, run)
     remaining = trials - before - staged
     t0 = time.monotonic()
     best = [entry.best_s]
