@@ -36,17 +36,13 @@ from matmul.schedules.metaschedule.database import (
 from matmul.schedules.metaschedule.lock import LOCK_FILE
 from matmul.schedules.metaschedule.tune import SearchSettings, tune, tune_workload
 
+from .conftest import TUNED_SHAPE
+
 ROOT = Path(__file__).resolve().parents[1]
-SHAPE = MatmulShape(16, 32, 24)
+SHAPE = TUNED_SHAPE  # tuned once per session by the shared tuned_root fixture
 #: Small searches: the population, not the trial count, sets a tiny workload's tuning time.
 FAST = SearchSettings(population=16, seed=1)
 
-
-@pytest.fixture(scope="module")
-def tuned_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ms_root")
-    tune_workload(SHAPE, trials=6, root=root, search=SearchSettings(per_iter=6, population=16, seed=1))
-    return root
 
 
 @pytest.mark.metaschedule

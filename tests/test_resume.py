@@ -32,9 +32,10 @@ from matmul.schedules.metaschedule.resume import (
     module_hash,
     trials_done,
 )
-from matmul.schedules.metaschedule.tune import SearchSettings, tune_workload
 
-SHAPE = MatmulShape(16, 32, 24)
+from .conftest import TUNED_SHAPE
+
+SHAPE = TUNED_SHAPE  # tuned once per session by the shared tuned_root fixture
 
 
 def _mods(n: int) -> list:
@@ -106,12 +107,6 @@ def test_the_wrapper_keeps_the_trial_budget_the_inner_search_was_given_room_beyo
     assert inner.notified[-1][0] == 1  # e handed back unmeasured
     assert wrap.generate_measure_candidates() is None
 
-
-@pytest.fixture(scope="module")
-def tuned_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume_root")
-    tune_workload(SHAPE, trials=6, root=root, search=SearchSettings(per_iter=6, population=16, seed=1))
-    return root
 
 
 @pytest.mark.metaschedule
