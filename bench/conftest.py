@@ -29,6 +29,7 @@ from matmul.core.kernel import LAYOUTS, check_layout
 from matmul.core.registry import unavailable
 from matmul.core.workloads import parse_positive_int
 from matmul.measure.candidates import candidate_names, check_candidate
+from matmul.measure.grid import GroupTiming, time_group
 from matmul.measure.interleave import RoundSettings
 from matmul.measure.references import get_reference, is_reference
 
@@ -118,7 +119,7 @@ class GridTimer:
     def __init__(self, settings: dict):
         self.settings = settings
         self.members: dict[tuple, list[str]] | None = None
-        self.groups: dict[tuple, object] = {}
+        self.groups: dict[tuple, GroupTiming] = {}
         self.summaries: list[dict] = []
 
     def _collect(self, session) -> dict[tuple, list[str]]:
@@ -129,9 +130,7 @@ class GridTimer:
                 members.setdefault((params["kernel"], params["M"], params["layout"]), []).append(params["variant"])
         return members
 
-    def group(self, session, workload, layout: str):
-        from matmul.measure.grid import time_group
-
+    def group(self, session, workload, layout: str) -> GroupTiming:
         if self.members is None:
             self.members = self._collect(session)
         key = (workload.kernel, workload.M, layout)
@@ -139,10 +138,7 @@ class GridTimer:
             g = time_group(self.members.get(key, []), workload.shape, layout=layout,
                            settings=self.settings["round_settings"], aa=self.settings["aa"])
             self.groups[key] = g
-            self.summaries.append({"shape": f"{workload.id}-{layout}", "aa_variant": g.aa_of,
-                                   "aa_ratio": None if g.aa is None else g.aa.value, "noise_floor": g.floor,
-                                   "inconclusive": not g.converged, "widest_half_width": g.widest,
-                                   "rounds": g.rounds, "seconds": g.seconds})
+            self.summaries.append(g.brief(f"{workload.id}-{layout}"))
         return self.groups[key]
 
     def noise_summary(self) -> dict | None:

@@ -50,20 +50,19 @@ def _numpy_median(shape, layout, threads: int) -> float:
 def test_matmul(benchmark, workload, variant, layout, bench_settings, grid_timer, request):
     shape = workload.shape
     rounds = bench_settings["rounds"]
+    peak = fp32_peak()
+    info = benchmark.extra_info
+    # kernel, M, variant and layout are saved as params already
+    info.update(model=workload.model, K=shape.K, N=shape.N, peak_gflops=peak.gflops, peak_method=peak.method)
+    timed = benchmark.enabled
+    if timed and bench_settings["interleave"]:  # the group builds and verifies every case, this one included
+        _timed_in_group(benchmark, grid_timer.group(request.session, workload, layout), variant, shape, peak)
+        return
     try:
         cand = prepare(variant, shape, layout=layout)  # raises on a wrong result
     except Unavailable as err:  # the family cannot serve this case after all (e.g. every record failed)
         pytest.skip(str(err))
-    peak = fp32_peak()
-    info = benchmark.extra_info
-    # kernel, M, variant and layout are saved as params already
-    info.update(model=workload.model, K=shape.K, N=shape.N, kind=cand.kind, family=cand.family, threads=cand.threads,
-                decisions=cand.decisions, peak_gflops=peak.gflops, peak_method=peak.method)
-    info.update(cand.promoted)  # the keys a family promotes, e.g. ml_guided's fallback (None, or why)
-    timed = benchmark.enabled
-    if timed and bench_settings["interleave"]:
-        _timed_in_group(benchmark, grid_timer.group(request.session, workload, layout), variant, shape, peak)
-        return
+    info.update(cand.describe())  # with the keys a family promotes, e.g. ml_guided's fallback (None, or why)
     info.update(interleaved=False)
     # The independent timer for agreement. TVM kernels: one native
     # time_evaluator call before every round, interleaved with
@@ -139,11 +138,12 @@ def _timed_in_group(benchmark, group, variant: str, shape, peak) -> None:
         raise err
     case = group.cases[variant]
     info = benchmark.extra_info
+    info.update(case.described)
     info.update(group.summary())
     info.update(samples_s=case.samples, calls_per_sample=case.calls)
     if case.to_anchor is not None:
         info.update(to_anchor=case.to_anchor.as_dict())
-    benchmark._timer = _replay(case.samples)  # noqa: SLF001 - pytest-benchmark has no public way to hand it samples
+    benchmark._timer = _replay(case.samples)
     benchmark.pedantic(lambda: None, rounds=len(case.samples), warmup_rounds=0, iterations=1)
     median = _rates(info, benchmark.stats.stats, shape, peak)
     if case.vs_numpy is not None:

@@ -65,6 +65,11 @@ class Candidate:
     args: tuple | None = None
     _pool: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
+    def describe(self) -> dict[str, Any]:
+        """What a benchmark saves about this candidate: kind, family, threads, decisions and the promoted keys."""
+        return {"kind": self.kind, "family": self.family, "threads": self.threads, "decisions": self.decisions,
+                **self.promoted}
+
     def pool(self) -> contextlib.AbstractContextManager:
         """Context in which the call runs with its intended thread count."""
         return self._pool()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ..core.registry import Unavailable
 from ..core.workloads import MatmulShape
 from .candidates import Candidate, prepare
-from .interleave import RoundSettings, time_rounds
+from .interleave import DEFAULT_ROUNDS, RoundSettings, time_rounds
 from .references import numpy_alone
 from .stats import Ratio, noise_floor, ratio_of_medians
 from .timing import wait_for_quiet
@@ -46,6 +46,7 @@ class CaseTiming:
     samples: list[float]  # per-call seconds, one per round
     calls: int  # timed calls per sample
     to_anchor: Ratio | None  # this case's time over the anchor's (None: the anchor itself)
+    described: dict = field(default_factory=dict)  # Candidate.describe(): kind, family, decisions, ...
     vs_numpy: Ratio | None = None  # NumPy's time over this case's, in the same rounds: the speedup over NumPy
     agreement_check: str | None = None
     agreement_median_s: float | None = None
@@ -76,6 +77,12 @@ class GroupTiming:
         """The A/A noise floor (0.02: differences below 2% are noise), or None without an A/A pair."""
         return None if self.aa is None else noise_floor(self.aa)
 
+    def brief(self, label: str) -> dict:
+        """One line of the run's noise-floor summary (``machine_info`` and the end of the terminal output)."""
+        return {"shape": label, "aa_variant": self.aa_of, "aa_ratio": None if self.aa is None else self.aa.value,
+                "noise_floor": self.floor, "inconclusive": not self.converged, "widest_half_width": self.widest,
+                "rounds": self.rounds, "seconds": self.seconds}
+
     def summary(self) -> dict:
         """What every case of the group carries in its ``extra_info``."""
         return {
@@ -96,7 +103,7 @@ def _aa_source(prepared: dict[str, Candidate], aa: str | None) -> str | None:
 
 
 def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
-               settings: RoundSettings = RoundSettings(), aa: str | None = "auto",
+               settings: RoundSettings = DEFAULT_ROUNDS, aa: str | None = "auto",
                anchor: str | None = None) -> GroupTiming:
     """Build, verify and time ``names`` on ``shape`` together, with an A/A copy of one TVM case.
 
@@ -137,7 +144,7 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
     group.converged, group.widest, group.rounds, group.seconds = (rounds.converged, rounds.widest, rounds.rounds,
                                                                    rounds.seconds)
     for n, cand in enumerate(order):
-        case = CaseTiming(cand.name, rounds.samples[n], rounds.calls[n], rounds.ratios[n])
+        case = CaseTiming(cand.name, rounds.samples[n], rounds.calls[n], rounds.ratios[n], cand.describe())
         if n in rounds.shadow:
             case.agreement_check, case.agreement_median_s = "time_evaluator", statistics.median(rounds.shadow[n])
         elif cand.name == "numpy" and alone_before is not None and alone_after is not None:

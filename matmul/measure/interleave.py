@@ -65,6 +65,10 @@ class RoundSettings:
                              f"{self.budget_s}, {self.ci_width}, {self.sample_s}, {self.min_calls}")
 
 
+#: The grid's default sampling (``bench/`` overrides it from its options).
+DEFAULT_ROUNDS = RoundSettings()
+
+
 @dataclass
 class Rounds:
     """What :func:`time_rounds` measured for one group."""
@@ -130,7 +134,7 @@ def time_rounds(
     cands: Sequence[Candidate],
     *,
     anchor: int | None = None,
-    settings: RoundSettings = RoundSettings(),
+    settings: RoundSettings = DEFAULT_ROUNDS,
     clock: Callable[[], float] = time.perf_counter,
     settle: Callable[[], object] = wait_for_quiet,
     shadows: Callable[[int, int], Callable[[], float] | None] | None = None,
@@ -211,5 +215,5 @@ def calls_for(cand: Candidate, calls: int, block_s: float = BLOCK_S) -> int:
         return max(calls, math.ceil(block_s / median_seconds(cand.call, calls=calls)))
 
 
-__all__ = ["BLOCK_S", "CHECK_RESAMPLES", "RoundSettings", "Rounds", "SAMPLE_S", "calls_for", "time_interleaved",
-           "time_rounds"]
+__all__ = ["BLOCK_S", "CHECK_RESAMPLES", "DEFAULT_ROUNDS", "SAMPLE_S", "RoundSettings", "Rounds", "calls_for",
+           "time_interleaved", "time_rounds"]
