@@ -59,8 +59,8 @@ def pytest_addoption(parser):
     g.addoption("--baseline-max-m", default=str(BASELINE_MAX_M),
                 help="largest M at which the slow 'baseline' variant is timed (default: %(default)s)")
     g.addoption("--rounds", default="20",
-                help="timed rounds per case: the minimum when interleaved, the exact count with --no-interleave "
-                     "(default: %(default)s)")
+                help="timed rounds per case: the minimum when interleaved (unless --group-budget runs out first; "
+                     "never fewer than 4), the exact count with --no-interleave (default: %(default)s)")
     g.addoption("--no-interleave", action="store_true",
                 help="time each case on its own, one after another (the old way; no A/A control, no intervals)")
     g.addoption("--group-budget", default="10",

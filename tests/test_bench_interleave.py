@@ -36,7 +36,7 @@ def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dic
 
 
 def test_a_shape_is_timed_as_one_group_with_its_aa_copy(tmp_path):
-    proc, data = _bench(tmp_path, "--variants", "full,rule_based,numpy", "--group-budget", "1.5", "--rounds", "6")
+    proc, data = _bench(tmp_path, "--variants", "full,rule_based,numpy", "--group-budget", "3", "--rounds", "6")
     cases = {c["params"]["variant"]: c for c in data["benchmarks"]}
     assert set(cases) == {"full", "rule_based", "numpy"}  # the A/A copy is a control, not a case
     rounds = {c["extra_info"]["group_rounds"] for c in cases.values()}

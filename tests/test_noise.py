@@ -158,3 +158,39 @@ def test_ratio_refuses_bad_samples(x, y, msg):
 def test_noise_floor_is_the_larger_of_offset_and_half_width():
     assert noise_floor(Ratio(1.02, 1.01, 1.03, 0.5, 10, 10)) == pytest.approx(0.02)
     assert noise_floor(Ratio(1.0, 0.95, 1.05, 0.5, 10, 10)) == pytest.approx(0.05)
+
+
+def test_the_budget_caps_even_the_minimum_rounds_but_not_below_two_pairs():
+    m = Machine()
+    slow = [m.kernel("a", 0.3), m.kernel("b", 0.3)]  # 0.3 s per call: 20 rounds would take 12 s
+    r = time_rounds(slow, anchor=0, settings=RoundSettings(min_rounds=20, budget_s=1.0), clock=m.clock,
+                    settle=_quiet)
+    assert r.rounds == 4 and r.seconds < 4
+    fast = time_rounds([m.kernel("a", 1e-3), m.kernel("b", 1e-3)], anchor=0,
+                       settings=RoundSettings(min_rounds=20, budget_s=60), clock=m.clock, settle=_quiet)
+    assert fast.rounds == 20  # within budget the minimum holds
+
+
+def test_a_kernel_that_fills_a_sample_alone_gets_no_warm_up_call_and_shadows_sample_forward_rounds():
+    m = Machine()
+    calls = {"slow": 0, "fast": 0}
+
+    def counted(name, seconds):
+        cand = m.kernel(name, seconds)
+        inner = cand.call
+
+        def call():
+            calls[name] += 1
+            inner()
+
+        cand.call = call
+        return cand
+
+    cands = [counted("slow", 1.0), counted("fast", 0.125)]  # exact binary fractions: the call counts are exact
+    shadowed = []
+    r = time_rounds(cands, anchor=1, settings=RoundSettings(min_rounds=8, max_rounds=8, budget_s=600, sample_s=0.5),
+                    clock=m.clock, settle=_quiet, shadows=lambda n, c: (lambda: shadowed.append(n) or 1e-4))
+    assert r.calls == [1, 4]
+    assert calls["slow"] == 2 + 8  # calibration (warm-up + 1), then one call per round
+    assert calls["fast"] == 2 + 8 * 5  # calibration, then a warm-up call and 4 timed calls per round
+    assert shadowed == [0, 1, 0, 1, 0, 1, 0, 1] and len(r.shadow[0]) == 4  # forward rounds only

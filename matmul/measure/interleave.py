@@ -19,7 +19,8 @@ library's workers still spin there, while TVM kernels share one pool.
 :func:`time_rounds` samples adaptively: after ``min_rounds`` it keeps adding
 round pairs until each candidate's ratio to the anchor has a confidence
 interval no wider than ``+-ci_width``, or the time ``budget_s`` is spent
-(then the group is *inconclusive*). :func:`time_interleaved` is the fixed
+(then the group is *inconclusive*). The budget caps even ``min_rounds``,
+down to :data:`MIN_ROUNDS`, so a group of slow kernels stays within it. :func:`time_interleaved` is the fixed
 form the paired, evidence, sweep, compare-db and held-out commands use.
 """
 
@@ -40,6 +41,8 @@ from .timing import call_times, median_seconds, wait_for_quiet
 BLOCK_S = 0.03
 #: Each adaptive-form sample lasts at least this long: rounds are many, so a sample can be short.
 SAMPLE_S = 0.004
+#: Rounds taken even when the budget is spent (two mirrored pairs: the fewest an interval can rest on).
+MIN_ROUNDS = 4
 #: Resamples used while deciding whether to stop (the reported interval uses the full count).
 CHECK_RESAMPLES = 400
 
@@ -53,10 +56,10 @@ class RoundSettings:
     budget_s: float = 10.0
     ci_width: float = 0.03
     sample_s: float = SAMPLE_S
-    min_calls: int = 5
+    min_calls: int = 1
 
     def __post_init__(self) -> None:
-        if self.min_rounds < 4 or self.min_rounds % 2:
+        if self.min_rounds < MIN_ROUNDS or self.min_rounds % 2:
             raise ValueError(f"min_rounds must be an even number >= 4 (mirrored pairs), got {self.min_rounds}")
         if self.max_rounds < self.min_rounds:
             raise ValueError(f"max_rounds ({self.max_rounds}) must be at least min_rounds ({self.min_rounds})")
@@ -96,28 +99,34 @@ def _pool_key(cand: Candidate) -> str:
     return "tvm" if cand.kind == "tvm" else cand.name
 
 
-def _block(cand: Candidate, calls: int, clock: Callable[[], float]) -> float:
+def _block(cand: Candidate, calls: int, clock: Callable[[], float], warm: bool = True) -> float:
     with cand.pool():
-        cand.call()  # the block's warm-up: the previous candidate evicted our tensors
+        if warm:
+            cand.call()  # the block's warm-up: the previous candidate evicted our tensors
         return statistics.median(call_times(cand.call, calls, clock))
 
 
 def _round(cands: Sequence[Candidate], calls: Sequence[int], samples: list[list[float]], last_pool: str | None,
            clock: Callable[[], float], settle: Callable[[], object],
            shadows: Mapping[int, Callable[[], float]] | None = None,
-           shadow_samples: dict[int, list[float]] | None = None) -> str | None:
+           shadow_samples: dict[int, list[float]] | None = None, fixed: bool = False) -> str | None:
     """One round: a block of every candidate, forward on even rounds and mirrored on odd ones.
 
     A candidate with a shadow sampler (another timer of the same kernel) is
-    sampled by it right after its own block.
+    sampled by it right after its own block, in forward rounds (half the
+    rounds: the check needs a median, not every round). ``fixed``: the fixed form,
+    whose every block starts with a warm-up call.
     """
-    order = range(len(cands)) if len(samples[0]) % 2 == 0 else range(len(cands) - 1, -1, -1)
+    forward = len(samples[0]) % 2 == 0
+    order = range(len(cands)) if forward else range(len(cands) - 1, -1, -1)
     for n in order:
         if _pool_key(cands[n]) != last_pool:  # another library's workers may still spin
             settle()
             last_pool = _pool_key(cands[n])
-        samples[n].append(_block(cands[n], calls[n], clock))
-        if shadows and n in shadows and shadow_samples is not None:
+        # A kernel that fills a sample with one call is long enough that reloading its tensors is noise
+        # beside it: no warm-up call there (it would double the time of the slowest cases).
+        samples[n].append(_block(cands[n], calls[n], clock, warm=calls[n] > 1 or fixed))
+        if forward and shadows and n in shadows and shadow_samples is not None:
             with cands[n].pool():
                 shadow_samples.setdefault(n, []).append(shadows[n]())
     return last_pool
@@ -141,7 +150,8 @@ def time_rounds(
 ) -> Rounds:
     """Sample every candidate once per round, in mirrored order, until the ratios to ``anchor`` are tight.
 
-    Without an ``anchor`` exactly ``min_rounds`` rounds are taken. ``clock``
+    Without an ``anchor`` ``min_rounds`` rounds are taken (fewer, but at
+    least :data:`MIN_ROUNDS`, once ``budget_s`` is spent). ``clock``
     and ``settle`` are for tests, which drive the timer with a synthetic clock.
     ``shadows(n, calls)`` may give, for candidate ``n`` and its calls per
     block, a second timer of the same kernel (per-call seconds), sampled
@@ -174,11 +184,12 @@ def time_rounds(
         for _ in range(2):  # a mirrored pair of rounds
             last_pool = _round(cands, calls, samples, last_pool, clock, settle, shadow_timers, shadow)
         done = len(samples[0])
-        if done < settings.min_rounds:
-            continue
+        spent = clock() - t0 >= settings.budget_s
+        if done < settings.min_rounds and not (spent and done >= MIN_ROUNDS):
+            continue  # the budget caps even the minimum, down to two round pairs
         if anchor is None or tight(_ratios(samples, anchor, CHECK_RESAMPLES)):
             break
-        if done + 2 > settings.max_rounds or clock() - t0 >= settings.budget_s:
+        if done + 2 > settings.max_rounds or spent:
             break
     ratios = _ratios(samples, anchor, BOOTSTRAP)  # the reported intervals, with every resample
     converged = anchor is None or tight(ratios)
@@ -205,7 +216,8 @@ def time_interleaved(cands: Sequence[Candidate], *, blocks: int = 4, calls: int 
     times: list[list[float]] = [[] for _ in cands]
     last_pool = None
     for _ in range(blocks):
-        last_pool = _round(cands, [calls] * len(cands), times, last_pool, time.perf_counter, wait_for_quiet)
+        last_pool = _round(cands, [calls] * len(cands), times, last_pool, time.perf_counter, wait_for_quiet,
+                           fixed=True)
     return times
 
 
@@ -215,5 +227,5 @@ def calls_for(cand: Candidate, calls: int, block_s: float = BLOCK_S) -> int:
         return max(calls, math.ceil(block_s / median_seconds(cand.call, calls=calls)))
 
 
-__all__ = ["BLOCK_S", "CHECK_RESAMPLES", "DEFAULT_ROUNDS", "SAMPLE_S", "RoundSettings", "Rounds", "calls_for",
+__all__ = ["BLOCK_S", "CHECK_RESAMPLES", "DEFAULT_ROUNDS", "MIN_ROUNDS", "SAMPLE_S", "RoundSettings", "Rounds", "calls_for",
            "time_interleaved", "time_rounds"]
