@@ -17,7 +17,13 @@ import pytest
 from matmul import MatmulShape
 from matmul.measure.candidates import Candidate
 from matmul.measure.interleave import RoundSettings, time_interleaved, time_rounds
-from matmul.measure.stats import Ratio, is_change, mann_whitney_p, noise_floor, ratio_of_medians
+from matmul.measure.stats import (
+    Ratio,
+    is_change,
+    mann_whitney_p,
+    noise_floor,
+    ratio_of_medians,
+)
 
 SHAPE = MatmulShape(16, 64, 64)
 
@@ -116,8 +122,8 @@ def test_fixed_form_gives_blocks_per_candidate():
         time_interleaved([m.kernel("a", 1e-3)], blocks=3)
 
 
-@pytest.mark.parametrize("bad", [dict(min_rounds=3), dict(min_rounds=8, max_rounds=6), dict(ci_width=0),
-                                 dict(budget_s=-1)])
+@pytest.mark.parametrize("bad", [{"min_rounds": 3}, {"min_rounds": 8, "max_rounds": 6}, {"ci_width": 0},
+                                 {"budget_s": -1}])
 def test_round_settings_refuse_bad_values(bad):
     with pytest.raises(ValueError):
         RoundSettings(**bad)
