@@ -257,3 +257,24 @@ def test_a_file_that_cannot_be_written_is_an_error_not_a_traceback():
     proc = _run("report", str(run), "--threshold", "100", "--out", str(target))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "error: cannot use" in proc.stderr and "/proc/matmul-report" in proc.stderr
+
+
+def test_a_shape_too_large_to_verify_is_refused_before_anything_is_built_or_allocated():
+    # 2e9 x 768 floats is over 11 TiB for A alone: no host has that free, so the check is not host-dependent
+    proc = _run("verify", "-M", "2000000000", "--kernel", "qkv", timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "out of memory" in proc.stderr and "GiB" in proc.stderr and "smaller" in proc.stderr
+
+
+def test_the_memory_check_counts_every_array_verification_holds(monkeypatch):
+    from matmul.core import verify as verify_mod
+
+    shape = MatmulShape(2_000_000, 768, 768)  # the probe of issue 19: about 11 GiB asked of the host
+    need = verify_mod.memory_needed(shape, "float32")
+    floats = 2_000_000 * 768
+    assert need >= 2 * 4 * floats + 8 * floats + 3 * 8 * floats  # A and C twice, A in float64, 3 float64 M x N
+    monkeypatch.setattr(verify_mod, "available_memory", lambda: need - 1)
+    with pytest.raises(MemoryError, match=r"needs about \d+\.\d GiB"):
+        verify_mod.make_inputs(shape)
+    monkeypatch.setattr(verify_mod, "available_memory", lambda: None)  # unknown: no refusal on a guess
+    verify_mod.check_memory(MatmulShape(4, 8, 8))

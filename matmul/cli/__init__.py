@@ -45,8 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError, LookupError, HardwareError, VerificationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except MemoryError:
-        print("error: out of memory: the arrays for this shape do not fit; choose a smaller shape", file=sys.stderr)
+    except MemoryError as err:
+        why = str(err) or "the arrays for this shape do not fit; choose a smaller shape"
+        print(f"error: out of memory: {why}", file=sys.stderr)
         return 2
     except OSError as err:  # a file that cannot be read or written: name it
         where = f" {err.filename}" if err.filename else ""

@@ -9,7 +9,7 @@ import logging
 from ..core.hardware import host_facts
 from ..core.registry import get_variant, variant_names
 from ..core.runner import SOURCE_KINDS, build, count_vector_fma
-from ..core.verify import DATA_KINDS, verify
+from ..core.verify import DATA_KINDS, check_memory, verify
 from ..core.workloads import KERNELS, MODELS, workloads
 from ..measure.peak import computed_fp32_peak, measure_fp32_peak
 from ..measure.references import REFERENCES
@@ -67,6 +67,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    check_memory(shape_of(args), args.dtype)  # before the build: a shape that cannot be checked is not compiled
     kernel = build(args.variant, shape_of(args), dtype=args.dtype, layout=args.layout)
     print(f"{args.variant} {kernel.shape} {args.dtype} {args.layout}: {verify(kernel, seed=args.seed, kind=args.data)}")
     return 0

@@ -18,6 +18,7 @@ sizes used here, so it is checked for equality: the strictest check there is.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -53,6 +54,42 @@ class Check:
         )
 
 
+class OutOfMemory(MemoryError):
+    """Verifying a shape would need more memory than the host has free."""
+
+
+def available_memory() -> int | None:
+    """Bytes the host can still hand out without swapping (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_needed(shape: MatmulShape, dtype: str = "float32") -> int:
+    """Peak bytes :func:`verify` holds for a shape: the inputs and output on the host and the device, and the
+    float64 reference with its error bound (``|A| @ |B|``) and the float64 copies of A and B they are made from."""
+    item = np.dtype(dtype).itemsize
+    m, n, k = shape.M, shape.N, shape.K
+    return 2 * item * (m * k + k * n + m * n) + 8 * (m * k + k * n) + 3 * 8 * m * n
+
+
+def check_memory(shape: MatmulShape, dtype: str = "float32") -> None:
+    """Refuse, before anything is allocated, a shape whose verification does not fit in free memory."""
+    need, free = memory_needed(shape, dtype), available_memory()
+    if free is not None and need > free:
+        raise OutOfMemory(
+            f"verifying {shape} ({dtype}) needs about {need / 2**30:.1f} GiB but the host has "
+            f"{free / 2**30:.1f} GiB free; choose a smaller M, N or K")
+
+
 def make_inputs(
     shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN", seed: int = 0, kind: str = "float"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +97,7 @@ def make_inputs(
     check_dtype(dtype)
     if kind not in DATA_KINDS:
         raise ValueError(f"unknown data kind {kind!r}; choose one of: {', '.join(DATA_KINDS)}")
+    check_memory(shape, dtype)
     rng = np.random.default_rng(seed)
     dims_a, dims_b = (shape.M, shape.K), b_shape(shape, layout)
     if kind == "int":
