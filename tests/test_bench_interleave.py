@@ -20,6 +20,8 @@ from matmul.core.registry import Unavailable
 from matmul.measure.grid import AA_SUFFIX, time_group
 from matmul.measure.interleave import RoundSettings
 
+from .bench_config import configure_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = RoundSettings(min_rounds=4, budget_s=1.0)
 
@@ -77,10 +79,10 @@ def test_no_interleave_times_cases_one_after_another(tmp_path):
     (("--ci-width", "2"), "ci_width"),
 ])
 def test_bad_interleave_options_are_usage_errors(args, message):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert message in proc.stdout + proc.stderr
+    # in process: test_bench_options checks once, end to end, that a usage error ends pytest with exit 4
+    with pytest.raises(pytest.UsageError) as err:
+        configure_bench(*args)
+    assert message in str(err.value)
 
 
 def test_a_case_that_cannot_be_served_is_named_and_the_others_are_timed(tmp_path, monkeypatch):

@@ -3,6 +3,8 @@ with 2 runtime threads, one with 1, on the development machine)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -13,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from matmul.cli import main as cli_main
 from matmul.report import (
     ReportError,
     agreement_summary,
@@ -177,9 +180,22 @@ def test_missing_inputs_are_clear(tmp_path):
 
 
 def _cli(*args, cwd=ROOT):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "matmul", "report", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env=env)
+    """``python -m matmul report ARGS`` in this process (a new interpreter costs 5 s of imports per call);
+    test_cli_runs_as_a_module checks the entry point itself."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli_main(["report", *map(str, args)])
+        except SystemExit as exit_:  # argparse
+            code = exit_.code
+    return subprocess.CompletedProcess(["report", *args], code, out.getvalue(), err.getvalue())
+
+
+def test_cli_runs_as_a_module(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "matmul", "report", str(TWO), str(ONE), "--threshold", "100"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0 and "== geomeans ==" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_cli_exit_codes(tmp_path):

@@ -7,15 +7,16 @@ share (which ``--normalize numpy`` must cancel).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from matmul.cli import main as cli_main
 from matmul.report import ReportError, build_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,21 +84,19 @@ def test_normalize_without_numpy_in_the_rounds_says_what_is_needed(tmp_path):
 
 def test_inconclusive_cases_are_named_in_the_report_and_its_text(tmp_path, capsys):
     run = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02, True)])
-    proc = subprocess.run([sys.executable, "-m", "matmul", "report", str(run)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "1 of 1 cases inconclusive" in proc.stdout and "differences below 2.0% are noise" in proc.stdout
+    assert cli_main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 cases inconclusive" in out and "differences below 2.0% are noise" in out
     assert build_report([run]).latency["inconclusive"].tolist() == [True]
 
 
 def test_cli_exit_code_follows_the_floor(tmp_path):
     base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02)])
     run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.10, 3), 0.02)])
-    cli = [sys.executable, "-m", "matmul", "report", str(base), str(run)]
-    assert subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120).returncode == 1
-    # the same runs with a demanded minimum of 20%: no regression
-    assert subprocess.run([*cli, "--threshold", "0.2"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120).returncode == 0
+    with contextlib.redirect_stdout(io.StringIO()):  # the CLI in process (test_report runs it as a module)
+        assert cli_main(["report", str(base), str(run)]) == 1
+        # the same runs with a demanded minimum of 20%: no regression
+        assert cli_main(["report", str(base), str(run), "--threshold", "0.2"]) == 0
 
 
 def test_bad_samples_in_a_run_are_named(tmp_path):
