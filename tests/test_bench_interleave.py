@@ -99,3 +99,28 @@ def test_without_an_aa_pair_the_group_says_so():
     g = time_group(["full", "numpy"], MatmulShape(8, 32, 32), settings=TINY, aa=None)
     assert g.aa is None and g.floor is None and g.summary()["aa"] is None
     assert not any(n.endswith(AA_SUFFIX) for n in g.cases)
+
+
+def test_a_group_times_tvm_kernels_first_with_the_aa_copy_beside_its_original(monkeypatch):
+    # one pool switch each way per round, and the same neighbours for the A/A pair in mirrored rounds
+    from matmul.measure import grid
+    from matmul.measure.candidates import Candidate
+
+    shape = MatmulShape(8, 16, 16)
+
+    def fake_prepare(name, shape, layout="NN", fresh=False):
+        kind = "reference" if name in ("numpy", "torch") else "tvm"
+        return Candidate(name, kind, shape, layout, lambda: None, 1)
+
+    seen = []
+
+    def fake_rounds(order, **kwargs):
+        seen.extend(c.name for c in order)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(grid, "prepare", fake_prepare)
+    monkeypatch.setattr(grid, "time_rounds", fake_rounds)
+    monkeypatch.setattr(grid, "_alone", lambda *a: None)
+    with pytest.raises(RuntimeError, match="stop here"):
+        time_group(["numpy", "full", "rule_based", "torch", "ml_guided"], shape)
+    assert seen == ["full", "rule_based", "rule_based" + AA_SUFFIX, "ml_guided", "numpy", "torch"]

@@ -125,11 +125,15 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
     if not prepared:
         return group
     group.aa_of = _aa_source(prepared, aa)
-    order = list(prepared.values())
+    # TVM kernels first, then each vendor library: one pool switch each way per round. The A/A copy sits
+    # right beside its original, so mirrored rounds give the two the same neighbours and the same share of
+    # first-after-a-switch blocks.
+    order = [c for c in prepared.values() if c.kind == "tvm"]
     if group.aa_of is not None:
         twin = prepare(group.aa_of, shape, layout=layout, fresh=True)
         twin.name = group.aa_of + AA_SUFFIX
-        order.append(twin)
+        order.insert(order.index(prepared[group.aa_of]) + 1, twin)
+    order += [c for c in prepared.values() if c.kind != "tvm"]
     names_in = [c.name for c in order]
     group.anchor = anchor if anchor in prepared else group.aa_of or next(iter(prepared))
     anchor = names_in.index(group.anchor) if group.anchor is not None and len(order) > 1 else None

@@ -14,7 +14,9 @@ previous candidate evicted this one's tensors), then ``calls`` timed calls
 back to back; the sample is their median per-call time. The process waits
 for quiet (:func:`~matmul.measure.timing.wait_for_quiet`) only where the
 thread pool changes (TVM to NumPy, NumPy to PyTorch): the previous
-library's workers still spin there, while TVM kernels share one pool.
+library's workers still spin there, while TVM kernels share one pool. The
+wait is a sleep, so the block after it first runs untimed for
+:data:`WARM_S`, until the CPU is back to speed.
 
 :func:`time_rounds` samples adaptively: after ``min_rounds`` it keeps adding
 round pairs until each candidate's ratio to the anchor has a confidence
@@ -45,6 +47,14 @@ SAMPLE_S = 0.004
 MIN_ROUNDS = 4
 #: Resamples used while deciding whether to stop (the reported interval uses the full count).
 CHECK_RESAMPLES = 400
+#: After waiting for quiet, the next candidate runs untimed for this long first. The wait is a sleep, and a
+#: 2-core VM's CPU comes back from it slowly: qkv-sized kernels read 1.5-3x their time for the first 2-5 ms
+#: after a 0.2 s sleep (and the first block after a pool switch read up to 8x), so without this the case
+#: timed first after each switch lost to the others.
+WARM_S = 0.01
+#: A kernel whose one call lasts this long gets no such warm-up: the slow start is a few percent of it at
+#: most, and a warm-up call would double the time of the slowest cases.
+LONG_CALL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -99,33 +109,41 @@ def _pool_key(cand: Candidate) -> str:
     return "tvm" if cand.kind == "tvm" else cand.name
 
 
-def _block(cand: Candidate, calls: int, clock: Callable[[], float], warm: bool = True) -> float:
+def _block(cand: Candidate, calls: int, clock: Callable[[], float], warm: bool = True, warm_s: float = 0.0) -> float:
+    """One sample: ``warm_s`` seconds (at least one call where ``warm``) untimed, then the median of ``calls``."""
     with cand.pool():
-        if warm:
+        start = clock()
+        if warm or warm_s > 0:
             cand.call()  # the block's warm-up: the previous candidate evicted our tensors
+        while clock() - start < warm_s:
+            cand.call()
         return statistics.median(call_times(cand.call, calls, clock))
 
 
 def _round(cands: Sequence[Candidate], calls: Sequence[int], samples: list[list[float]], last_pool: str | None,
            clock: Callable[[], float], settle: Callable[[], object],
            shadows: Mapping[int, Callable[[], float]] | None = None,
-           shadow_samples: dict[int, list[float]] | None = None, fixed: bool = False) -> str | None:
+           shadow_samples: dict[int, list[float]] | None = None, fixed: bool = False,
+           switch_warm: Sequence[float] | None = None) -> str | None:
     """One round: a block of every candidate, forward on even rounds and mirrored on odd ones.
 
     A candidate with a shadow sampler (another timer of the same kernel) is
     sampled by it right after its own block, in forward rounds (half the
     rounds: the check needs a median, not every round). ``fixed``: the fixed form,
-    whose every block starts with a warm-up call.
+    whose every block starts with a warm-up call. ``switch_warm``: per candidate, the
+    untimed seconds its block starts with after a pool switch (default :data:`WARM_S`).
     """
     forward = len(samples[0]) % 2 == 0
     order = range(len(cands)) if forward else range(len(cands) - 1, -1, -1)
     for n in order:
+        warm_s = 0.0
         if _pool_key(cands[n]) != last_pool:  # another library's workers may still spin
             settle()
             last_pool = _pool_key(cands[n])
+            warm_s = WARM_S if switch_warm is None else switch_warm[n]  # the CPU slowed down while we waited
         # A kernel that fills a sample with one call is long enough that reloading its tensors is noise
         # beside it: no warm-up call there (it would double the time of the slowest cases).
-        samples[n].append(_block(cands[n], calls[n], clock, warm=calls[n] > 1 or fixed))
+        samples[n].append(_block(cands[n], calls[n], clock, warm=calls[n] > 1 or fixed, warm_s=warm_s))
         if forward and shadows and n in shadows and shadow_samples is not None:
             with cands[n].pool():
                 shadow_samples.setdefault(n, []).append(shadows[n]())
@@ -163,12 +181,19 @@ def time_rounds(
         raise ValueError(f"anchor {anchor} is not one of the {len(cands)} candidates")
     t0 = clock()
     # calibrate: a block of each candidate lasts at least sample_s
-    calls = []
+    calls, switch_warm = [], []
     for c in cands:
         settle()
         with c.pool():
+            start = clock()
             c.call()
-            one = min(call_times(c.call, settings.min_calls, clock))
+            while clock() - start < WARM_S:  # back to speed after the wait (see WARM_S)
+                c.call()
+            times: list[float] = []  # the fastest of 3 calls, or of fewer where they already fill a sample
+            while len(times) < max(settings.min_calls, 3) and sum(times) < settings.sample_s:
+                times += call_times(c.call, 1, clock)
+            one = min(times)
+        switch_warm.append(WARM_S if one < LONG_CALL_S else 0.0)
         calls.append(max(settings.min_calls, math.ceil(settings.sample_s / max(one, 1e-9))))
     samples: list[list[float]] = [[] for _ in cands]
     shadow_timers = {n: t for n in range(len(cands)) if shadows and (t := shadows(n, calls[n])) is not None}
@@ -182,7 +207,8 @@ def time_rounds(
     last_pool = None
     while True:
         for _ in range(2):  # a mirrored pair of rounds
-            last_pool = _round(cands, calls, samples, last_pool, clock, settle, shadow_timers, shadow)
+            last_pool = _round(cands, calls, samples, last_pool, clock, settle, shadow_timers, shadow,
+                               switch_warm=switch_warm)
         done = len(samples[0])
         spent = clock() - t0 >= settings.budget_s
         if done < settings.min_rounds and not (spent and done >= MIN_ROUNDS):
@@ -227,5 +253,5 @@ def calls_for(cand: Candidate, calls: int, block_s: float = BLOCK_S) -> int:
         return max(calls, math.ceil(block_s / median_seconds(cand.call, calls=calls)))
 
 
-__all__ = ["BLOCK_S", "CHECK_RESAMPLES", "DEFAULT_ROUNDS", "MIN_ROUNDS", "SAMPLE_S", "RoundSettings", "Rounds", "calls_for",
+__all__ = ["BLOCK_S", "CHECK_RESAMPLES", "LONG_CALL_S", "WARM_S", "DEFAULT_ROUNDS", "MIN_ROUNDS", "SAMPLE_S", "RoundSettings", "Rounds", "calls_for",
            "time_interleaved", "time_rounds"]
