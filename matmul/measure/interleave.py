@@ -253,5 +253,17 @@ def calls_for(cand: Candidate, calls: int, block_s: float = BLOCK_S) -> int:
         return max(calls, math.ceil(block_s / median_seconds(cand.call, calls=calls)))
 
 
-__all__ = ["BLOCK_S", "CHECK_RESAMPLES", "LONG_CALL_S", "WARM_S", "DEFAULT_ROUNDS", "MIN_ROUNDS", "SAMPLE_S", "RoundSettings", "Rounds", "calls_for",
-           "time_interleaved", "time_rounds"]
+__all__ = [
+    "BLOCK_S",
+    "CHECK_RESAMPLES",
+    "DEFAULT_ROUNDS",
+    "LONG_CALL_S",
+    "MIN_ROUNDS",
+    "SAMPLE_S",
+    "WARM_S",
+    "RoundSettings",
+    "Rounds",
+    "calls_for",
+    "time_interleaved",
+    "time_rounds",
+]
