@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from matmul import Workload
 from matmul.core.workloads import MatmulShape
+from matmul.measure import interleave
 from matmul.measure.candidates import prepare
 from matmul.measure.interleave import calls_for, time_interleaved
 from matmul.measure.paired import paired, paired_table
@@ -17,12 +20,21 @@ def test_blocks_alternate_abba(monkeypatch):
     b = prepare("numpy", MatmulShape(4, 16, 16))
     a.call = lambda: order.append("a")
     b.call = lambda: order.append("b")
+    monkeypatch.setattr(interleave, "WARM_S", 0.0)
     time_interleaved([a, b], blocks=4, calls=1, warmup=0)
     # each block: one untimed warm-up call (the other candidate evicted our tensors), then the timed call
     assert "".join(order) == "aa bb bb aa aa bb bb aa".replace(" ", "")
+    # by default a block after a pool switch (TVM to NumPy and back) first runs untimed for WARM_S
+    order.clear()
+    monkeypatch.setattr(interleave, "WARM_S", 0.002)
+    time_interleaved([a, b], blocks=4, calls=1, warmup=0)
+    runs = re.findall(r"a+|b+", "".join(order))
+    assert [r[0] for r in runs] == list("abbaabba".replace("bb", "b").replace("aa", "a"))
+    assert all(len(r) > 2 for r in runs)  # far more than the one warm-up call: instant calls for 2 ms
 
 
-def test_three_candidates_are_timed_in_mirrored_order():
+def test_three_candidates_are_timed_in_mirrored_order(monkeypatch):
+    monkeypatch.setattr(interleave, "WARM_S", 0.0)  # the warm-up after a pool switch: test_blocks_alternate_abba
     order = []
     cands = [prepare("numpy", MatmulShape(4, 16, 16)) for _ in range(3)]
     for name, c in zip("abc", cands):
