@@ -20,8 +20,6 @@ from matmul.core.registry import Unavailable
 from matmul.measure.grid import AA_SUFFIX, time_group
 from matmul.measure.interleave import RoundSettings
 
-from .bench_config import configure_bench
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY = RoundSettings(min_rounds=4, budget_s=1.0)
 
@@ -70,19 +68,6 @@ def test_no_interleave_times_cases_one_after_another(tmp_path):
     assert case["extra_info"]["interleaved"] is False and case["stats"]["rounds"] == 3
     assert "samples_s" not in case["extra_info"] and data["machine_info"]["matmul"]["noise_floor"] is None
     assert "A/A noise floor" not in proc.stdout
-
-
-@pytest.mark.parametrize("args, message", [
-    (("--aa", "numpy"), "the A/A copy must be a TVM variant"),
-    (("--aa", "fast"), "unknown variant 'fast'"),
-    (("--group-budget", "x"), "--group-budget"),
-    (("--ci-width", "2"), "ci_width"),
-])
-def test_bad_interleave_options_are_usage_errors(args, message):
-    # in process: test_bench_options checks once, end to end, that a usage error ends pytest with exit 4
-    with pytest.raises(pytest.UsageError) as err:
-        configure_bench(*args)
-    assert message in str(err.value)
 
 
 def test_a_case_that_cannot_be_served_is_named_and_the_others_are_timed(tmp_path, monkeypatch):

@@ -109,14 +109,19 @@ def _pool_key(cand: Candidate) -> str:
     return "tvm" if cand.kind == "tvm" else cand.name
 
 
+def _warm_up(cand: Candidate, clock: Callable[[], float], seconds: float, call: bool) -> None:
+    """Untimed calls for ``seconds`` (at least one where ``call``: the previous candidate evicted our tensors)."""
+    start = clock()
+    if call:
+        cand.call()
+    while clock() - start < seconds:
+        cand.call()
+
+
 def _block(cand: Candidate, calls: int, clock: Callable[[], float], warm: bool = True, warm_s: float = 0.0) -> float:
     """One sample: ``warm_s`` seconds (at least one call where ``warm``) untimed, then the median of ``calls``."""
     with cand.pool():
-        start = clock()
-        if warm or warm_s > 0:
-            cand.call()  # the block's warm-up: the previous candidate evicted our tensors
-        while clock() - start < warm_s:
-            cand.call()
+        _warm_up(cand, clock, warm_s, warm)
         return statistics.median(call_times(cand.call, calls, clock))
 
 
@@ -185,10 +190,7 @@ def time_rounds(
     for c in cands:
         settle()
         with c.pool():
-            start = clock()
-            c.call()
-            while clock() - start < WARM_S:  # back to speed after the wait (see WARM_S)
-                c.call()
+            _warm_up(c, clock, WARM_S, True)  # back to speed after the wait
             times: list[float] = []  # the fastest of 3 calls, or of fewer where they already fill a sample
             while len(times) < max(settings.min_calls, 3) and sum(times) < settings.sample_s:
                 times += call_times(c.call, 1, clock)
