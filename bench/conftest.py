@@ -142,9 +142,9 @@ class GridTimer:
         return self.groups[key]
 
     def noise_summary(self) -> dict | None:
-        floors = sorted(s["noise_floor"] for s in self.summaries if s["noise_floor"] is not None)
         if not self.summaries:
             return None
+        floors = sorted(s["noise_floor"] for s in self.summaries if s["noise_floor"] is not None)
         return {
             "groups": len(self.summaries),
             "inconclusive": sum(s["inconclusive"] for s in self.summaries),

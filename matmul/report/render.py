@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..core.store import atomic_write
 from ..core.tables import to_markdown
-from .tables import Report, agreement_summary
+from .tables import REGRESSION_THRESHOLD, Report, agreement_summary
 
 
 def to_text(report: Report) -> str:
@@ -35,7 +35,7 @@ def to_text(report: Report) -> str:
         norm = report.settings.get("normalize", "none")
         how = ("significant and beyond the noise floor" if (report.comparison["method"] == "samples").all()
                else "significant and beyond the noise floor (runs without samples: beyond "
-                    f"{report.settings['threshold'] or 0.10:.0%} with IQRs apart)")
+                    f"{report.settings['threshold'] or REGRESSION_THRESHOLD:.0%} with IQRs apart)")
         what = f"{n} regression(s)" if n else "no regression"
         parts.append(f"{what} against {report.settings['base']} ({how}"
                      + (", each case relative to numpy in its own rounds)" if norm == "numpy" else ")"))
