@@ -152,6 +152,7 @@ def test_torch_reference_verifies_when_installed():
         (("--m-values", "0"), "M must be a positive integer"),
         (("--m-values", "16,x"), "must be 'all' or comma-separated integers"),
         (("--variants", "rule_based[tk=-1]"), "tk must be a positive integer, got -1"),
+        (("--variants", "metaschedule[from=nope-2c]"), "no MetaSchedule database for profile 'nope-2c'"),
         (("--aa", "numpy"), "the A/A copy must be a TVM variant"),
         (("--aa", "fast"), "unknown variant 'fast'"),
         (("--group-budget", "x"), "--group-budget"),

@@ -75,6 +75,26 @@ def test_speedups_are_ratios_within_one_run(report):
     assert two["vs_metaschedule"].isna().all()  # no metaschedule in these runs
 
 
+def test_every_variant_is_also_read_against_rule_based(tmp_path):
+    """A transferred or learned variant is judged beside rule_based timed in the same run."""
+    rename = {"full": "rule_based", "parallel_vec_j": "metaschedule[from=znver3-2c-simd8-t2]"}
+    data = json.loads(TWO.read_text())
+    for b in data["benchmarks"]:
+        v = b["params"]["variant"]
+        b["params"]["variant"] = rename.get(v, v)
+        b["name"] = b["name"].replace(f"-{v}-", f"-{rename.get(v, v)}-")
+    path = tmp_path / "0002_renamed.json"
+    path.write_text(json.dumps(data))
+    r = build_report([path])
+    sp = r.speedups.set_index(["kernel", "M", "variant"])
+    lat = r.latency.set_index(["kernel", "M", "variant"])["median_ms"]
+    moved = ("qkv", 64, rename["parallel_vec_j"])
+    assert sp.loc[moved, "vs_rule_based"] == pytest.approx(lat[("qkv", 64, "rule_based")] / lat[moved])
+    assert sp.loc[("qkv", 64, "rule_based"), "vs_rule_based"] == pytest.approx(1.0)
+    geo = r.geomeans.set_index(["kernel", "variant"])
+    assert geo.loc[("all", rename["parallel_vec_j"]), "vs_rule_based"] > 0
+
+
 def test_geomeans_per_kernel_and_overall(report):
     geo = report.geomeans.set_index(["run", "kernel", "variant"])
     sp = report.speedups

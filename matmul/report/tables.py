@@ -130,6 +130,7 @@ def speedup_table(cases: pd.DataFrame) -> pd.DataFrame:
         ("best_manual", best),
         ("numpy", ref_time("numpy")),
         ("metaschedule", ref_time("metaschedule")),
+        ("rule_based", ref_time("rule_based")),
     ):
         ref_s = series.reindex(idx).to_numpy(dtype=float) if len(series) else np.full(len(out), np.nan)
         out[f"vs_{ref}"] = ref_s / out["median_s"].to_numpy()

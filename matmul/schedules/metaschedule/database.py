@@ -349,6 +349,31 @@ def _shard(shape: MatmulShape, dtype: str, layout: str, facts: HostFacts | None,
     return profile_dir(facts, root) / workload_key(shape, dtype, layout)
 
 
+def shard_records(shard: Path, shape: MatmulShape, *, dtype: str = "float32",
+                  layout: str = "NN") -> list[ms.database.TuningRecord]:
+    """Every successful record in one workload's database folder, fastest first, whatever CPU tuned it.
+
+    Raises
+    ------
+    NoRecordError
+        The folder holds no database or no successful record.
+    DatabaseError
+        A file is corrupt, or the folder holds another workload.
+    """
+    if not (shard / RECORD_FILE).is_file():
+        raise NoRecordError(f"no MetaSchedule record for {shape} {layout} {dtype} in {shard.parent}")
+    db = open_database(shard)
+    mod = matmul_module(shape, dtype, layout)
+    if not db.has_workload(mod):
+        raise DatabaseError(f"{shard} does not hold the workload {shape} {layout} {dtype}; it was filed under the "
+                            "wrong name: move it away and tune again")
+    out = [rec for rec in db.get_top_k(db.commit_workload(mod), 1 << 30)
+           if rec.run_secs and min(float(x) for x in rec.run_secs) < FAILED_RUN_S]
+    if not out:
+        raise NoRecordError(f"{shard} holds no successful record")
+    return out
+
+
 def records(
     shape: MatmulShape,
     *,
@@ -362,36 +387,24 @@ def records(
     Raises
     ------
     NoRecordError
-        The profile has no database for this workload (the message gives the
-        command that tunes it).
+        The profile has no database for this workload, or no successful
+        record in it (the message gives the command that tunes it).
     DatabaseError
         A file is corrupt, or a record was tuned for another target.
     """
     facts = facts or host_facts()
     shard = _shard(shape, dtype, layout, facts, root)
-    if not (shard / RECORD_FILE).is_file():
-        raise NoRecordError(
-            f"no MetaSchedule record for {shape} {layout} {dtype} in {shard.parent}; "
-            f"tune it with `{tune_command(shape, dtype, layout)}`"
-        )
-    db = open_database(shard)
-    mod = matmul_module(shape, dtype, layout)
-    if not db.has_workload(mod):
-        raise DatabaseError(f"{shard} does not hold the workload {shape} {layout} {dtype}; it was filed under the "
-                            "wrong name: move it away and tune again")
+    try:
+        out = shard_records(shard, shape, dtype=dtype, layout=layout)
+    except NoRecordError as err:
+        raise NoRecordError(f"{err}; tune it with `{tune_command(shape, dtype, layout)}`") from None
     want = target_key(facts.target())
-    out = []
-    for rec in db.get_top_k(db.commit_workload(mod), 1 << 30):
+    for rec in out:
         if target_key(rec.target) != want:
             raise DatabaseError(
                 f"{shard} holds a record tuned for {rec.target} but this profile is {facts.target()}; "
                 "records from one CPU must never serve another: move the folder to its own profile"
             )
-        if rec.run_secs and min(float(x) for x in rec.run_secs) < FAILED_RUN_S:
-            out.append(rec)
-    if not out:
-        raise NoRecordError(f"{shard} holds no successful record; tune it with "
-                            f"`{tune_command(shape, dtype, layout)} --trials 64`")
     return out
 
 
@@ -434,8 +447,8 @@ def has_record(shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN"
 
 
 __all__ = [
-    "DAMAGED", "DatabaseError", "FAILED_RUN_S", "KEEP_DEFAULT", "LEDGER_FILE", "LedgerEntry", "NoRecordError",
-    "POPULATION", "RECORD_FILE", "STAGING", "TRIALS_PER_ITER", "WORKLOAD_FILE", "apply_record", "best_record",
-    "best_schedule", "check_database_files", "check_jsonl", "has_record", "open_database", "prune", "read_ledger",
-    "records", "timed_records", "tune_command", "write_ledger",
+    "DAMAGED", "FAILED_RUN_S", "KEEP_DEFAULT", "LEDGER_FILE", "POPULATION", "RECORD_FILE", "STAGING", "TRIALS_PER_ITER",
+    "WORKLOAD_FILE", "DatabaseError", "LedgerEntry", "NoRecordError", "apply_record", "best_record", "best_schedule",
+    "check_database_files", "check_jsonl", "has_record", "open_database", "prune", "read_ledger", "records",
+    "shard_records", "timed_records", "tune_command", "write_ledger"
 ]
