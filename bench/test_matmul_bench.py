@@ -31,6 +31,7 @@ import pytest
 from matmul.core.registry import Unavailable
 from matmul.core.tables import geomean
 from matmul.core.verify import make_inputs
+from matmul.measure.bandwidth import bytes_moved, read_bandwidth, roofline
 from matmul.measure.candidates import prepare
 from matmul.measure.peak import fp32_peak
 from matmul.measure.references import get_reference, numpy_alone
@@ -104,13 +105,15 @@ def _numpy_alone(cand, rounds: int) -> float:
 
 
 def _rates(info: dict, stats, shape, peak) -> float:
-    """GFLOP/s, its IQR and percent of peak from pytest-benchmark's stats, into ``info``; returns the median."""
+    """GFLOP/s, its IQR, percent of peak and the roofline limit (compute or memory, with the read bandwidth
+    measured at the shape's working set) from pytest-benchmark's stats, into ``info``; returns the median."""
     median = stats.median
     info.update(
         gflops=shape.flops / median / 1e9,
         gflops_iqr=shape.flops / stats.q1 / 1e9 - shape.flops / stats.q3 / 1e9,
         pct_peak=100 * shape.flops / median / 1e9 / peak.gflops,
     )
+    info.update(roofline(shape, median, peak.gflops, read_bandwidth(bytes_moved(shape))).as_dict())
     return median
 
 

@@ -191,3 +191,6 @@ def test_ml_guided_fallback_is_saved_in_extra_info(tmp_path):
     assert info["fallback"].startswith("no model for profile") and "python -m matmul ml train" in info["fallback"]
     assert info["decisions"]["source"] == "rule_based" and info["decisions"]["search_trials"] == 0
     assert info["gflops"] > 0
+    # the roofline: which limit bounds the case, measured at its own working set, and how close it came
+    assert info["limit"] in ("compute", "memory") and info["bandwidth_gbs"] > 0 and info["limit_pct"] > 0
+    assert info["bandwidth_bytes"] >= 0.9 * info["bytes_moved"] and info["limit_gflops"] <= info["peak_gflops"]

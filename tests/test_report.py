@@ -95,6 +95,19 @@ def test_every_variant_is_also_read_against_rule_based(tmp_path):
     assert geo.loc[("all", rename["parallel_vec_j"]), "vs_rule_based"] > 0
 
 
+def test_the_roofline_limit_travels_to_the_latency_table(tmp_path):
+    data = json.loads(TWO.read_text())
+    case = next(b for b in data["benchmarks"] if b["name"].endswith("[qkv-M64-full-NN]"))
+    case["extra_info"].update(limit="memory", limit_gflops=50.0, bandwidth_gbs=40.0)
+    path = tmp_path / "0002_limit.json"
+    path.write_text(json.dumps(data))
+    lat = build_report([path]).latency.set_index(["kernel", "M", "variant"])
+    row = lat.loc[("qkv", 64, "full")]
+    assert row["limit"] == "memory" and row["bandwidth_gbs"] == 40.0
+    assert row["pct_limit"] == pytest.approx(100 * row["gflops"] / 50.0)
+    assert pd.isna(lat.loc[("qkv", 16, "full"), "pct_limit"])  # older cases carry no limit: blank, not a guess
+
+
 def test_geomeans_per_kernel_and_overall(report):
     geo = report.geomeans.set_index(["run", "kernel", "variant"])
     sp = report.speedups

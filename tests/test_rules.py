@@ -27,6 +27,8 @@ from matmul.core.registry import get_variant, schedule, variant_decisions
 from matmul.core.runner import count_vector_fma
 from matmul.core.workloads import MODELS, bert_shapes
 from matmul.schedules.rules import (
+    GEMV_MAX_ROWS,
+    GEMV_STREAMS,
     RULES,
     RuleConfig,
     RuleError,
@@ -66,10 +68,33 @@ def test_enough_parallel_tasks_at_every_m(facts, M, kernel):
     shape = kernel_shape(kernel, M)
     c = decide(shape, facts).config
     assert c.tasks(shape) >= facts.runtime_threads
-    # and at least the 4-per-thread aim whenever the register tiles allow it
+    # and at least the 4-per-thread aim whenever the register tiles allow it (R12's GEMV path: one
+    # contiguous column range per thread instead)
     mp, np_, _ = c.padded(shape)
-    if (mp // c.mr) * (np_ // c.jpack) >= 4 * facts.runtime_threads:
+    if (mp // c.mr) * (np_ // c.jpack) >= 4 * facts.runtime_threads and M > GEMV_MAX_ROWS:
         assert c.tasks(shape) >= 4 * facts.runtime_threads
+
+
+@pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())
+@pytest.mark.parametrize("M", range(1, GEMV_MAX_ROWS + 2))
+@pytest.mark.parametrize(("model", "kernel"), [("bert-base", "qkv"), ("llama2-7b", "mlp_expand"),
+                                               ("llama2-7b", "mlp_reduce")])
+def test_a_few_rows_take_the_gemv_path(facts, M, model, kernel):
+    shape = kernel_shape(kernel, M, model)
+    plan = decide(shape, facts)
+    c, rules = plan.config, {d.knob: d.rule for d in plan.decisions}
+    if M > GEMV_MAX_ROWS:
+        assert "R12" not in rules.values()
+        return
+    assert rules["tk"] == rules["tn"] == rules["tm"] == "R12"
+    assert c.tk == min(shape.K, GEMV_STREAMS) and not c.pack_b and c.tm == c.padded(shape)[0]
+    mp, np_, _ = c.padded(shape)
+    threads = facts.runtime_threads
+    # each thread's columns in one contiguous range where the C tile allows it, and never fewer tasks than threads
+    assert c.tasks(shape) >= min(threads, np_ // c.jpack)
+    assert c.tn <= max(c.jpack, np_ // threads) and c.tm * c.tn * 4 <= facts.l2_bytes // 2 or c.tn == c.jpack
+    nt = decide(shape, facts, layout="NT")  # NT packs B: the GEMV path would copy all of it per call
+    assert "R12" not in {d.rule for d in nt.decisions}
 
 
 def test_avx2_bert_tile_is_four_rows_by_three_vectors():

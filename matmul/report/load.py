@@ -113,9 +113,13 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             interleaved=bool(extra.get("interleaved", False)),
             inconclusive=bool(extra.get("inconclusive", False)),
             noise_floor=_number(extra.get("noise_floor")),
+            limit=extra.get("limit") if extra.get("limit") in ("compute", "memory") else None,
+            limit_gflops=_number(extra.get("limit_gflops")),
+            bandwidth_gbs=_number(extra.get("bandwidth_gbs")),
             samples=_samples(extra.get("samples_s"), path, case),
         )
         row["pct_peak"] = 100 * row["gflops"] / peak if peak else None
+        row["pct_limit"] = 100 * row["gflops"] / row["limit_gflops"] if row["limit_gflops"] else None
         rows.append(row)
     if not rows:
         raise ReportError(f"{path}: holds no cases of this suite (params kernel, M, variant, layout and K, N)")

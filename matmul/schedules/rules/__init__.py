@@ -26,6 +26,8 @@ from ...core.registry import (
 )
 from .apply import apply_config
 from .config import (
+    GEMV_MAX_ROWS,
+    GEMV_STREAMS,
     ORDERS,
     RULES,
     Decision,
@@ -94,6 +96,8 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
 register_parametric(NAME, _rule_based)
 
 __all__ = [
+    "GEMV_MAX_ROWS",
+    "GEMV_STREAMS",
     "ORDERS",
     "RULES",
     "Decision",

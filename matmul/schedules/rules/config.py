@@ -55,6 +55,8 @@ RULES: dict[str, str] = {
     "R10": "accumulate the task tile in a local buffer (cache_write), zero it outside the k loops "
            "(decompose_reduction), and write it back once, vectorised",
     "R11": "parallelise the fused task loop over the runtime threads",
+    "R12": "GEMV path (M <= 4 rows, NN): B is streamed once per call; each thread owns a contiguous range of "
+           "N / threads columns (TN) and reads 8 rows of B side by side (TK), one sequential stream each",
 }
 
 #: Loop orders :func:`apply_config` knows. ``jfirst`` is R8's; ``ifirst``
@@ -71,6 +73,15 @@ L1_SHARE_NUM, L1_SHARE_DEN = 3, 4
 INT_KNOBS = ("tm", "tn", "tk", "mr", "jpack", "vector", "writeback", "unroll")
 #: Default explicit unroll step of the ki loop (R9).
 UNROLL_STEP = 4
+#: R12: up to this many rows a matmul takes the GEMV path. Each B element
+#: then feeds at most this many FMAs, so memory bounds it: on the 2-core
+#: AVX-512 host LLaMA-2-7B's QKV ran 1.9-2.1x faster than the GEMM tiles at
+#: M = 1, 2 and 4, and no faster at M = 8 (evidence/README.md).
+GEMV_MAX_ROWS = 4
+#: R12: rows of B read side by side (TK) in the GEMV path: one sequential
+#: stream each for the hardware prefetcher, 8 of the 16-32 streams x86 cores
+#: track. 8 beat 4 and 32 by 7-9% on a DRAM-bound GEMV.
+GEMV_STREAMS = 8
 
 
 class RuleError(ValueError):

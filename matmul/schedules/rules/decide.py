@@ -19,6 +19,8 @@ from ...core.hardware import HostFacts
 from ...core.kernel import check_dtype, check_layout
 from ...core.workloads import MatmulShape
 from .config import (
+    GEMV_MAX_ROWS,
+    GEMV_STREAMS,
     INT_KNOBS,
     L1_SHARE_DEN,
     L1_SHARE_NUM,
@@ -124,9 +126,13 @@ def decide(
     # R3 pads M and N to the register tile; the task tiles below divide the padded sizes.
     mp, np_ = round_up(shape.M, mr), round_up(shape.N, jpack)
 
+    gemv = shape.M <= GEMV_MAX_ROWS and layout == "NN"  # NT would pack (copy) all of B per call
     tk_budget = max(lanes, l1_bytes(facts) * L1_SHARE_NUM // L1_SHARE_DEN // (jpack * size))
     tk_budget = 1 << (tk_budget.bit_length() - 1)  # power of two
-    if shape.K <= tk_budget:
+    if gemv:
+        tk0 = min(shape.K, GEMV_STREAMS)
+        why_tk = f"GEMV: {tk0} rows of B streamed side by side, each a sequential stream"
+    elif shape.K <= tk_budget:
         tk0, why_tk = shape.K, f"all of K fits the L1 budget of {tk_budget}"
     else:
         tk0 = _largest_dividing_multiple(shape.K, lanes, tk_budget)
@@ -135,31 +141,38 @@ def decide(
             why_tk = f"{tk_budget} x {jpack} x {size} B <= 3/4 L1; K padded to a multiple"
         else:
             why_tk = f"largest divisor of K with {tk0} x {jpack} x {size} B <= 3/4 L1"
-    tk = note("tk", tk0, "R4", why_tk)
+    tk = note("tk", tk0, "R12" if gemv else "R4", why_tk)
 
     l2 = l2_bytes(facts)
-    tn_cap = jpack * MAX_PANELS_PER_TASK
-    tn0 = _largest_dividing_multiple(np_, jpack, tn_cap)
     threads = max(1, facts.runtime_threads)
     want = TASKS_PER_THREAD * threads
-    # Fewer columns per task before cutting M (cutting M repacks B per row block).
-    while np_ // tn0 < want and tn0 > jpack:
-        tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
-    tn = note("tn", tn0, "R6", f"{tn0 // jpack} j-packs; {np_ // tn0} column tasks")
+    if gemv:  # one contiguous column range per thread, its C tile within half of L2
+        tn0 = _largest_dividing_multiple(np_, jpack, max(jpack, np_ // threads))
+        while mp * tn0 * size > l2 // 2 and tn0 > jpack:
+            tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
+        tn = note("tn", tn0, "R12", f"GEMV: {np_ // tn0} column range(s) of {tn0} for {threads} threads")
+    else:
+        tn0 = _largest_dividing_multiple(np_, jpack, jpack * MAX_PANELS_PER_TASK)
+        # Fewer columns per task before cutting M (cutting M repacks B per row block).
+        while np_ // tn0 < want and tn0 > jpack:
+            tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
+        tn = note("tn", tn0, "R6", f"{tn0 // jpack} j-packs; {np_ // tn0} column tasks")
 
     tm_cap = max(mr, (l2 // 2) // (tn * size) // mr * mr)
     tm0 = _largest_dividing_multiple(mp, mr, min(mp, tm_cap))
-    while (mp // tm0) * (np_ // tn) < want and tm0 > mr:
+    while (mp // tm0) * (np_ // tn) < want and tm0 > mr and not gemv:
         tm0 = _largest_dividing_multiple(mp, mr, tm0 - mr)
     tasks = (mp // tm0) * (np_ // tn)
-    tm = note("tm", tm0, "R7", f"{mp // tm0} row block(s) x {np_ // tn} column tiles = {tasks} tasks "
-                              f"for {threads} threads")
+    tm = note("tm", tm0, "R12" if gemv else "R7", f"{mp // tm0} row block(s) x {np_ // tn} column tiles = "
+                                                  f"{tasks} tasks for {threads} threads")
     unroll = note("unroll", math.gcd(UNROLL_STEP, tk), "R9", "ki unrolled by this step")
     writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
     order = note("order", "jfirst", "R8", "B micro-panel reused from L1 by every row block")
     row_blocks = mp // mr
     if layout == "NT":
         pack0, why_pack = True, "NT: B transposed into contiguous panels while packing"
+    elif gemv:
+        pack0, why_pack = False, "GEMV: B is read once per call; a packed copy would double its traffic"
     elif row_blocks >= 2:
         pack0, why_pack = True, f"each panel reused by {row_blocks} row blocks; contiguous, no set aliasing"
     else:
