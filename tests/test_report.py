@@ -155,6 +155,23 @@ def test_a_slower_median_inside_the_noise_is_not_a_regression(tmp_path):
     assert build_report([TWO, path]).comparison.iloc[0].regression
 
 
+def test_runs_of_two_models_never_compare_different_shapes(tmp_path):
+    """Same kernel name and M, another model (K, N): not the same case, so neither a ratio nor a regression."""
+    data = json.loads(TWO.read_text())
+    for b in data["benchmarks"]:
+        b["extra_info"].update(K=1024, N=1024)  # as a bert-large run would save them
+        b["stats"] = dict(b["stats"], median=b["stats"]["median"] * 3, q1=b["stats"]["q1"] * 3,
+                          q3=b["stats"]["q3"] * 3)
+    path = tmp_path / "0002_large.json"
+    path.write_text(json.dumps(data))
+    r = build_report([TWO, path])
+    assert r.comparison.empty and r.regressions.empty
+    copy = tmp_path / "0003_copy.json"
+    copy.write_text(TWO.read_text())
+    same = build_report([TWO, copy]).comparison
+    assert len(same) > 0 and {"K", "N"} <= set(same.columns) and not same["regression"].any()
+
+
 def test_a_run_compared_with_itself_has_no_regression():
     r = build_report([TWO, TWO.parent])
     assert r.comparison is None  # one distinct file

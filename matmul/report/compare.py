@@ -25,22 +25,22 @@ import pandas as pd
 
 from ..core.tables import geomeans_by_kernel
 from ..measure.stats import ratio_of_medians
-from .load import KEY, ReportError
+from .load import CASE, ReportError
 
 #: Without raw samples: a latency ratio above 1 + this (and IQRs apart) is a regression.
 FALLBACK_THRESHOLD = 0.10
 NORMALIZE = ("none", "numpy")
-COLUMNS = ["base", "run", *KEY, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "method",
+COLUMNS = ["base", "run", *CASE, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "method",
            "inconclusive", "noisy", "iqr_separated", "significant", "regression"]
 
 
 def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
-    """Each case's samples over NumPy's from the same rounds (same run, kernel, M, layout)."""
+    """Each case's samples over NumPy's from the same rounds (same run, kernel, shape, layout)."""
     if normalize not in NORMALIZE:
         raise ReportError(f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
     if normalize == "none":
         return cases
-    shape = ["run", "kernel", "M", "layout"]
+    shape = ["run", "kernel", "M", "K", "N", "layout"]
     numpy = cases[cases["variant"] == "numpy"].set_index(shape)["samples"]
     out = cases[cases["variant"] != "numpy"].copy()
     normed = []
@@ -66,10 +66,10 @@ def compare_runs(cases: pd.DataFrame, base: str, threshold: float | None = None,
     if base not in set(cases["run"]):
         raise ReportError(f"base run {base!r} is not among the runs: {', '.join(sorted(set(cases['run'])))}")
     cases = _normalized(cases, normalize)
-    ref = cases[cases["run"] == base].set_index(KEY)
+    ref = cases[cases["run"] == base].set_index(CASE)
     rows = []
     for run, grp in cases[cases["run"] != base].groupby("run", sort=False):
-        joined = grp.set_index(KEY).merge(ref, left_index=True, right_index=True, how="inner", suffixes=("", "_base"))
+        joined = grp.set_index(CASE).merge(ref, left_index=True, right_index=True, how="inner", suffixes=("", "_base"))
         for key, r in joined.iterrows():
             rows.append(_compare_case(base, run, key, r, threshold, cv_threshold))
     comp = pd.DataFrame(rows, columns=COLUMNS)
@@ -84,7 +84,7 @@ def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: floa
                   cv_threshold: float) -> dict:
     ratio = r["median_s"] / r["median_s_base"]
     separated = bool(r["q1_s"] > r["q3_s_base"])  # the run's IQR wholly above the base's
-    row = {"base": base, "run": run, **dict(zip(KEY, key, strict=True)), "base_ms": r["median_s_base"] * 1e3,
+    row = {"base": base, "run": run, **dict(zip(CASE, key, strict=True)), "base_ms": r["median_s_base"] * 1e3,
            "run_ms": r["median_s"] * 1e3, "ratio": ratio, "ci_lo": math.nan, "ci_hi": math.nan, "p": math.nan,
            "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold), "iqr_separated": separated,
            "inconclusive": bool(r.get("inconclusive") or r.get("inconclusive_base"))}

@@ -13,6 +13,8 @@ import pandas as pd
 #: Default storage of pytest-benchmark.
 STORAGE = Path(".benchmarks")
 KEY = ["kernel", "M", "variant", "layout"]
+#: What makes two runs' cases the same case: the key and the shape (two models share kernel names and M).
+CASE = [*KEY, "K", "N"]
 
 
 class ReportError(ValueError):
@@ -155,4 +157,4 @@ def load_runs(paths: Iterable[Path], skipped: list[tuple[str, str]] | None = Non
     return runs, cases.drop(columns="file")
 
 
-__all__ = ["KEY", "STORAGE", "ReportError", "find_runs", "load_run", "load_runs"]
+__all__ = ["CASE", "KEY", "STORAGE", "ReportError", "find_runs", "load_run", "load_runs"]
