@@ -55,9 +55,6 @@ class Bandwidth:
     nbytes: int
     detail: str
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def probe_bytes(nbytes: int) -> int:
     """The working-set size probed for ``nbytes``: rounded up to an eighth of an octave, whole KiB, at least

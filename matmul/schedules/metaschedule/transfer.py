@@ -71,12 +71,13 @@ def check_source(profile: Any, root: str | Path | None = None) -> Path:
         ``root`` (the message lists the profiles there).
     """
     root = Path(root or default_root())
+    known = profiles(root)
     if not isinstance(profile, str) or not PROFILE_NAME.match(profile):
         raise TransferError(f"from={profile!r} is not a CPU profile name (for example znver3-2c-simd8-t2); "
-                            f"profiles under {root}: {', '.join(profiles(root)) or 'none'}")
-    if profile not in profiles(root):
+                            f"profiles under {root}: {', '.join(known) or 'none'}")
+    if profile not in known:
         raise TransferError(f"no MetaSchedule database for profile {profile!r} under {root}; "
-                            f"profiles there: {', '.join(profiles(root)) or 'none'}")
+                            f"profiles there: {', '.join(known) or 'none'}")
     return root / profile
 
 
@@ -94,7 +95,8 @@ class Transfer:
     verified: bool
 
 
-def _first_line(err: BaseException) -> str:
+def _summary(err: BaseException) -> str:
+    """The error's type and its last line (TVM puts the message after its traceback)."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[-1] if text else ''}"
 
@@ -114,11 +116,11 @@ def _problem(rec, shape: MatmulShape, dtype: str, layout: str, facts: HostFacts,
     try:
         apply_record(sch, rec)
     except _TVM_FAILURES as err:
-        return f"its trace does not replay: {_first_line(err)}"
+        return f"its trace does not replay: {_summary(err)}"
     try:
         exe = compile_module(sch, facts.target())
     except _TVM_FAILURES as err:
-        return f"it does not build for {facts.target()}: {_first_line(err)}"
+        return f"it does not build for {facts.target()}: {_summary(err)}"
     if facts.missing_features:
         return None  # built for a CPU this host is not; nothing here can run it
     try:
