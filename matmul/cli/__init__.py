@@ -16,10 +16,10 @@ from tvm.s_tir import ScheduleError
 
 from ..core.hardware import HardwareError
 from ..core.verify import VerificationError
-from . import inspect, measure, ml, report, tune
+from . import e2e, inspect, measure, ml, report, tune
 
 #: Command groups, in the order their commands are listed.
-GROUPS = (inspect, report, measure, tune, ml)
+GROUPS = (inspect, report, measure, tune, ml, e2e)
 
 
 def parser() -> argparse.ArgumentParser:

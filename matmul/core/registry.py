@@ -32,7 +32,7 @@ from typing import Any
 from tvm.s_tir import Schedule, ScheduleError
 
 from .hardware import HostFacts, host_facts
-from .kernel import check_dtype, check_layout, matmul_module
+from .kernel import BLOCK, check_dtype, check_layout, matmul_module
 from .workloads import MatmulShape
 
 
@@ -44,6 +44,10 @@ class ScheduleContext:
     dtype: str
     layout: str
     facts: HostFacts
+    #: The matmul block to schedule: ``C`` in the canonical kernel; a Relax model's fused function names it
+    #: otherwise (``NT_matmul``). Its loops are ``[batch..., i, j, k]``: batched matmuls (attention) lead
+    #: with their batch loops, which a variant leaves outermost.
+    block: str = BLOCK
 
 
 ApplyFn = Callable[[Schedule, ScheduleContext], None]

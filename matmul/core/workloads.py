@@ -71,30 +71,34 @@ class MatmulShape:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The two sizes of a Transformer layer that fix its GEMM shapes."""
+    """The sizes of a Transformer layer: hidden and intermediate fix its GEMM shapes, heads its attention."""
 
     name: str
     hidden: int
     intermediate: int
+    heads: int = 1
 
     def __post_init__(self) -> None:
         positive_int(self.hidden, "hidden")
         positive_int(self.intermediate, "intermediate")
+        positive_int(self.heads, "heads")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
 
 
-# Sizes from the models' published configurations (hidden_size, intermediate_size).
+# Sizes from the models' published configurations (hidden_size, intermediate_size, num_attention_heads).
 MODELS: dict[str, ModelConfig] = {
     m.name: m
     for m in (
-        ModelConfig("bert-base", 768, 3072),
-        ModelConfig("bert-large", 1024, 4096),
-        ModelConfig("distilbert", 768, 3072),
-        ModelConfig("roberta-large", 1024, 4096),
-        ModelConfig("albert-xxlarge", 4096, 16384),
-        ModelConfig("gpt2-medium", 1024, 4096),
-        ModelConfig("t5-small", 512, 2048),
-        ModelConfig("vit-huge", 1280, 5120),
-        ModelConfig("llama2-7b", 4096, 11008),
+        ModelConfig("bert-base", 768, 3072, 12),
+        ModelConfig("bert-large", 1024, 4096, 16),
+        ModelConfig("distilbert", 768, 3072, 12),
+        ModelConfig("roberta-large", 1024, 4096, 16),
+        ModelConfig("albert-xxlarge", 4096, 16384, 64),
+        ModelConfig("gpt2-medium", 1024, 4096, 16),
+        ModelConfig("t5-small", 512, 2048, 8),
+        ModelConfig("vit-huge", 1280, 5120, 16),
+        ModelConfig("llama2-7b", 4096, 11008, 32),
     )
 }
 

@@ -15,7 +15,6 @@ from typing import Any
 from tvm.s_tir import Schedule
 
 from ..core.hardware import HostFacts
-from ..core.kernel import BLOCK
 from ..core.registry import ScheduleContext, Variant, register
 
 #: Symbolic split factor meaning "the target's fp32 SIMD lanes".
@@ -106,9 +105,10 @@ class Recipe:
         return " + ".join(steps) or "none (triple loop as written)"
 
     def apply(self, sch: Schedule, ctx: ScheduleContext) -> None:
-        """Apply the recipe to the canonical kernel's block ``C``."""
-        block = sch.get_sblock(BLOCK)
-        i, j, k = sch.get_loops(block)
+        """Apply the recipe to the matmul block (``C`` in the canonical kernel); batch loops join ``i``."""
+        *batch, i, j, k = sch.get_loops(sch.get_sblock(ctx.block))
+        if batch:
+            i = sch.fuse(*batch, i)
         loops = {"i": i, "j": j, "k": k}
         if self.j_split:
             loops["j0"], loops["j1"] = sch.split(j, factors=[None, self._factor(self.j_split, ctx.facts)])

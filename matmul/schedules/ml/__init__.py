@@ -48,7 +48,7 @@ def _prediction(ctx: ScheduleContext) -> Prediction:
 
 
 def _apply(sch: Schedule, ctx: ScheduleContext) -> None:
-    apply_config(sch, _prediction(ctx).config, ctx.shape, ctx.layout)
+    apply_config(sch, _prediction(ctx).config, ctx.shape, ctx.layout, ctx.block)
 
 
 register(Variant(

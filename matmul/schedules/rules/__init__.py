@@ -76,7 +76,7 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
         return decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, overrides=pinned)
 
     def apply(sch: Schedule, ctx: ScheduleContext) -> None:
-        apply_config(sch, plan(ctx).config, ctx.shape, ctx.layout)
+        apply_config(sch, plan(ctx).config, ctx.shape, ctx.layout, ctx.block)
 
     def summary(facts: HostFacts) -> str:
         return ("register-blocked GEMM from hardware rules: pad, pack B, task tiles TM x TN in parallel, "

@@ -9,8 +9,13 @@ from ...core.workloads import MatmulShape
 from .config import RuleConfig
 
 
-def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: str = "NN") -> None:
-    """Schedule the canonical kernel's block ``C`` with ``config``.
+def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: str = "NN",
+                 block_name: str = BLOCK) -> None:
+    """Schedule the matmul block ``block_name`` (``C`` in the canonical kernel) with ``config``.
+
+    The block reads A then B and writes C; its loops are ``[batch..., i, j, k]``. ``shape`` is one batch
+    slice's. Batch loops stay outermost and join the parallel task loop, so a batched matmul (attention's
+    ``heads x (S x d x S)``) spreads its slices and tiles over the threads together.
 
     Raises
     ------
@@ -19,18 +24,18 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     """
     c = config.check()
     mp, np_, kp = c.padded(shape)
-    block = sch.get_sblock(BLOCK)
+    block = sch.get_sblock(block_name)
+    nb = len(sch.get_loops(block)) - 3
+    stmt = sch.get(block)
+    buffers = {"A": stmt.reads[0].source.name, "B": stmt.reads[1].source.name, "C": stmt.writes[0].source.name}
     if (mp, np_, kp) != (shape.M, shape.N, shape.K):  # R3
-        sch.pad_einsum(block, [c.tm, c.tn, c.tk])
+        sch.pad_einsum(block, [1] * nb + [c.tm, c.tn, c.tk])
     packed = None
     if c.pack_b:  # R5: panels [N / jpack, K, jpack] of B
         packed = sch.cache_read(block, 1, "global")
         jp = c.jpack
-        if layout == "NN":
-            sch.transform_layout(block, ("read", 1), lambda k, j: (j // jp, k, j % jp))
-        else:
-            sch.transform_layout(block, ("read", 1), lambda j, k: (j // jp, k, j % jp))
-    i, j, k = sch.get_loops(block)
+        sch.transform_layout(block, ("read", 1), _panels(nb, jp, layout))
+    *batch, i, j, k = sch.get_loops(block)
     io, i_mid, ir = sch.split(i, [None, c.tm // c.mr, c.mr])
     jo, j_mid, jr = sch.split(j, [None, c.tn // c.jpack, c.jpack])
     ko, ki = sch.split(k, [None, c.tk])
@@ -40,7 +45,7 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
         sch.reorder(io, jo, ko, i_mid, j_mid, ki, ir, jr)
     local = sch.cache_write(block, 0, "local")  # R10
     sch.reverse_compute_at(local, jo)
-    task = sch.fuse(io, jo)
+    task = sch.fuse(*batch, io, jo)
     sch.parallel(task)  # R11
     if packed is not None:
         sch.compute_at(packed, ko)
@@ -65,9 +70,18 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     sch.decompose_reduction(block, ko)
     # pad_einsum copies an operand in (A, B) or out (C) when one of its axes grew.
     grown = {"M": mp != shape.M, "N": np_ != shape.N, "K": kp != shape.K}
-    for name, axes in (("A_pad", "MK"), ("B_pad", "KN"), ("C_pad", "MN")):
+    for operand, axes in (("A", "MK"), ("B", "KN"), ("C", "MN")):
         if any(grown[a] for a in axes):
-            sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
+            sch.parallel(sch.get_loops(sch.get_sblock(buffers[operand] + "_pad"))[0])
+
+
+def _panels(nb: int, jp: int, layout: str):
+    """Index map of B's packing: ``[batch..., N / jp, K, jp]`` from ``[batch..., K, N]`` (NN) or ``[batch..., N, K]``."""
+    def pack(*axes):
+        batch, (x, y) = axes[:nb], axes[nb:]
+        k, j = (x, y) if layout == "NN" else (y, x)
+        return (*batch, j // jp, k, j % jp)
+    return pack
 
 
 __all__ = ["apply_config"]

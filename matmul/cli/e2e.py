@@ -1,0 +1,65 @@
+"""``e2e``: one Transformer encoder layer in Relax, every matmul scheduled by a suite variant, profiled per PrimFunc."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+
+from ..core.hardware import host_facts
+from ..core.store import atomic_write, provenance
+from ..core.tables import to_markdown
+from ..core.workloads import MODELS
+from ..e2e.layer import layer_spec
+from ..e2e.profile import build_layer, check_layer, profile_layer
+from ..e2e.schedule import check_schedule, schedule_names
+from ..measure.peak import fp32_peak
+from .common import positive, say
+
+
+def _cmd_e2e(args: argparse.Namespace) -> int:
+    spec = layer_spec(args.model, args.seq, args.batch)
+    check_schedule(args.schedule)
+    facts = host_facts()
+    say(f"building {spec.label()} with schedule {args.schedule} for {facts.profile}")
+    built = build_layer(spec, args.schedule, facts=facts)
+    err = None if args.no_check else check_layer(built)
+    peak = fp32_peak().gflops
+    prof = profile_layer(built, repeat=args.repeat, peak_gflops=peak)
+    table = pd.DataFrame([{
+        "primfunc": r.name, "kind": r.kind, "schedule": r.schedule, "calls": r.calls, "ms": 1e3 * r.seconds,
+        "share": 100 * r.share, "gflops": r.gflops, "pct_peak": r.pct_peak, "epilogue": r.epilogue,
+    } for r in prof.rows])
+    print(to_markdown(table))
+    flops = spec.matmul_flops()
+    print(f"\nforward pass: {1e3 * prof.forward_s:.3f} ms (median of {len(prof.forward_samples)}, VM time_evaluator); "
+          f"PrimFuncs {1e3 * sum(r.seconds for r in prof.rows):.3f} ms under the instrument; "
+          f"matmuls {100 * prof.matmul_share:.1f}% of PrimFunc time; "
+          f"{flops / prof.forward_s / 1e9:.1f} matmul GFLOP/s over the pass ({100 * flops / prof.forward_s / 1e9 / peak:.1f}% "
+          f"of the {peak:.0f} GFLOP/s peak)")
+    print("max |error| vs the float64 NumPy layer: " + ("not checked" if err is None else f"{err:.3g}"))
+    if args.json:
+        doc = {"model": spec.config.name, "seq": spec.seq, "batch": spec.batch, "schedule": args.schedule,
+               "profile": facts.profile, "max_error": err, "build_s": built.build_s, "matmul_flops": flops,
+               "plans": [p.as_dict() for p in built.plans], **prof.as_dict(), **provenance()}
+        atomic_write(args.json, json.dumps(doc, indent=1, default=str))
+        say(f"wrote {args.json}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Add this group's commands to the top-level sub-parsers."""
+    p = sub.add_parser("e2e", help="a Transformer encoder layer in Relax: schedule every matmul, check, profile per op")
+    p.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--seq", type=positive, default=128, help="sequence length (default 128)")
+    p.add_argument("--batch", type=positive, default=1, help="batch (default 1)")
+    p.add_argument("--schedule", default="rule_based",
+                   help=f"how matmuls are scheduled: one of {', '.join(schedule_names())} (default rule_based)")
+    p.add_argument("--repeat", type=positive, default=10, help="forward passes timed (default 10)")
+    p.add_argument("--no-check", action="store_true", help="skip the check against the float64 NumPy layer")
+    p.add_argument("--json", metavar="PATH", help="also save the table, the plans and the timings as JSON")
+    p.set_defaults(func=_cmd_e2e)
+
+
+__all__ = ["add_parsers"]

@@ -1,0 +1,169 @@
+"""Build a scheduled encoder layer for the Relax VM, check it against NumPy, and profile it per PrimFunc.
+
+TVM 0.27's VM has no profiler (``VirtualMachine(..., profile=True)`` raises TypeError), so the per-op
+figures come from ``vm.set_instrument``: a callback before and after every call the VM makes, timed with
+``perf_counter``. The whole forward pass is timed by the VM's own ``time_evaluator`` on
+``invoke_stateful``, with no callback installed. The two differ by the VM's own work (allocations,
+shape checks) and the callbacks' cost; both are reported.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..core.hardware import HostFacts, configure_runtime_threads, host_facts
+from ..core.verify import VerificationError
+from .layer import SEED, LayerSpec, export, inputs, lower, reference, tolerance, weights
+from .schedule import FuncPlan, schedule_module
+
+
+@dataclass
+class BuiltLayer:
+    """A compiled layer on the VM with its inputs bound: ``call()`` runs one forward pass."""
+
+    spec: LayerSpec
+    schedule: str
+    plans: list[FuncPlan]
+    executable: Any
+    vm: Any
+    args: list[Any]
+    x: np.ndarray
+    weights: dict[str, np.ndarray]
+    build_s: float
+
+    def call(self) -> object:
+        return self.vm["forward"](*self.args)
+
+    def run(self) -> np.ndarray:
+        return self.call().numpy()
+
+    def plan(self, name: str) -> FuncPlan | None:
+        return next((p for p in self.plans if p.name == name), None)
+
+
+def build_layer(spec: LayerSpec, schedule: str, *, facts: HostFacts | None = None, seed: int = SEED) -> BuiltLayer:
+    """Export, lower, schedule (see :func:`~.schedule.schedule_module`) and compile the layer for the host."""
+    facts = facts or host_facts()
+    start = time.perf_counter()
+    mod, names = export(spec)
+    scheduled, plans = schedule_module(lower(mod), schedule, facts=facts)
+    configure_runtime_threads()
+    exe = tvm.compile(scheduled, facts.target())
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    w, x = weights(spec, seed), inputs(spec, seed)
+    args = [tvm.runtime.tensor(x)] + [tvm.runtime.tensor(w[n]) for n in names]
+    return BuiltLayer(spec, schedule, plans, exe, vm, args, x, w, time.perf_counter() - start)
+
+
+def check_layer(built: BuiltLayer, expected: np.ndarray | None = None) -> float:
+    """Max absolute error of the layer's output against the float64 reference.
+
+    Raises
+    ------
+    VerificationError
+        The error exceeds :func:`~.layer.tolerance`, or the output is not finite.
+    """
+    expected = reference(built.spec, built.x, built.weights) if expected is None else expected
+    out = built.run()
+    err = float(np.max(np.abs(out.astype("float64") - expected))) if np.all(np.isfinite(out)) else math.inf
+    bound = tolerance(built.spec)
+    if not err <= bound:
+        raise VerificationError(f"{built.spec.label()} with schedule {built.schedule!r}: max error {err:.3g} "
+                                f"exceeds {bound:.3g} against the float64 NumPy layer")
+    return err
+
+
+@dataclass
+class OpRow:
+    """One PrimFunc's share of a forward pass."""
+
+    name: str
+    kind: str
+    schedule: str
+    calls: float  # per forward pass
+    seconds: float  # per forward pass, all calls
+    share: float
+    flops: int = 0  # per forward pass
+    gflops: float | None = None
+    pct_peak: float | None = None
+    epilogue: str = ""
+
+
+@dataclass
+class Profile:
+    """Per-PrimFunc times of a forward pass and the whole pass's time."""
+
+    rows: list[OpRow]
+    forward_s: float  # median of the VM's time_evaluator, no callbacks
+    forward_samples: list[float]
+    instrumented_s: float  # the rows' sum plus the VM's builtins, per pass
+    matmul_share: float  # of the PrimFuncs' time
+    peak_gflops: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def op_times(built: BuiltLayer, *, repeat: int = 10, warmup: int = 2) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds and calls per forward pass of every function the VM calls (PrimFuncs and builtins)."""
+    spent: dict[str, float] = collections.defaultdict(float)
+    calls: collections.Counter[str] = collections.Counter()
+    started: dict[str, float] = {}
+
+    def instrument(func, name, before_run, ret, *args):  # noqa: ANN001 (the VM's callback signature)
+        if before_run:
+            started[name] = time.perf_counter()
+        else:
+            spent[name] += time.perf_counter() - started.pop(name)
+            calls[name] += 1
+        return relax.VMInstrumentReturnKind.NO_OP
+
+    for _ in range(warmup):
+        built.call()
+    built.vm.set_instrument(instrument)
+    try:
+        for _ in range(repeat):
+            built.call()
+    finally:
+        built.vm.set_instrument(lambda *a: relax.VMInstrumentReturnKind.NO_OP)
+    return ({k: v / repeat for k, v in spent.items()}, {k: c / repeat for k, c in calls.items()})
+
+
+def forward_times(built: BuiltLayer, *, number: int = 1, repeat: int = 10) -> list[float]:
+    """Seconds per forward pass, ``repeat`` samples of ``number`` passes, by the VM's ``time_evaluator``."""
+    fresh = relax.VirtualMachine(built.executable, tvm.cpu())  # one without the instrument
+    fresh.set_input("forward", *built.args)
+    ev = fresh.time_evaluator("invoke_stateful", tvm.cpu(), number=number, repeat=repeat)
+    return [float(t) for t in ev("forward").results]
+
+
+def profile_layer(built: BuiltLayer, *, repeat: int = 10, peak_gflops: float | None = None) -> Profile:
+    """The per-PrimFunc table (sorted by time) and the forward pass's time."""
+    seconds, calls = op_times(built, repeat=repeat)
+    plans = {p.name: p for p in built.plans}
+    funcs = {k: v for k, v in seconds.items() if k in plans}
+    total = sum(funcs.values()) or math.nan
+    rows = []
+    for name, s in sorted(funcs.items(), key=lambda kv: -kv[1]):
+        p = plans[name]
+        flops = int(p.matmul.flops() * calls[name]) if p.matmul else 0
+        gflops = flops / s / 1e9 if flops and s > 0 else None
+        rows.append(OpRow(name, p.kind, p.schedule, calls[name], s, s / total, flops, gflops,
+                          100 * gflops / peak_gflops if gflops and peak_gflops else None, p.epilogue))
+    samples = forward_times(built, repeat=repeat)
+    matmul = sum(r.seconds for r in rows if r.kind == "matmul")
+    return Profile(rows, statistics.median(samples), samples, sum(seconds.values()), matmul / total, peak_gflops)
+
+
+__all__ = ["BuiltLayer", "OpRow", "Profile", "build_layer", "check_layer", "forward_times", "op_times",
+           "profile_layer"]

@@ -1,0 +1,186 @@
+"""The schedule pass: every matmul PrimFunc of a lowered model scheduled by a suite variant, the rest by dlight.
+
+For each PrimFunc, :func:`~.detect.find_matmul` decides from the blocks whether it is a matmul. A matmul
+gets the chosen variant (``rule_based``, ``ml_guided``, a manual recipe, pinned knobs too) on its own
+block, exactly as the variant schedules the canonical kernel of the same slice shape and layout; the
+epilogue (bias, GELU, scaling, residual) is then inlined into the variant's write-back, so it costs no
+extra pass over memory. A variant without a write-back stage (the manual recipes) gets the epilogue
+computed under the matmul's outer loop instead. Other PrimFuncs (softmax, layer norm) get dlight's CPU
+rules; the injective ones left over (reshape, transpose) get one stated default: producers inlined, the
+outer loops fused and run in parallel. :class:`FuncPlan` records what each function got.
+
+The schedule ``none`` leaves every function as TVM's default build lowers it: the baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import tvm
+from tvm.s_tir import Schedule, ScheduleError
+from tvm.s_tir import dlight as dl
+
+from ..core.hardware import HostFacts, host_facts
+from ..core.registry import ScheduleContext, get_variant, variant_names
+from .detect import MatmulFunc, find_matmul
+
+log = logging.getLogger(__name__)
+
+#: The schedule name of the unscheduled default build.
+NONE = "none"
+#: Variant families that schedule the matmul block directly; MetaSchedule replays records made on the
+#: canonical kernel's block and loops, which a fused function does not have.
+FAMILIES = ("rule", "learned", "manual")
+#: dlight's CPU rules (0.27 has no CPU matmul rule), tried in order on every non-matmul PrimFunc.
+DLIGHT_RULES = ("GEMV", "Reduction")
+
+
+@dataclass
+class FuncPlan:
+    """What one PrimFunc of the model got from the pass."""
+
+    name: str
+    kind: str  # "matmul", "reduction" (dlight), "injective" (the default), "other" (left as lowered)
+    schedule: str
+    matmul: MatmulFunc | None = None
+    epilogue: str = ""
+    decisions: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.matmul is not None:
+            d["matmul"] = {"M": self.matmul.shape.M, "K": self.matmul.shape.K, "N": self.matmul.shape.N,
+                           "layout": self.matmul.layout, "batch": list(self.matmul.batch),
+                           "epilogue_blocks": list(self.matmul.epilogue), "describe": self.matmul.describe()}
+        return d
+
+
+def schedule_names() -> list[str]:
+    """Every schedule the pass takes: ``none`` then the legal variants of :data:`FAMILIES`."""
+    return [NONE] + [n for f in FAMILIES for n in variant_names(legal_only=True, family=f)]
+
+
+def check_schedule(name: str) -> str:
+    """``name`` if the pass can use it; a ValueError naming the choices otherwise."""
+    if name == NONE:
+        return name
+    choices = ", ".join(schedule_names())
+    try:
+        v = get_variant(name)
+    except ValueError as err:
+        raise ValueError(f"unknown schedule {name!r} ({err}); choose one of: {choices}") from None
+    if v.family not in FAMILIES:
+        raise ValueError(f"schedule {name!r} (family {v.family!r}) cannot schedule a fused model function: it "
+                         f"replays records made on the canonical kernel; choose one of: {choices}")
+    if not v.legal:
+        raise ValueError(f"schedule {name!r} is declared illegal ({v.illegal_because}); choose one of: {choices}")
+    return name
+
+
+def _fuse_epilogue(sch: Schedule, info: MatmulFunc) -> str:
+    """Inline the epilogue into the matmul's last write; say where it went."""
+    if not info.epilogue:
+        return ""
+    *inner, last = info.epilogue
+    try:
+        for name in inner:
+            sch.compute_inline(sch.get_sblock(name))
+    except ScheduleError as err:
+        log.info("epilogue of %s not inlined: %s", info.block, err)
+        return "separate pass (an epilogue block could not be inlined)"
+    final = sch.get_sblock(last)
+    try:
+        sch.reverse_compute_inline(final)
+        return "fused into the write-back"
+    except ScheduleError:
+        pass
+    try:
+        sch.reverse_compute_at(final, sch.get_loops(sch.get_sblock(info.block))[0])
+        return "computed under the matmul's outer loop"
+    except ScheduleError as err:
+        log.info("epilogue of %s left separate: %s", info.block, err)
+        return "separate pass"
+
+
+def schedule_matmul(func: tvm.tirx.PrimFunc, info: MatmulFunc, variant: str,
+                    facts: HostFacts) -> tuple[tvm.tirx.PrimFunc, str, dict[str, Any]]:
+    """``func`` with its matmul scheduled by ``variant`` and its epilogue fused; also where the epilogue
+    went and the variant's decisions.
+
+    Raises
+    ------
+    tvm.s_tir.ScheduleError
+        The variant cannot schedule this block (the note names the function's matmul).
+    """
+    v = get_variant(variant)
+    ctx = ScheduleContext(info.shape, info.dtype, info.layout, facts, block=info.block)
+    sch = Schedule(tvm.IRModule({"main": func}))
+    try:
+        v.apply(sch, ctx)
+    except ScheduleError as err:
+        err.add_note(f"variant {variant!r} failed on the fused matmul {info.describe()}")
+        raise
+    where = _fuse_epilogue(sch, info)
+    decisions = v.decisions(ctx) if v.decisions else {}
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True), where, decisions
+
+
+def _injective(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
+    """The stated default for a function of spatial blocks only: inline producers, parallel outer loops."""
+    sch = Schedule(tvm.IRModule({"main": func}))
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    if any(iv.iter_type != 0 for b in blocks for iv in sch.get(b).iter_vars):
+        return None
+    try:
+        for b in blocks[:-1]:
+            sch.compute_inline(b)
+        loops = sch.get_loops(blocks[-1])
+        outer = sch.fuse(*loops[:-1]) if len(loops) > 1 else loops[0]
+        sch.parallel(outer)
+    except ScheduleError:
+        return None
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None = None,
+                    target: tvm.target.Target | None = None) -> tuple[tvm.IRModule, list[FuncPlan]]:
+    """Schedule every PrimFunc of a lowered module (see :func:`~.layer.lower`); the plans in name order."""
+    check_schedule(schedule)
+    facts = facts or host_facts()
+    plans: dict[str, FuncPlan] = {}
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        name = gv.name_hint
+        info = find_matmul(func)
+        if schedule == NONE:
+            plans[name] = FuncPlan(name, "matmul" if info else "other", NONE, info)
+        elif info is not None:
+            new, where, decisions = schedule_matmul(func, info, schedule, facts)
+            out[gv] = new
+            plans[name] = FuncPlan(name, "matmul", schedule, info, where, decisions)
+    if schedule != NONE:
+        target = target or facts.target()
+        with target:
+            for rule in DLIGHT_RULES:
+                before = {gv.name_hint: f for gv, f in out.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+                out = dl.ApplyDefaultSchedule(getattr(dl.cpu, rule)())(out)
+                for gv, f in out.functions.items():
+                    if gv.name_hint in before and gv.name_hint not in plans and not f.same_as(before[gv.name_hint]):
+                        plans[gv.name_hint] = FuncPlan(gv.name_hint, "reduction", f"dlight.cpu.{rule}")
+        for gv, func in list(out.functions.items()):
+            if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint not in plans:
+                new = _injective(func)
+                if new is None:
+                    plans[gv.name_hint] = FuncPlan(gv.name_hint, "other", "as lowered")
+                else:
+                    out[gv] = new
+                    plans[gv.name_hint] = FuncPlan(gv.name_hint, "injective", "inline + parallel outer loops")
+    return out, [plans[k] for k in sorted(plans)]
+
+
+__all__ = ["DLIGHT_RULES", "FAMILIES", "NONE", "FuncPlan", "check_schedule", "schedule_matmul",
+           "schedule_module", "schedule_names"]

@@ -1,0 +1,198 @@
+"""End to end: the Relax encoder layer, the matmul detection, the schedule pass, the profiler and the command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tvm import te
+
+from matmul.cli import main
+from matmul.core.kernel import matmul_func
+from matmul.core.verify import VerificationError
+from matmul.core.workloads import MODELS, MatmulShape, ModelConfig
+from matmul.e2e.detect import find_matmul
+from matmul.e2e.layer import export, inputs, layer_spec, lower, reference, tolerance, torch_layer, weights
+from matmul.e2e.profile import build_layer, check_layer, profile_layer
+from matmul.e2e.schedule import NONE, check_schedule, schedule_module, schedule_names
+
+TINY = ModelConfig("tiny", 64, 160, 4)
+
+
+def _funcs(mod: tvm.IRModule) -> dict[str, tvm.tirx.PrimFunc]:
+    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+@pytest.fixture(scope="module")
+def lowered():
+    spec = layer_spec(TINY, 12, 2)
+    return spec, lower(export(spec)[0])
+
+
+# --------------------------------------------------------------------------- detection
+def test_every_matmul_of_the_layer_is_found_from_its_blocks(lowered):
+    spec, mod = lowered
+    found = {name: find_matmul(f) for name, f in _funcs(mod).items()}
+    mm = {n: m for n, m in found.items() if m is not None}
+    t, h, i = spec.tokens, TINY.hidden, TINY.intermediate
+    proj = sorted((m.shape.M, m.shape.K, m.shape.N) for m in mm.values() if not m.batch)
+    assert proj == sorted([(t, h, h), (t, h, h), (t, h, i), (t, i, h)])  # q/k/v share a function; o; up; down
+    assert all(m.layout == "NT" and m.epilogue for m in mm.values() if not m.batch)
+    attention = sorted((m.layout, m.shape.M, m.shape.K, m.shape.N, m.batch) for m in mm.values() if m.batch)
+    assert attention == [("NN", spec.seq, spec.seq, spec.head_dim, (2, 4)),
+                         ("NT", spec.seq, spec.head_dim, spec.seq, (2, 4))]
+    others = [n for n, m in found.items() if m is None]
+    assert others and all("matmul" not in n for n in others)  # softmax, layer norm, transposes
+    assert sum(m.flops() * (3 if m.shape.N == h and m.shape.K == h and len(m.epilogue) == 1 else 1)
+               for m in mm.values()) == spec.matmul_flops()
+
+
+@pytest.mark.parametrize("layout", ["NN", "NT"])
+def test_detection_reads_structure_not_names(layout):
+    f = matmul_func(MatmulShape(8, 16, 24), layout=layout)
+    m = find_matmul(f)
+    assert (m.block, m.layout, m.shape, m.batch, m.epilogue) == ("C", layout, MatmulShape(8, 16, 24), (), ())
+    a, b = te.placeholder((8, 16), name="x"), te.placeholder((16, 24), name="y")
+    k = te.reduce_axis((0, 16))
+    c = te.compute((8, 24), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="whatever")
+    assert find_matmul(te.create_prim_func([a, b, c])).block == "whatever"
+    # A reduction that is not a product (a row sum) and an elementwise function are not matmuls.
+    s = te.compute((8,), lambda i: te.sum(a[i, k], axis=k), name="rowsum")
+    assert find_matmul(te.create_prim_func([a, s])) is None
+    e = te.compute((8, 16), lambda i, j: a[i, j] * 2, name="scale")
+    assert find_matmul(te.create_prim_func([a, e])) is None
+    # A transposed A (k, i) is no layout the suite schedules: not taken for one.
+    at = te.placeholder((16, 8), name="at")
+    ct = te.compute((8, 24), lambda i, j: te.sum(at[k, i] * b[k, j], axis=k), name="tn")
+    assert find_matmul(te.create_prim_func([at, b, ct])) is None
+
+
+# --------------------------------------------------------------------------- the pass
+def test_the_pass_records_what_every_function_got(lowered):
+    _, mod = lowered
+    _, plans = schedule_module(mod, "rule_based")
+    by_kind = {}
+    for p in plans:
+        by_kind.setdefault(p.kind, []).append(p)
+    assert {p.name for p in plans} == set(_funcs(mod))
+    assert all(p.schedule == "rule_based" and p.decisions.get("tm") for p in by_kind["matmul"])
+    assert all(p.epilogue == "fused into the write-back" for p in by_kind["matmul"] if p.matmul.epilogue)
+    assert {p.schedule for p in by_kind["reduction"]} <= {"dlight.cpu.Reduction", "dlight.cpu.GEMV"}
+    assert len(by_kind["reduction"]) == 2 and by_kind["injective"]  # softmax + layer norm; the transposes
+    _, plans = schedule_module(mod, NONE)
+    assert {p.schedule for p in plans} == {NONE}
+
+
+def test_a_fused_epilogue_makes_no_pass_of_its_own(lowered):
+    _, mod = lowered
+    scheduled, plans = schedule_module(mod, "rule_based")
+    for p in plans:
+        if p.kind == "matmul" and p.matmul.epilogue:
+            text = scheduled[p.name].script()
+            for block in p.matmul.epilogue:
+                assert f'sblock("{block}")' not in text, (p.name, block)
+
+
+def test_bad_schedules_name_the_choices():
+    for bad, phrase in (("nope", "unknown schedule"), ("vec_k", "declared illegal"),
+                        ("metaschedule", "replays records")):
+        with pytest.raises(ValueError, match=phrase) as err:
+            check_schedule(bad)
+        assert "rule_based" in str(err.value) and NONE in str(err.value)
+    assert "rule_based" in schedule_names() and "metaschedule" not in schedule_names()
+
+
+def test_bad_layer_specs_are_refused():
+    with pytest.raises(ValueError, match="bert-base"):
+        layer_spec("bert-huge", 8)
+    for seq in (0, -3, 2.5, "8"):
+        with pytest.raises((ValueError, TypeError)):
+            layer_spec("bert-base", seq)
+    with pytest.raises(ValueError, match="multiple of heads"):
+        ModelConfig("odd", 64, 128, 5)
+
+
+# --------------------------------------------------------------------------- correctness
+SCHEDULES = [NONE, "rule_based", "ml_guided", "rule_based[tk=16]", "full", "parallel", "baseline"]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_schedule_is_correct(schedule):
+    spec = layer_spec(TINY, 24, 2)
+    built = build_layer(spec, schedule)
+    assert check_layer(built) <= tolerance(spec)
+    assert all(p.schedule == schedule for p in built.plans if p.kind == "matmul")
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seq=st.integers(1, 512), hidden=st.sampled_from([32, 48, 64]), heads=st.sampled_from([1, 2, 4]),
+       schedule=st.sampled_from(["rule_based", "full"]))
+def test_correct_at_any_sequence_length(seq, hidden, heads, schedule):
+    spec = layer_spec(ModelConfig("h", hidden, 2 * hidden + 16, heads), seq)
+    check_layer(build_layer(spec, schedule))
+
+
+def test_bert_base_layer_is_correct_at_its_real_size():
+    spec = layer_spec("bert-base", 77)
+    built = build_layer(spec, "rule_based")
+    check_layer(built)
+    assert {p.matmul.shape.K for p in built.plans if p.matmul and not p.matmul.batch} == {768, 3072}
+
+
+def test_a_wrong_output_fails_the_check():
+    built = build_layer(layer_spec(TINY, 8), "rule_based")
+    good = reference(built.spec, built.x, built.weights)
+    check_layer(built, good)
+    with pytest.raises(VerificationError, match="exceeds"):
+        check_layer(built, good + 10 * tolerance(built.spec))
+    with pytest.raises(VerificationError, match="exceeds"):
+        check_layer(built, np.where(np.arange(good.size).reshape(good.shape) == 5, np.nan, good))
+
+
+def test_the_reference_agrees_with_pytorch():
+    pytest.importorskip("torch", reason="PyTorch is not installed: pip install -e '.[torch]'")
+    spec = layer_spec(TINY, 16, 2)
+    w, x = weights(spec), inputs(spec)
+    out = torch_layer(spec, w)(x).numpy()
+    assert np.max(np.abs(out - reference(spec, x, w))) <= tolerance(spec)
+
+
+# --------------------------------------------------------------------------- profiling and the command
+def test_the_profile_accounts_for_every_primfunc():
+    spec = layer_spec(TINY, 32)
+    built = build_layer(spec, "rule_based")
+    prof = profile_layer(built, repeat=2, peak_gflops=100.0)
+    assert {r.name for r in prof.rows} == {p.name for p in built.plans}
+    assert sum(r.share for r in prof.rows) == pytest.approx(1.0)
+    assert sum(r.flops for r in prof.rows) == spec.matmul_flops()
+    assert max(r.calls for r in prof.rows) == 3  # q, k and v call one function
+    assert all(r.gflops and r.pct_peak for r in prof.rows if r.kind == "matmul")
+    assert 0 < prof.matmul_share < 1 and prof.forward_s > 0 and len(prof.forward_samples) == 2
+
+
+def test_e2e_command_prints_the_table_and_saves_json(tmp_path, capsys):
+    out = tmp_path / "e2e.json"
+    assert main(["e2e", "--model", "t5-small", "--seq", "3", "--repeat", "2", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| primfunc |" in text and "fused into the write-back" in text and "max |error|" in text
+    doc = json.loads(out.read_text())
+    assert doc["model"] == "t5-small" and doc["max_error"] <= tolerance(layer_spec("t5-small", 3))
+    assert {r["name"] for r in doc["rows"]} == {p["name"] for p in doc["plans"]}
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["--schedule", "nope"], "unknown schedule"),
+    (["--model", "bert-huge"], "bert-base"),
+    (["--schedule", "metaschedule"], "replays records"),
+])
+def test_e2e_command_refuses_bad_input(argv, phrase, capsys):
+    assert main(["e2e", "--seq", "2", *argv]) == 2
+    assert phrase in capsys.readouterr().err
+
+
+def test_every_model_row_has_heads_that_divide_hidden():
+    assert all(m.hidden % m.heads == 0 and m.heads > 1 for m in MODELS.values())
