@@ -13,6 +13,11 @@ Full sweep (all 24 BERT shapes x every variant, baseline included)::
 
     pytest bench/ --m-values all --variants all --baseline-max-m 384
 
+Beside the kernel grid, the end-to-end grid times one Transformer encoder layer in Relax per
+model x seq, every schedule of it together with PyTorch eager (``--e2e-models``, ``--e2e-seqs``,
+``--e2e-schedules``; ``--e2e-models none`` leaves it out). Its case ids read
+``e2e-<model>-seq<seq>-<schedule>``.
+
 Runs are saved under ``.benchmarks/<machine id>-<CPU profile>/`` (see
 :func:`pytest_configure`), so runs from different CPUs never mix in one
 folder and ``pytest-benchmark compare`` still finds them all.
@@ -27,7 +32,9 @@ import pytest
 from matmul import KERNELS, M_SWEEP, HardwareError, Workload, host_facts, workloads
 from matmul.core.kernel import LAYOUTS, check_layout
 from matmul.core.registry import unavailable
-from matmul.core.workloads import parse_positive_int
+from matmul.core.workloads import MODELS, parse_positive_int
+from matmul.e2e.layer import LayerSpec, layer_spec
+from matmul.e2e.timing import TORCH, check_e2e_name, time_layer
 from matmul.measure.candidates import candidate_names, check_candidate
 from matmul.measure.grid import GroupTiming, time_group
 from matmul.measure.interleave import RoundSettings
@@ -40,6 +47,9 @@ DEFAULT_VARIANTS = ("baseline", "full", "parallel_vec_j", "rule_based", "metasch
 #: The unscheduled triple loop takes ~0.4 s per call at qkv M=384 and ~1.5 s
 #: for the MLP kernels; by default it is measured only up to this M.
 BASELINE_MAX_M = 32
+#: The end-to-end grid's quick default: BERT-base at seq 128 beside PyTorch (the unscheduled build, ``none``,
+#: takes about 2 s per pass there; add it with --e2e-schedules).
+E2E_DEFAULTS = {"models": "bert-base", "seqs": "128", "schedules": f"rule_based,{TORCH}"}
 
 
 def _csv(text: str) -> list[str]:
@@ -66,6 +76,13 @@ def pytest_addoption(parser):
     g.addoption("--group-budget", default="10",
                 help="seconds of sampling per shape before a group that is not tight yet is marked inconclusive "
                      "(default: %(default)s)")
+    g.addoption("--e2e-models", default=E2E_DEFAULTS["models"],
+                help=f"end-to-end layers: comma-separated models from {', '.join(MODELS)}, or none (default: bert-base)")
+    g.addoption("--e2e-seqs", default=E2E_DEFAULTS["seqs"], help="end-to-end sequence lengths (default: 128)")
+    g.addoption("--e2e-batch", default="1", help="end-to-end batch (default: 1)")
+    g.addoption("--e2e-schedules", default=E2E_DEFAULTS["schedules"],
+                help="end-to-end schedules: `python -m matmul e2e --help` lists them, plus torch "
+                     "(default: rule_based,torch)")
     g.addoption("--ci-width", default="0.03",
                 help="sample until each case's ratio to the anchor is known within +-this (default: %(default)s)")
     g.addoption("--aa", default="auto",
@@ -102,6 +119,48 @@ def _grid(config) -> list[tuple[str, int, str, str]]:
     return [(w.kernel, w.M, v, lay) for w in loads for v in variants for lay in layouts]
 
 
+def _e2e_grid(config) -> list[tuple[str, int, str]]:
+    models = _csv(config.getoption("--e2e-models"))
+    if models == ["none"]:
+        return []
+    try:
+        seqs = [parse_positive_int(s, "--e2e-seqs") for s in _csv(config.getoption("--e2e-seqs"))]
+        batch = parse_positive_int(config.getoption("--e2e-batch"), "--e2e-batch")
+        schedules = [check_e2e_name(s) for s in _csv(config.getoption("--e2e-schedules"))]
+        for m in models:
+            layer_spec(m, 1, batch)
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
+    if not (models and seqs and schedules):
+        raise pytest.UsageError("--e2e-models, --e2e-seqs and --e2e-schedules need at least one value each")
+    return [(m, s, sch) for m in models for s in seqs for sch in schedules]
+
+
+class E2ETimer:
+    """Times each layer's selected schedules together, once, when the first of them runs."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.members: dict[LayerSpec, list[str]] | None = None
+        self.groups: dict[LayerSpec, tuple] = {}
+
+    def group(self, session, spec: LayerSpec) -> tuple:
+        if self.members is None:
+            self.members = {}
+            for item in session.items:
+                params = getattr(getattr(item, "callspec", None), "params", {})
+                if {"e2e_model", "seq", "schedule"} <= set(params) and not item.get_closest_marker("skip"):
+                    key = layer_spec(params["e2e_model"], params["seq"], self.settings["e2e_batch"])
+                    self.members.setdefault(key, []).append(params["schedule"])
+        if spec not in self.groups:
+            self.groups[spec] = time_layer(spec, self.members.get(spec, []),
+                                           settings=self.settings["round_settings"],
+                                           aa=self.settings["aa"] is not None)
+        return self.groups[spec]
+
+
+_E2E = pytest.StashKey[list]()
+_E2E_TIMER = pytest.StashKey["E2ETimer"]()
 _GRID = pytest.StashKey[list]()
 _SETTINGS = pytest.StashKey[dict]()
 _GRID_TIMER = pytest.StashKey["GridTimer"]()
@@ -184,6 +243,9 @@ def pytest_configure(config):
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
     config.stash[_GRID_TIMER] = GridTimer(settings)
+    config.stash[_E2E] = _e2e_grid(config)
+    settings["e2e_batch"] = int(config.getoption("--e2e-batch"))
+    config.stash[_E2E_TIMER] = E2ETimer(settings)
     # pytest-benchmark files runs under a machine id built from the OS and
     # Python only, so a Zen 3 and a Skylake run would land in one folder and
     # `--benchmark-compare` would pit them against each other. Append the CPU
@@ -222,6 +284,20 @@ def pytest_generate_tests(metafunc):
                 for k, m, v, lay in config.stash[_GRID]
             ],
         )
+
+
+    if {"e2e_model", "seq", "schedule"} <= set(metafunc.fixturenames):
+        reason = get_reference(TORCH).unavailable()
+        metafunc.parametrize("e2e_model, seq, schedule", [
+            pytest.param(m, s, sch, id=f"e2e-{m}-seq{s}-{sch}",
+                         marks=[pytest.mark.skip(reason=reason)] if sch == TORCH and reason else [])
+            for m, s, sch in metafunc.config.stash[_E2E]
+        ])
+
+
+@pytest.fixture(scope="session")
+def e2e_timer(request) -> E2ETimer:
+    return request.config.stash[_E2E_TIMER]
 
 
 @pytest.fixture

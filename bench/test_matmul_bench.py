@@ -23,7 +23,6 @@ before and after it.
 
 from __future__ import annotations
 
-import itertools
 import statistics
 
 import pytest
@@ -33,6 +32,7 @@ from matmul.core.tables import geomean
 from matmul.core.verify import make_inputs
 from matmul.measure.bandwidth import bytes_moved, read_bandwidth, roofline
 from matmul.measure.candidates import prepare
+from matmul.measure.interleave import replay_timer
 from matmul.measure.peak import fp32_peak
 from matmul.measure.references import get_reference, numpy_alone
 from matmul.measure.timing import median_seconds, wait_for_quiet
@@ -117,21 +117,6 @@ def _rates(info: dict, stats, shape, peak) -> float:
     return median
 
 
-def _replay(samples: list[float]):
-    """A timer for pytest-benchmark that replays per-call seconds measured in the group's rounds.
-
-    pytest-benchmark reads the timer before and after each round's call;
-    this one advances by the next sample in between, so each round's
-    duration is exactly the sample measured for this case in that round.
-    """
-    ticks = iter([0.0] + [t for cum in itertools.accumulate(samples) for t in (cum, cum)])
-
-    def interleaved_rounds() -> float:
-        return next(ticks)
-
-    return interleaved_rounds
-
-
 def _timed_in_group(benchmark, group, variant: str, shape, peak) -> None:
     """This case's figures from its group's interleaved rounds (see matmul.measure.grid)."""
     if variant in group.errors:
@@ -146,7 +131,7 @@ def _timed_in_group(benchmark, group, variant: str, shape, peak) -> None:
     info.update(samples_s=case.samples, calls_per_sample=case.calls)
     if case.to_anchor is not None:
         info.update(to_anchor=case.to_anchor.as_dict())
-    benchmark._timer = _replay(case.samples)
+    benchmark._timer = replay_timer(case.samples)
     benchmark.pedantic(lambda: None, rounds=len(case.samples), warmup_rounds=0, iterations=1)
     median = _rates(info, benchmark.stats.stats, shape, peak)
     if case.vs_numpy is not None:

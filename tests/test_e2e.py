@@ -16,7 +16,16 @@ from matmul.core.kernel import matmul_func
 from matmul.core.verify import VerificationError
 from matmul.core.workloads import MODELS, MatmulShape, ModelConfig
 from matmul.e2e.detect import find_matmul
-from matmul.e2e.layer import export, inputs, layer_spec, lower, reference, tolerance, torch_layer, weights
+from matmul.e2e.layer import (
+    export,
+    inputs,
+    layer_spec,
+    lower,
+    reference,
+    tolerance,
+    torch_layer,
+    weights,
+)
 from matmul.e2e.profile import build_layer, check_layer, profile_layer
 from matmul.e2e.schedule import NONE, check_schedule, schedule_module, schedule_names
 

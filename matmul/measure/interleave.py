@@ -28,6 +28,7 @@ form the paired, evidence, sweep, compare-db and held-out commands use.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -249,6 +250,20 @@ def time_interleaved(cands: Sequence[Candidate], *, blocks: int = 4, calls: int 
     return times
 
 
+def replay_timer(samples: Sequence[float]) -> Callable[[], float]:
+    """A timer for pytest-benchmark that replays per-call seconds measured in interleaved rounds.
+
+    pytest-benchmark reads the timer before and after each round's call; this one advances by the next
+    sample in between, so each round's duration is exactly the sample measured for the case in that round.
+    """
+    ticks = iter([0.0] + [t for cum in itertools.accumulate(samples) for t in (cum, cum)])
+
+    def interleaved_rounds() -> float:
+        return next(ticks)
+
+    return interleaved_rounds
+
+
 def calls_for(cand: Candidate, calls: int, block_s: float = BLOCK_S) -> int:
     """At least ``calls``, and enough that one block of ``cand`` lasts ``block_s`` seconds."""
     with cand.pool():
@@ -266,6 +281,7 @@ __all__ = [
     "RoundSettings",
     "Rounds",
     "calls_for",
+    "replay_timer",
     "time_interleaved",
     "time_rounds",
 ]
