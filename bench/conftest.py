@@ -295,6 +295,13 @@ def pytest_generate_tests(metafunc):
         ])
 
 
+def pytest_ignore_collect(collection_path, config):
+    # --e2e-models none: the end-to-end module is not collected at all (no empty-parameter skip line).
+    if collection_path.name == "test_e2e_bench.py" and _E2E in config.stash and not config.stash[_E2E]:
+        return True
+    return None
+
+
 @pytest.fixture(scope="session")
 def e2e_timer(request) -> E2ETimer:
     return request.config.stash[_E2E_TIMER]

@@ -27,7 +27,7 @@ TINY = RoundSettings(min_rounds=4, budget_s=1.0)
 def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "run.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--kernels", "qkv",
+        [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-p", "no:cacheprovider", "--kernels", "qkv",
          "--m-values", "8", f"--benchmark-json={out}", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )

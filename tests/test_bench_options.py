@@ -33,7 +33,7 @@ def test_default_grid_ids_read_kernel_m_variant_layout():
 
 def test_baseline_is_capped_at_small_m_and_says_so():
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-rs", "-p", "no:cacheprovider", "--benchmark-disable",
+        [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-rs", "-p", "no:cacheprovider", "--benchmark-disable",
          "--kernels", "qkv", "--m-values", "16,64", "--variants", "baseline"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
@@ -46,7 +46,7 @@ def test_metaschedule_without_a_record_is_skipped_with_the_command_that_tunes_it
     import os
 
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-rs", "-p", "no:cacheprovider", "--benchmark-disable",
+        [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-rs", "-p", "no:cacheprovider", "--benchmark-disable",
          "--kernels", "mlp_reduce", "--m-values", "16", "--variants", "metaschedule", "--layout", "NT"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "MATMUL_TUNING_ROOT": str(tmp_path)},
     )
@@ -72,7 +72,7 @@ def test_saved_runs_group_by_kernel_and_m(tmp_path):
     """A saved run can be grouped by the parametrize names the README gives."""
     storage = f"file://{tmp_path}"
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
+        [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
          "--m-values", "5", "--variants", "full", f"--benchmark-storage={storage}", "--benchmark-save=t",
          "--benchmark-min-rounds=1"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -93,7 +93,7 @@ def test_runs_are_stored_per_cpu_profile(tmp_path):
     from matmul import host_facts
 
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
+        [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
          "--m-values", "3", "--variants", "full,numpy", f"--benchmark-storage=file://{tmp_path}",
          "--benchmark-save=p", "--rounds=3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -119,7 +119,7 @@ def test_missing_torch_is_a_skip_with_the_install_command():
     # A child interpreter where `import torch` fails, whatever is installed.
     code = (
         "import sys, pytest; sys.modules['torch'] = None; "
-        "sys.exit(pytest.main(['bench/', '-q', '-rs', '-p', 'no:cacheprovider', '--benchmark-disable', "
+        "sys.exit(pytest.main(['bench/', '--e2e-models', 'none', '-q', '-rs', '-p', 'no:cacheprovider', '--benchmark-disable', "
         "'--kernels', 'qkv', '--m-values', '4', '--variants', 'torch']))"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -132,7 +132,7 @@ def test_torch_reference_verifies_when_installed():
     proc = _collect("--variants", "torch")
     assert proc.returncode == 0
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+        [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
          "--kernels", "qkv", "--m-values", "5", "--variants", "torch", "--layout", "NN,NT"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
@@ -178,7 +178,7 @@ def test_ml_guided_fallback_is_saved_in_extra_info(tmp_path):
     import os
 
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
+        [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
          "--m-values", "8", "--variants", "ml_guided", f"--benchmark-storage=file://{tmp_path / 'runs'}",
          "--benchmark-save=ml", "--rounds=3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -194,3 +194,33 @@ def test_ml_guided_fallback_is_saved_in_extra_info(tmp_path):
     # the roofline: which limit bounds the case, measured at its own working set, and how close it came
     assert info["limit"] in ("compute", "memory") and info["bandwidth_gbs"] > 0 and info["limit_pct"] > 0
     assert info["bandwidth_bytes"] >= 0.9 * info["bytes_moved"] and info["limit_gflops"] <= info["peak_gflops"]
+
+
+def test_the_default_run_holds_the_end_to_end_grid_and_bad_e2e_options_are_usage_errors():
+    ids = [line for line in _collect().stdout.splitlines() if "::test_e2e[" in line]
+    assert [i.split("[", 1)[1].rstrip("]") for i in ids] == ["e2e-bert-base-seq128-rule_based",
+                                                            "e2e-bert-base-seq128-torch"]
+    proc = _collect("--e2e-models", "t5-small", "--e2e-seqs", "1,7", "--e2e-schedules", "none,full")
+    assert "e2e-t5-small-seq7-full" in proc.stdout and proc.stdout.count("::test_e2e[") == 4
+    assert "::test_e2e[" not in _collect("--e2e-models", "none").stdout
+    for args, phrase in ((("--e2e-schedules", "metaschedule"), "replays records"),
+                         (("--e2e-models", "bert-huge"), "bert-base"),
+                         (("--e2e-seqs", "0"), "--e2e-seqs")):
+        proc = _collect(*args)
+        assert proc.returncode == 4 and phrase in proc.stdout + proc.stderr, (args, proc.stdout + proc.stderr)
+
+
+def test_an_end_to_end_case_checks_its_layer_before_timing(tmp_path):
+    out = tmp_path / "run.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/test_e2e_bench.py", "-q", "-p", "no:cacheprovider",
+         "--e2e-models", "t5-small", "--e2e-seqs", "16", "--e2e-schedules", "rule_based,none",
+         "--group-budget", "2", "--benchmark-json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cases = {b["params"]["schedule"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    rule = cases["rule_based"]
+    assert rule["speedup_vs_none"] > 1 and rule["max_error"] < 1e-3 and rule["aa_variant"] == "rule_based"
+    assert 0 < rule["matmul_share"] < 1 and {op["name"] for op in rule["ops"]} == {p["name"] for p in rule["plans"]}
+    assert len(rule["samples_s"]) >= 4 and rule["noise_floor"] is not None

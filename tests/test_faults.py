@@ -176,7 +176,7 @@ def test_a_bench_session_survives_a_corrupt_record_for_one_shape(tmp_path):
     bad = next(pdir.glob("*M16*/database_tuning_record.json"))
     bad.write_text("{}\n" + bad.read_text())
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-q", "-rs", "-p", "no:cacheprovider", "--benchmark-disable",
+        [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-rs", "-p", "no:cacheprovider", "--benchmark-disable",
          "--kernels", "qkv", "--m-values", "16,32", "--variants", "metaschedule,rule_based"],
         cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "MATMUL_TUNING_ROOT": str(tmp_path)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -237,7 +237,7 @@ def test_atomic_writes_keep_the_mode_of_the_file_they_replace(tmp_path):
     ({"MATMUL_TARGET": "not json"}, "is not a JSON object"),
 ])
 def test_a_bad_environment_is_a_usage_error_under_pytest_bench(env, message):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-p", "no:cacheprovider",
                            "--benchmark-disable", "--co"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **env})
     assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]  # usage error, not INTERNALERROR (3)

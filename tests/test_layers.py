@@ -196,7 +196,7 @@ def test_a_new_family_is_one_module_and_reaches_variants_the_bench_grid_and_the_
     listing = run("-c", "import toyfamily, sys; from matmul.cli import main; sys.exit(main(['variants']))")
     assert listing.returncode == 0 and any(line.split()[:2] == ["toy", "toy"] for line in listing.stdout.splitlines())
     out = tmp_path / "run.json"
-    bench = run("-m", "pytest", "bench/", "-p", "toyfamily", "-q", "-rs", "-p", "no:cacheprovider",
+    bench = run("-m", "pytest", "bench/", "--e2e-models", "none", "-p", "toyfamily", "-q", "-rs", "-p", "no:cacheprovider",
                 "--variants", "toy", "--kernels", "qkv", "--m-values", "16,32", "--rounds", "2",
                 f"--benchmark-json={out}")
     assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-2000:]

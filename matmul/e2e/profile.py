@@ -120,7 +120,7 @@ def op_times(built: BuiltLayer, *, repeat: int = 10, warmup: int = 2) -> tuple[d
     calls: collections.Counter[str] = collections.Counter()
     started: dict[str, float] = {}
 
-    def instrument(func, name, before_run, ret, *args):  # noqa: ANN001 (the VM's callback signature)
+    def instrument(func, name, before_run, ret, *args):
         if before_run:
             started[name] = time.perf_counter()
         else:

@@ -113,7 +113,9 @@ def speedup(group: GroupTiming, over: str, name: str) -> Ratio | None:
 
 def case_info(group: GroupTiming, name: str) -> dict[str, Any]:
     """What one case saves in ``extra_info`` besides its profile: the group's figures and its speedups."""
-    info: dict[str, Any] = {**group.summary(), **group.cases[name].described}
+    described = dict(group.cases[name].described)
+    info: dict[str, Any] = {**group.summary(), **described, **described.pop("decisions", {})}
+    info.pop("decisions", None)  # its keys (max_error, build_s, plans; the library for torch) are on top
     for other in (TORCH, "none"):
         r = speedup(group, other, name)
         if r is not None:

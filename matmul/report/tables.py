@@ -45,6 +45,7 @@ from ..core.registry import variant_names
 from ..core.tables import geomean, geomeans_by_kernel
 from ..measure.agreement import AGREEMENT_TOLERANCE
 from .compare import FALLBACK_THRESHOLD, compare_runs
+from .e2e import e2e_table
 from .load import KEY, STORAGE, ReportError, find_runs, load_runs
 
 #: Runs without raw samples: a latency ratio (other / base) above 1 + this is a regression.
@@ -67,6 +68,8 @@ class Report:
     comparison: pd.DataFrame | None = None
     comparison_geomeans: pd.DataFrame | None = None
     settings: dict = field(default_factory=dict)
+    #: End-to-end layer cases (empty when the runs hold none).
+    e2e: pd.DataFrame | None = None
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -82,6 +85,8 @@ class Report:
             "geomeans": self.geomeans,
             "agreement": self.agreement,
         }
+        if self.e2e is not None and not self.e2e.empty:
+            out["e2e"] = self.e2e
         if self.comparison is not None:
             out["comparison"] = self.comparison
             out["comparison_geomeans"] = self.comparison_geomeans
@@ -202,6 +207,7 @@ def build_report(
         agreement=agreement_table(cases),
         settings={"threshold": threshold, "cv_threshold": cv_threshold, "skipped": skipped},
     )
+    report.e2e = e2e_table(zip(runs["run"], runs["file"]))
     if len(runs) > 1 or base is not None:
         base = base or runs["run"].iloc[0]
         report.comparison, report.comparison_geomeans = compare_runs(cases, base, threshold, cv_threshold,
