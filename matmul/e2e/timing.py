@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..core.hardware import HostFacts, host_facts
 from ..core.registry import Unavailable
 from ..core.verify import VerificationError
@@ -34,8 +36,6 @@ def check_e2e_name(name: str) -> str:
 
 
 def _torch_candidate(spec: LayerSpec, shape: MatmulShape, threads: int) -> Candidate:
-    import numpy as np
-
     ref = get_reference(TORCH)
     reason = ref.unavailable()
     if reason:
