@@ -36,12 +36,10 @@ def test_e2e(benchmark, e2e_model, seq, schedule, bench_settings, e2e_timer, req
             check_layer(build_layer(spec, schedule))
         return
     group, built = e2e_timer.group(request.session, spec)
-    if schedule in group.errors:
-        err = group.errors[schedule]
-        if isinstance(err, Unavailable):
-            pytest.skip(str(err))
-        raise err
-    case = group.cases[schedule]
+    try:
+        case = group.case(schedule)
+    except Unavailable as err:
+        pytest.skip(str(err))
     info.update(case_info(group, schedule))
     info.update(samples_s=case.samples, calls_per_sample=case.calls)
     if case.to_anchor is not None:

@@ -119,12 +119,10 @@ def _rates(info: dict, stats, shape, peak) -> float:
 
 def _timed_in_group(benchmark, group, variant: str, shape, peak) -> None:
     """This case's figures from its group's interleaved rounds (see matmul.measure.grid)."""
-    if variant in group.errors:
-        err = group.errors[variant]
-        if isinstance(err, Unavailable):
-            pytest.skip(str(err))
-        raise err
-    case = group.cases[variant]
+    try:
+        case = group.case(variant)
+    except Unavailable as err:
+        pytest.skip(str(err))
     info = benchmark.extra_info
     info.update(case.described)
     info.update(group.summary())

@@ -46,9 +46,6 @@ class BuiltLayer:
     def run(self) -> np.ndarray:
         return self.call().numpy()
 
-    def plan(self, name: str) -> FuncPlan | None:
-        return next((p for p in self.plans if p.name == name), None)
-
 
 def build_layer(spec: LayerSpec, schedule: str, *, facts: HostFacts | None = None, seed: int = SEED) -> BuiltLayer:
     """Export, lower, schedule (see :func:`~.schedule.schedule_module`) and compile the layer for the host."""

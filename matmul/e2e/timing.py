@@ -93,14 +93,10 @@ def time_layer(spec: LayerSpec, names: list[str], *, settings: RoundSettings = D
     order = [c.name for c in cands]
     group.anchor = TORCH if TORCH in order else order[0]
     rounds = time_rounds(cands, anchor=order.index(group.anchor) if len(cands) > 1 else None, settings=settings)
-    group.converged, group.widest, group.rounds, group.seconds = (rounds.converged, rounds.widest, rounds.rounds,
-                                                                   rounds.seconds)
     for n, cand in enumerate(cands):
         group.cases[cand.name] = CaseTiming(cand.name, rounds.samples[n], rounds.calls[n], rounds.ratios[n],
                                             cand.describe())
-    if group.aa_of is not None:
-        orig, copy = group.cases[group.aa_of], group.cases.pop(group.aa_of + AA_SUFFIX)
-        group.aa = ratio_of_medians(copy.samples, orig.samples, paired=True)
+    group.finish(rounds)
     return group, built
 
 

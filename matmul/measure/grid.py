@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ..core.registry import Unavailable
 from ..core.workloads import MatmulShape
 from .candidates import Candidate, prepare
-from .interleave import DEFAULT_ROUNDS, RoundSettings, time_rounds
+from .interleave import DEFAULT_ROUNDS, Rounds, RoundSettings, time_rounds
 from .references import numpy_alone
 from .stats import Ratio, noise_floor, ratio_of_medians
 from .timing import wait_for_quiet
@@ -76,6 +76,20 @@ class GroupTiming:
     def floor(self) -> float | None:
         """The A/A noise floor (0.02: differences below 2% are noise), or None without an A/A pair."""
         return None if self.aa is None else noise_floor(self.aa)
+
+    def case(self, name: str) -> CaseTiming:
+        """``name``'s timing; raises what preparing it raised (``Unavailable``: its family cannot serve it)."""
+        if name in self.errors:
+            raise self.errors[name]
+        return self.cases[name]
+
+    def finish(self, rounds: Rounds) -> None:
+        """Take the rounds' convergence and length, and turn the A/A copy's case into the group's A/A ratio."""
+        self.converged, self.widest, self.rounds, self.seconds = (rounds.converged, rounds.widest, rounds.rounds,
+                                                                  rounds.seconds)
+        if self.aa_of is not None:
+            orig, copy = self.cases[self.aa_of], self.cases.pop(self.aa_of + AA_SUFFIX)
+            self.aa = ratio_of_medians(copy.samples, orig.samples, paired=True)
 
     def brief(self, label: str) -> dict:
         """One line of the run's noise-floor summary (``machine_info`` and the end of the terminal output)."""
@@ -145,8 +159,6 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
 
     rounds = time_rounds(order, anchor=anchor, settings=settings, shadows=shadow)
     alone_after = _alone(prepared, shape, layout)
-    group.converged, group.widest, group.rounds, group.seconds = (rounds.converged, rounds.widest, rounds.rounds,
-                                                                   rounds.seconds)
     for n, cand in enumerate(order):
         case = CaseTiming(cand.name, rounds.samples[n], rounds.calls[n], rounds.ratios[n], cand.describe())
         if n in rounds.shadow:
@@ -157,9 +169,7 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
         if "numpy" in names_in and cand.name != "numpy":
             case.vs_numpy = ratio_of_medians(rounds.samples[names_in.index("numpy")], case.samples, paired=True)
         group.cases[cand.name] = case
-    if group.aa_of is not None:
-        orig, copy = group.cases[group.aa_of], group.cases.pop(group.aa_of + AA_SUFFIX)
-        group.aa = ratio_of_medians(copy.samples, orig.samples, paired=True)
+    group.finish(rounds)
     return group
 
 
