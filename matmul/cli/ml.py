@@ -14,9 +14,11 @@ from ..core.workloads import KERNELS, MODELS, MatmulShape, identify, workloads
 from ..measure.held_out import measure_held_out
 from ..measure.sweep import sweep
 from ..schedules.ml import (
+    cross_dataset,
     dataset,
     knob_accuracy,
     leave_one_out,
+    leave_profile_out,
     predict,
     read_dataset,
     train,
@@ -54,26 +56,48 @@ def _ml_frame(args: argparse.Namespace):
     return dataset(facts=host_facts(), root=args.root, sources=["template"])
 
 
+def _cross_frame(args: argparse.Namespace, exclude=()):
+    df, skipped = cross_dataset(args.root, exclude=exclude)
+    for name, why in skipped.items():
+        say(f"profile {name} left out: {why}")
+    return df
+
+
 def _ml_train(args: argparse.Namespace) -> int:
-    written, meta = train(_ml_frame(args), facts=host_facts(), root=args.model_root)
-    print(f"trained on {meta['rows']} configs of {len(meta['workloads'])} workloads "
-          f"(data sha256 {meta['data_sha256'][:12]}); wrote {' and '.join(map(str, written))}")
+    if args.exclude_profile and not args.cross:
+        raise ValueError("--exclude-profile applies to the cross-profile model; add --cross")
+    frame = _cross_frame(args, args.exclude_profile or ()) if args.cross else _ml_frame(args)
+    written, meta = train(frame, facts=host_facts(), root=args.model_root, cross=args.cross)
+    print(f"trained on {meta['rows']} configs of {len(meta['workloads'])} workloads from "
+          f"{', '.join(meta['trained_profiles'])} (data sha256 {meta['data_sha256'][:12]}); "
+          f"wrote {' and '.join(map(str, written))}")
     return 0
 
 
 def _ml_evaluate(args: argparse.Namespace) -> int:
     facts = host_facts()
-    loo = leave_one_out(_ml_frame(args), progress=say)
+    held = args.leave_profile_out
+    if held:
+        loo = leave_profile_out(_cross_frame(args), held, progress=say)
+        title = "leave-profile-out evaluation"
+        intro = (f"Profile {held} held out; {len(loo)} workloads, predicted by one model trained on the records "
+                 f"of {loo['trained_profiles'].iloc[0]} only.")
+        if held != facts.profile and not args.no_measure:
+            say(f"{held} is not this host's profile ({facts.profile}): its picks are not timed here")
+            args.no_measure = True
+    else:
+        loo = leave_one_out(_ml_frame(args), progress=say)
+        title = "leave-one-shape-out evaluation"
+        intro = f"Profile {facts.profile}; {len(loo)} workloads, each predicted by a model trained without it."
     acc = knob_accuracy(loo)
-    lines = ["# ml_guided: leave-one-shape-out evaluation", "",
-             f"Profile {facts.profile}; {len(loo)} workloads, each predicted by a model trained without it.", "",
+    lines = [f"# ml_guided: {title}", "", intro, "",
              "## Per-knob accuracy (held-out pick == the sweep's best config)", "", to_markdown(acc.round(3)), "",
              f"The model kept the rules' config on {int(loo['picked_rules_config'].sum())} of {len(loo)} held-out "
              f"shapes. The picks' speedup over the rules' config as the sweep measured it (1 for the rules' "
              f"own), geometric mean: {geomean(loo['sweep_speedup']):.3f}. Against each shape's best measurement: "
              f"the pick {geomean(loo['rel_pick']):.3f}, the rules' config {geomean(loo['rel_rule']):.3f} (the best "
              f"of 28 noisy measurements is biased high)."]
-    out = args.out or Path("evidence") / facts.profile / "ml"
+    out = args.out or Path("evidence") / (held or facts.profile) / ("ml-leave-profile-out" if held else "ml")
     tables = {"loo.csv": loo, "accuracy.csv": acc}
     if not args.no_measure:
         meas = measure_held_out(loo, facts=facts, blocks=args.blocks, calls=args.calls, progress=say)
@@ -137,8 +161,15 @@ def add_parsers(sub) -> None:
         cmd.set_defaults(func=func)
     mlt = mls.choices["train"]
     mlt.add_argument("--model-root", type=Path, help="where models go (default: $MATMUL_MODEL_ROOT or models/)")
+    mlt.add_argument("--cross", action="store_true",
+                     help="train the cross-profile model on every profile's records under the tuning root "
+                          "(saved as <model root>/cross/; ml_guided uses it on a profile without a model)")
+    mlt.add_argument("--exclude-profile", nargs="+", metavar="PROFILE", help="with --cross: leave these out")
     mle = mls.choices["evaluate"]
     mle.add_argument("--no-measure", action="store_true", help="accuracy only; time nothing")
+    mle.add_argument("--leave-profile-out", metavar="PROFILE",
+                     help="train on every other profile's records and evaluate on this one's (timed only when it "
+                          "is this host's profile)")
     mle.add_argument("--blocks", type=positive, default=4, help="timed blocks per variant, even (default: 4)")
     mle.add_argument("--calls", type=positive, default=10, help="calls per block (default: 10)")
     mle.add_argument("--out", type=Path, help="output folder (default: evidence/<profile>/ml)")

@@ -145,6 +145,46 @@ class HostFacts:
         d["tvm_ffi_version"] = _ffi_version()
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HostFacts:
+        """Rebuild facts saved by :meth:`as_dict` (derived keys such as ``profile`` are checked, not read).
+
+        Raises
+        ------
+        HardwareError
+            A field is missing or of the wrong type, or the saved profile is not the one the fields give.
+        """
+        if not isinstance(d, Mapping):
+            raise HardwareError(f"saved facts must be a JSON object, not {type(d).__name__}")
+        kw: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                if f.default is dataclasses.MISSING:
+                    raise HardwareError(f"saved facts lack the field {f.name!r}")
+                continue
+            v = d[f.name]
+            if f.name in ("isa", "missing_features"):
+                ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
+                v = tuple(v) if ok else v
+            elif f.name == "extra_target":
+                ok = isinstance(v, list) and all(isinstance(x, list) and len(x) == 2 for x in v)
+                v = tuple((str(a), str(b)) for a, b in v) if ok else v
+            elif f.name in ("l1d_bytes", "l2_bytes", "l3_bytes"):
+                ok = v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
+            elif f.name in ("num_cores", "logical_cpus", "simd_lanes_fp32", "runtime_threads"):
+                ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
+            elif f.name == "target_overridden":
+                ok = isinstance(v, bool)
+            else:
+                ok = isinstance(v, str)
+            if not ok:
+                raise HardwareError(f"saved facts have {f.name}={v!r}, which is not a valid value")
+            kw[f.name] = v
+        facts = cls(**kw)
+        if "profile" in d and d["profile"] != facts.profile:
+            raise HardwareError(f"saved facts name profile {d['profile']!r}, but their fields give {facts.profile!r}")
+        return facts
+
 
 #: Target attributes the facts carry as fields of their own.
 _BASE_TARGET_KEYS = {"kind", "mcpu", "num-cores", "keys", "tag"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import json
 import os
 import stat
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import tvm
 
-from .hardware import HostFacts, host_facts
+from .hardware import HardwareError, HostFacts, host_facts
 from .kernel import check_dtype, check_layout
 from .workloads import MatmulShape
 
@@ -108,6 +109,46 @@ def profile_dir(facts: HostFacts | None = None, root: str | Path | None = None) 
     return Path(root or default_root()) / (facts or host_facts()).profile
 
 
+#: The file in a profile folder that holds the facts of the machine its records were measured on.
+FACTS_FILE = "facts.json"
+
+
+def write_profile_facts(facts: HostFacts | None = None, root: str | Path | None = None) -> Path:
+    """Save the measuring machine's facts beside its records (once; the same profile keeps the first machine's).
+
+    Records of other profiles are only usable by a cross-profile model when their machine is known, so every
+    command that measures into a profile folder calls this.
+    """
+    facts = facts or host_facts()
+    path = profile_dir(facts, root) / FACTS_FILE
+    if not path.exists():
+        d = facts.as_dict()
+        d.pop("target_overridden", None)
+        atomic_write(path, json.dumps({**d, **provenance()}, indent=1) + "\n")
+    return path
+
+
+def read_profile_facts(pdir: str | Path) -> HostFacts:
+    """The facts saved in a profile folder (see :func:`write_profile_facts`).
+
+    Raises
+    ------
+    HardwareError
+        No facts file, one that does not parse, or one for another profile than the folder's name.
+    """
+    path = Path(pdir) / FACTS_FILE
+    if not path.is_file():
+        raise HardwareError(f"{path} is missing: the machine the records of {Path(pdir).name} were measured on "
+                            "is unknown (it is written by `python -m matmul tune` and `ml sweep`)")
+    try:
+        facts = HostFacts.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError, HardwareError) as err:
+        raise HardwareError(f"{path} is corrupt ({err}); it is left as it is") from None
+    if facts.profile != Path(pdir).name:
+        raise HardwareError(f"{path} describes profile {facts.profile}, not the folder's {Path(pdir).name}")
+    return facts
+
+
 def workload_key(shape: MatmulShape, dtype: str = "float32", layout: str = "NN") -> str:
     """A file-name-safe key for one workload, e.g. ``NN-float32-M128-K768-N768``."""
     return f"{check_layout(layout)}-{check_dtype(dtype)}-M{shape.M}-K{shape.K}-N{shape.N}"
@@ -123,6 +164,6 @@ def target_key(target: tvm.target.Target) -> tuple:
 
 
 __all__ = [
-    "PROJECT_DIR", "ROOT_ENV", "atomic_copy", "atomic_write", "commit", "default_root", "profile_dir", "provenance",
-    "target_key", "utc_now", "workload_key",
+    "FACTS_FILE", "PROJECT_DIR", "ROOT_ENV", "atomic_copy", "atomic_write", "commit", "default_root", "profile_dir", "provenance",
+    "read_profile_facts", "target_key", "utc_now", "workload_key", "write_profile_facts",
 ]

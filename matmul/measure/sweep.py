@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.hardware import HostFacts, host_facts
 from ..core.kernel import check_dtype, check_layout
-from ..core.store import atomic_write, target_key, utc_now
+from ..core.store import atomic_write, target_key, utc_now, write_profile_facts
 from ..core.workloads import MatmulShape, Workload
 from ..schedules.template import (
     CONFIGS_DEFAULT,
@@ -78,6 +78,7 @@ def sweep_workload(
             if config_key(c) not in done]
     measured = 0
     if todo:
+        write_profile_facts(facts, root)  # the machine the records come from, for the cross-profile model
         rule = prepare("rule_based", shape, layout=layout, dtype=dtype, facts=facts)
         calls = calls_for(rule, calls, BLOCK_S)
         for cfg in todo:

@@ -188,6 +188,7 @@ def workload_files(facts: HostFacts | None = None, root: str | Path | None = Non
 __all__ = [
     "CONFIGS_DEFAULT",
     "KNOBS",
+    "TEMPLATE_DIR",
     "TemplateError",
     "candidate_configs",
     "config_from_dict",

@@ -26,7 +26,13 @@ from tvm.s_tir import meta_schedule as ms
 
 from ...core.hardware import HostFacts, configure_runtime_threads, host_facts
 from ...core.kernel import matmul_module
-from ...core.store import atomic_copy, atomic_write, profile_dir, workload_key
+from ...core.store import (
+    atomic_copy,
+    atomic_write,
+    profile_dir,
+    workload_key,
+    write_profile_facts,
+)
 from ...core.workloads import MatmulShape, positive_int
 from .database import (
     DAMAGED,
@@ -439,6 +445,7 @@ def tune_workloads(
     progress = Progress(len(shapes), left, emit=emit)
     out = []
     with profile_lock(profile_dir(facts, root)):  # held across the workloads: no other tune slips in between
+        write_profile_facts(facts, root)
         for i, (label, shape) in enumerate(shapes, 1):
             progress.index = i
             out.append(tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,

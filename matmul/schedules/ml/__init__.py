@@ -17,16 +17,26 @@ from tvm.s_tir import Schedule
 from ...core.registry import ScheduleContext, Variant, register
 from ..rules import apply_config
 from . import data, evaluate, features, model
-from .data import SCHEMA, data_hash, dataset, read_dataset, write_dataset
-from .evaluate import knob_accuracy, leave_one_out
+from .data import (
+    SCHEMA,
+    cross_dataset,
+    data_hash,
+    dataset,
+    profile_facts,
+    read_dataset,
+    write_dataset,
+)
+from .evaluate import knob_accuracy, leave_one_out, leave_profile_out
 from .features import FEATURES, TARGET_CLIP, TARGET_KNOBS, feature_rows, target
 from .model import (
+    CROSS,
     MARGIN,
     MODEL_NAME,
     MODEL_ROOT_ENV,
     PARAMS,
     LoadedModel,
     ModelError,
+    ModelMissing,
     Prediction,
     clamp,
     fit,
@@ -53,15 +63,17 @@ def _apply(sch: Schedule, ctx: ScheduleContext) -> None:
 
 register(Variant(
     NAME, "learned", _apply,
-    lambda facts: (f"the rule template with the config a LightGBM regressor picks for the shape ({facts.profile} "
-                   "model); no search; the rules' config when the model is missing, broken or illegal"),
+    lambda facts: (f"the rule template with the config a LightGBM regressor picks for the shape (the "
+                   f"{facts.profile} model, else the one trained on every profile's records); no search; the "
+                   "rules' config when the model is missing, broken or illegal"),
     decisions=lambda ctx: _prediction(ctx).decisions,
-    info_keys=("fallback",),
+    info_keys=("fallback", "model_scope", "trained_profiles"),
 ))
 
 __all__ = [
-    "FEATURES", "MARGIN", "MODEL_NAME", "MODEL_ROOT_ENV", "PARAMS", "SCHEMA", "TARGET_CLIP", "TARGET_KNOBS",
-    "LoadedModel", "ModelError", "Prediction", "clamp", "data", "data_hash", "dataset", "evaluate",
-    "feature_rows", "features", "fit", "knob_accuracy", "leave_one_out", "load_model", "model", "model_dir",
-    "model_paths", "pick", "predict", "read_dataset", "target", "train", "training_frame", "write_dataset",
+    "CROSS", "FEATURES", "MARGIN", "MODEL_NAME", "MODEL_ROOT_ENV", "PARAMS", "SCHEMA", "TARGET_CLIP", "TARGET_KNOBS",
+    "LoadedModel", "ModelError", "ModelMissing", "Prediction", "clamp", "cross_dataset", "data", "data_hash", "dataset",
+    "evaluate",
+    "feature_rows", "features", "fit", "knob_accuracy", "leave_one_out", "leave_profile_out", "load_model", "model", "model_dir",
+    "model_paths", "pick", "predict", "profile_facts", "read_dataset", "target", "train", "training_frame", "write_dataset",
 ]

@@ -10,12 +10,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...core.hardware import HostFacts, host_facts
-from ...core.store import atomic_write, profile_dir, provenance, workload_key
+from ...core.hardware import HardwareError, HostFacts, host_facts
+from ...core.store import (
+    FACTS_FILE,
+    atomic_write,
+    default_root,
+    profile_dir,
+    provenance,
+    read_profile_facts,
+    workload_key,
+)
 from ...core.workloads import MatmulShape
 from ..metaschedule.database import NoRecordError, read_ledger, records
 from ..metaschedule.traces import trace_features
-from ..template import config_from_dict, read_records, template_dir, workload_files
+from ..template import (
+    TEMPLATE_DIR,
+    config_from_dict,
+    read_records,
+    template_dir,
+    workload_files,
+)
 from .features import feature_rows, shape_features, target
 
 #: Version of the feature set and sidecars; a model or dataset of another schema is refused.
@@ -102,6 +116,51 @@ def dataset(*, facts: HostFacts | None = None, root: str | Path | None = None,
     return df.sort_values(["source", "workload"], kind="stable").reset_index(drop=True)
 
 
+def profile_facts(root: str | Path | None = None) -> tuple[dict[str, HostFacts], dict[str, str]]:
+    """Every profile under the tuning root that has rule-template records, with the facts of its machine.
+
+    Returns ``(usable, skipped)``: profile name to facts, and profile name to why it cannot be used (its
+    ``facts.json`` is missing or corrupt). The running host's own profile needs no file.
+    """
+    base = Path(root or default_root())
+    host = host_facts()
+    usable: dict[str, HostFacts] = {}
+    skipped: dict[str, str] = {}
+    folders = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+    for pdir in folders:
+        if not any((pdir / TEMPLATE_DIR).glob("*.json")):
+            continue
+        try:
+            usable[pdir.name] = read_profile_facts(pdir)
+        except HardwareError as err:
+            if pdir.name == host.profile and not (pdir / FACTS_FILE).exists():
+                usable[pdir.name] = host
+            else:
+                skipped[pdir.name] = str(err)
+    return usable, skipped
+
+
+def cross_dataset(root: str | Path | None = None, *, exclude: Sequence[str] = (),
+                  only: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The rule-template records of every profile under the tuning root, each with its own machine's features.
+
+    ``exclude`` leaves profiles out (leave-profile-out), ``only`` keeps just those. Returns the table and the
+    profiles skipped with the reason. Raises ValueError when a named profile is unknown or nothing is left.
+    """
+    usable, skipped = profile_facts(root)
+    names = set(usable) | set(skipped)
+    unknown = [p for p in (*exclude, *(only or ())) if p not in names]
+    if unknown:
+        raise ValueError(f"no rule-template records for profile(s) {', '.join(unknown)} under "
+                         f"{Path(root or default_root())}; profiles with records: {', '.join(sorted(names)) or 'none'}")
+    keep = [p for p in sorted(usable) if p not in exclude and (only is None or p in only)]
+    if not keep:
+        why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise ValueError("no profile left to read rule-template records from" + (f" ({why})" if why else ""))
+    frames = [dataset(facts=usable[p], root=root, sources=["template"]) for p in keep]
+    return pd.concat(frames, ignore_index=True), skipped
+
+
 def data_hash(df: pd.DataFrame) -> str:
     """sha256 of a table's canonical CSV text (floats at full precision)."""
     text = df.to_csv(index=False, float_format="%.17g", lineterminator="\n")
@@ -150,4 +209,4 @@ def read_dataset(path: Path) -> pd.DataFrame:
         raise ValueError(f"dataset {path} does not parse ({err})") from None
 
 
-__all__ = ["SCHEMA", "data_hash", "dataset", "read_dataset", "write_dataset"]
+__all__ = ["SCHEMA", "cross_dataset", "data_hash", "dataset", "profile_facts", "read_dataset", "write_dataset"]

@@ -14,6 +14,28 @@ from .features import FEATURES, TARGET_KNOBS
 from .model import ROUNDS, fit, pick, training_frame
 
 
+def _held_out_row(key: str, held: pd.DataFrame, scores) -> dict:
+    """One held-out workload's pick among its measured configs, against the rules' and the measured best."""
+    chosen = held.iloc[pick(scores, held["is_rule"].to_numpy())]
+    best = held.iloc[int(held["rel"].idxmax())]
+    rule = held[held["is_rule"] == 1]
+    row = {"workload": key, "M": int(held["M"][0]), "K": int(held["K"][0]), "N": int(held["N"][0]),
+           "configs": len(held), "picked_rules_config": bool(chosen["is_rule"]),
+           "sweep_speedup": 1.0 if chosen["is_rule"] else float(chosen["speedup_vs_rule"]),
+           "rel_pick": float(chosen["rel"]),
+           "rel_rule": float(rule["rel"].iloc[0]) if len(rule) else float("nan")}
+    for k in TARGET_KNOBS:
+        row[f"pick_{k}"], row[f"best_{k}"] = chosen[k], best[k]
+        row[f"rule_{k}"] = rule[k].iloc[0] if len(rule) else None
+    return row
+
+
+def _say(progress, n: int, total: int, row: dict) -> None:
+    if progress:
+        what = "the rules' config" if row["picked_rules_config"] else f"{row['sweep_speedup']:.3f}x the rules' config"
+        progress(f"[{n}/{total}] {row['workload']}: picked {what}")
+
+
 def leave_one_out(df: pd.DataFrame, *, rounds: int = ROUNDS,
                   progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Leave-one-shape-out: for each workload, train on the others and pick among its configs.
@@ -33,22 +55,35 @@ def leave_one_out(df: pd.DataFrame, *, rounds: int = ROUNDS,
     for n, key in enumerate(keys, 1):
         held = t[t["workload"] == key].reset_index(drop=True)
         booster = fit(t[t["workload"] != key], rounds=rounds)
-        scores = booster.predict(held[list(FEATURES)].astype(float))
-        chosen = held.iloc[pick(scores, held["is_rule"].to_numpy())]
-        best = held.iloc[int(held["rel"].idxmax())]
-        rule = held[held["is_rule"] == 1]
-        row = {"workload": key, "M": int(held["M"][0]), "K": int(held["K"][0]), "N": int(held["N"][0]),
-               "configs": len(held), "picked_rules_config": bool(chosen["is_rule"]),
-               "sweep_speedup": 1.0 if chosen["is_rule"] else float(chosen["speedup_vs_rule"]),
-               "rel_pick": float(chosen["rel"]),
-               "rel_rule": float(rule["rel"].iloc[0]) if len(rule) else float("nan")}
-        for k in TARGET_KNOBS:
-            row[f"pick_{k}"], row[f"best_{k}"] = chosen[k], best[k]
-            row[f"rule_{k}"] = rule[k].iloc[0] if len(rule) else None
-        rows.append(row)
-        if progress:
-            what = "the rules' config" if chosen["is_rule"] else f"{row['sweep_speedup']:.3f}x the rules' config"
-            progress(f"[{n}/{len(keys)}] {key}: picked {what}")
+        rows.append(_held_out_row(key, held, booster.predict(held[list(FEATURES)].astype(float))))
+        _say(progress, n, len(keys), rows[-1])
+    return pd.DataFrame(rows)
+
+
+def leave_profile_out(df: pd.DataFrame, profile: str, *, rounds: int = ROUNDS,
+                      progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Leave-profile-out: train on every other profile's records, then pick for each workload of ``profile``.
+
+    ``df`` holds several profiles' template rows (:func:`~matmul.schedules.ml.data.cross_dataset`); the rows
+    are as :func:`leave_one_out`'s, with ``trained_profiles`` naming what the model saw.
+    """
+    t = training_frame(df)
+    if "profile" not in t or profile not in set(t["profile"]):
+        have = sorted(set(t["profile"])) if "profile" in t else []
+        raise ValueError(f"no template records of profile {profile} to hold out; profiles: {', '.join(have)}")
+    train_rows = t[t["profile"] != profile]
+    if train_rows.empty:
+        raise ValueError(f"leave-profile-out needs records of a profile other than {profile} to train on; sweep "
+                         "on another CPU and copy its tuning_db/<profile>/ folder here")
+    booster = fit(train_rows, rounds=rounds)
+    test = t[t["profile"] == profile]
+    keys = sorted(test["workload"].unique())
+    rows = []
+    for n, key in enumerate(keys, 1):
+        held = test[test["workload"] == key].reset_index(drop=True)
+        rows.append({**_held_out_row(key, held, booster.predict(held[list(FEATURES)].astype(float))),
+                     "trained_profiles": ",".join(sorted(set(train_rows["profile"])))})
+        _say(progress, n, len(keys), rows[-1])
     return pd.DataFrame(rows)
 
 
@@ -70,4 +105,4 @@ def config_of(row: pd.Series, prefix: str, shape: MatmulShape, facts: HostFacts,
     return config_from_dict(d)
 
 
-__all__ = ["config_of", "knob_accuracy", "leave_one_out"]
+__all__ = ["config_of", "knob_accuracy", "leave_one_out", "leave_profile_out"]

@@ -109,6 +109,14 @@ class ModelError(RuntimeError):
     """A model file or its sidecar is missing, corrupt or of another version."""
 
 
+class ModelMissing(ModelError):
+    """No model file at all (as opposed to a broken one: only a missing model gives way to the cross model)."""
+
+
+#: The folder under the model root of the model trained on every profile's records.
+CROSS = "cross"
+
+
 
 # --------------------------------------------------------------------------- training
 def training_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -141,18 +149,28 @@ def model_dir(facts: HostFacts | None = None, root: str | Path | None = None) ->
     return base / (facts or host_facts()).profile
 
 
-def model_paths(facts: HostFacts | None = None, root: str | Path | None = None) -> tuple[Path, Path]:
-    d = model_dir(facts, root)
+def model_paths(facts: HostFacts | None = None, root: str | Path | None = None, *,
+                cross: bool = False) -> tuple[Path, Path]:
+    """The model text and sidecar of the profile's own model, or of the cross-profile one (``cross=True``)."""
+    d = model_dir(facts, root).parent / CROSS if cross else model_dir(facts, root)
     return d / f"{MODEL_NAME}.txt", d / f"{MODEL_NAME}.json"
 
 
 def train(df: pd.DataFrame, *, facts: HostFacts | None = None, root: str | Path | None = None,
-          rounds: int = ROUNDS) -> tuple[list[Path], dict]:
-    """Fit on every template row of ``df`` and save model text and sidecar atomically."""
+          rounds: int = ROUNDS, cross: bool = False) -> tuple[list[Path], dict]:
+    """Fit on every template row of ``df`` and save model text and sidecar atomically.
+
+    ``cross=True`` saves it as the cross-profile model (``<root>/cross/``), whose rows may come from several
+    profiles (``df["profile"]``); otherwise every row must be of the profile of ``facts``.
+    """
     import lightgbm as lgb
 
     facts = facts or host_facts()
     t = training_frame(df)
+    profiles = sorted(t["profile"].unique()) if "profile" in t else [facts.profile]
+    if not cross and profiles != [facts.profile]:
+        raise ValueError(f"a model for profile {facts.profile} must be trained on its own records only, not on "
+                         f"those of {', '.join(profiles)}; train the cross-profile model for several")
     booster = fit(t, rounds=rounds)
     text = booster.model_to_string()
     meta = {
@@ -160,10 +178,10 @@ def train(df: pd.DataFrame, *, facts: HostFacts | None = None, root: str | Path 
         "lightgbm_version": lgb.__version__, "features": list(FEATURES), "params": PARAMS, "rounds": rounds,
         "target_clip": TARGET_CLIP, "margin": MARGIN, "configs_per_shape": CONFIGS_DEFAULT,
         "rows": len(t), "workloads": sorted(t["workload"].unique()), "data_sha256": data_hash(t),
-        "model_sha256": hashlib.sha256(text.encode()).hexdigest(), "profile": facts.profile,
-        **provenance(),
+        "model_sha256": hashlib.sha256(text.encode()).hexdigest(), "profile": CROSS if cross else facts.profile,
+        "trained_profiles": profiles, **provenance(),
     }
-    model_path, side = model_paths(facts, root)
+    model_path, side = model_paths(facts, root, cross=cross)
     atomic_write(model_path, text)
     atomic_write(side, json.dumps(meta, indent=1) + "\n")
     return [model_path, side], meta
@@ -177,8 +195,9 @@ class LoadedModel:
     path: Path
 
 
-def load_model(facts: HostFacts | None = None, root: str | Path | None = None) -> LoadedModel:
-    """Load the profile's model from its text file, after checking the sidecar.
+def load_model(facts: HostFacts | None = None, root: str | Path | None = None, *,
+               cross: bool = False) -> LoadedModel:
+    """Load the profile's model (or the cross-profile one) from its text file, after checking the sidecar.
 
     Raises
     ------
@@ -188,12 +207,19 @@ def load_model(facts: HostFacts | None = None, root: str | Path | None = None) -
         sidecar's, or text LightGBM cannot read.
     """
     facts = facts or host_facts()
-    model_path, side = model_paths(facts, root)
+    model_path, side = model_paths(facts, root, cross=cross)
     if not model_path.is_file() or not side.is_file():
-        raise ModelError(f"no model for profile {facts.profile} at {model_path} (with {side.name}); "
-                         "train one with `python -m matmul ml train`")
+        what, cmd = ("no cross-profile model", "ml train --cross") if cross else \
+            (f"no model for profile {facts.profile}", "ml train")
+        raise ModelMissing(f"{what} at {model_path} (with {side.name}); train one with `python -m matmul {cmd}`")
     stat = model_path.stat()
-    return _load(str(model_path), str(side), stat.st_mtime_ns, stat.st_size, side.stat().st_mtime_ns)
+    loaded = _load(str(model_path), str(side), stat.st_mtime_ns, stat.st_size, side.stat().st_mtime_ns)
+    want = CROSS if cross else facts.profile
+    if loaded.meta.get("profile") != want:
+        raise ModelError(f"model {model_path} was trained as {loaded.meta.get('profile')!r}, not {want!r} "
+                         "(moved from another folder?); retrain with `python -m matmul ml train"
+                         f"{' --cross' if cross else ''}`")
+    return loaded
 
 
 def _check_model_text(text: str) -> None:
@@ -313,7 +339,7 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
     rule = decide(shape, facts, dtype=dtype, layout=layout).config
     info: dict[str, Any] = {"profile": facts.profile, "threads": facts.runtime_threads, "search_trials": 0}
     try:
-        model = load_model(facts, root)
+        model = _model_for(facts, root)
         configs = candidate_set(shape, facts, dtype=dtype, layout=layout,
                               limit=int(model.meta.get("configs_per_shape", CONFIGS_DEFAULT)))
         feats = feature_rows(shape, configs, facts, dtype=dtype, layout=layout)
@@ -322,7 +348,10 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
         cfg, changed = clamp(configs[best], shape, facts, dtype)
         rule_idx = np.flatnonzero(feats["is_rule"].to_numpy())
         gain = float(scores[best] - scores[rule_idx[0]]) if len(rule_idx) else None
-        info.update(model=str(model.path), model_sha256=model.meta.get("model_sha256"), candidates=len(configs),
+        info.update(model=str(model.path), model_sha256=model.meta.get("model_sha256"),
+                    model_scope="cross" if model.meta.get("profile") == CROSS else "profile",
+                    trained_profiles=list(model.meta.get("trained_profiles", [model.meta.get("profile")])),
+                    candidates=len(configs),
                     predicted_speedup=math.exp(float(scores[best])), predicted_gain_over_rules=gain,
                     clamped=changed, rules_config=config_key(rule) == config_key(cfg))
         return Prediction(cfg, None, {"source": "model", "fallback": None, **cfg.as_dict(), **info})
@@ -330,6 +359,17 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
         reason = str(err)
     log.warning("ml_guided falls back to rule_based for %s (%s, %s): %s", shape, dtype, layout, reason)
     return Prediction(rule, reason, {"source": "rule_based", "fallback": reason, **rule.as_dict(), **info})
+
+
+def _model_for(facts: HostFacts, root: str | Path | None) -> LoadedModel:
+    """The profile's own model; when it has none (not when it is broken), the cross-profile model."""
+    try:
+        return load_model(facts, root)
+    except ModelMissing as own:
+        try:
+            return load_model(facts, root, cross=True)
+        except ModelMissing as other:
+            raise ModelMissing(f"{own}; and {other}") from None
 
 
 def pick(scores: np.ndarray, is_rule: np.ndarray, margin: float = MARGIN) -> int:
@@ -342,6 +382,6 @@ def pick(scores: np.ndarray, is_rule: np.ndarray, margin: float = MARGIN) -> int
 
 
 __all__ = [
-    "MARGIN", "MODEL_NAME", "MODEL_ROOT_ENV", "PARAMS", "ROUNDS", "LoadedModel", "ModelError", "Prediction", "clamp",
+    "CROSS", "MARGIN", "MODEL_NAME", "MODEL_ROOT_ENV", "PARAMS", "ROUNDS", "LoadedModel", "ModelError", "ModelMissing", "Prediction", "clamp",
     "fit", "load_model", "model_dir", "model_paths", "pick", "predict", "train", "training_frame",
 ]
