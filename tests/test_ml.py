@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tvm.s_tir import Schedule
 from matmul import MatmulShape, build, host_facts, kernel_shape, verify
 from matmul.core.kernel import matmul_module
 from matmul.core.registry import get_variant, variant_decisions
+from matmul.core.store import read_profile_facts
 from matmul.core.workloads import bert_shapes
 from matmul.measure.sweep import sweep_workload
 from matmul.schedules import ml
@@ -231,14 +233,26 @@ def test_shipped_model_loads_from_its_text_files_and_predicts_every_bert_shape()
         pred.config.check()
 
 
-def test_retraining_on_the_shipped_records_reproduces_the_shipped_model():
-    model, side = _shipped()
+SHIPPED_MODELS = sorted(p.parent.name for p in (ROOT / "models").glob(f"*/{ml.MODEL_NAME}.json"))
+
+
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_retraining_on_the_shipped_records_reproduces_every_shipped_model(name):
+    """On any host: each profile's records carry their machine's facts, so the features, and the model, are
+    the ones trained where the records were measured."""
+    side = ROOT / "models" / name / f"{ml.MODEL_NAME}.json"
     meta = json.loads(side.read_text())
-    df = ml.dataset(sources=["template"])
-    if ml.data_hash(ml.training_frame(df)) != meta["data_sha256"]:
-        pytest.skip("the shipped records give other features on this machine (other caches or threads)")
-    text = ml.fit(df, rounds=meta["rounds"]).model_to_string()
-    assert hashlib.sha256(text.encode()).hexdigest() == meta["model_sha256"]
+    if name == ml.CROSS:
+        df, skipped = ml.cross_dataset(only=meta["trained_profiles"])
+        assert not skipped
+    else:
+        df = ml.dataset(facts=read_profile_facts(ROOT / "tuning_db" / name), sources=["template"])
+    assert ml.data_hash(ml.training_frame(df)) == meta["data_sha256"]
+    booster = ml.fit(df, rounds=meta["rounds"])
+    assert hashlib.sha256(booster.model_to_string().encode()).hexdigest() == meta["model_sha256"]
+    t = ml.training_frame(df)
+    assert meta["domain"] == ml.domain_of(t) and meta["margin"] == max(ml.MARGIN, ml.self_pair_noise(t))
+    assert sorted(set(t["profile"])) == meta["trained_profiles"]
 
 
 @pytest.mark.parametrize("kernel,M", [("qkv", 16), ("mlp_reduce", 96)])
@@ -283,6 +297,10 @@ FALLBACKS = {
     "margin-null": (lambda model, side: _edit_sidecar(side, margin=None), r"margin None, not a non-negative number"),
     "configs-per-shape-text": (lambda model, side: _edit_sidecar(side, configs_per_shape="many"),
                                r"configs_per_shape 'many', not a positive integer"),
+    "no-domain": (lambda model, side: _edit_sidecar(side, domain=None), r"no valid trained domain"),
+    "domain-backwards": (lambda model, side: _edit_sidecar(side, domain={"M": [9, 2], "K": [1, 1], "N": [1, 1],
+                                                                         "layouts": ["NN"], "dtypes": ["float32"]}),
+                         r"no valid trained domain"),
 }
 
 
@@ -295,6 +313,31 @@ def test_ml_guided_falls_back_on_a_broken_model_and_leaves_the_files(mode, tiny_
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     _assert_falls_back(TINY[0], root, caplog, match)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("shape,layout,dtype,why", [
+    (MatmulShape(8, 64, 48), "NN", "float32", r"M=8 lies outside the trained 16\.\.32"),
+    (MatmulShape(16, 128, 48), "NN", "float32", r"K=128 lies outside the trained 64\.\.64"),
+    (MatmulShape(16, 64, 48), "NT", "float32", r"layout NT was not trained on \(NN\)"),
+    (MatmulShape(16, 64, 48), "NN", "float64", r"dtype float64 was not trained on \(float32\)"),
+])
+def test_outside_the_trained_domain_the_model_keeps_the_rules_and_says_why(shape, layout, dtype, why, tiny_models):
+    pred = ml.predict(shape, FACTS, dtype=dtype, layout=layout, root=tiny_models)
+    assert pred.fallback is None and pred.decisions["source"] == "model"
+    assert pred.config == decide(shape, FACTS, dtype=dtype, layout=layout).config
+    assert __import__("re").match("outside: " + why, pred.decisions["domain"]), pred.decisions["domain"]
+    assert ml.predict(TINY[1], FACTS, root=tiny_models).decisions["domain"] == "inside"
+
+
+def test_the_margin_is_never_below_the_sweeps_own_noise(tiny_root, tmp_path):
+    df = ml.dataset(root=tiny_root, sources=["template"])
+    rule = df["is_rule"] == 1
+    df.loc[rule, "speedup_vs_rule"] = [1.3, 1 / 1.3]  # the rules' config read 30% off itself
+    _, meta = ml.train(df, root=tmp_path, rounds=5)
+    assert meta["noise"] == pytest.approx(math.log(1.3)) and meta["margin"] == pytest.approx(math.log(1.3))
+    df.loc[rule, "speedup_vs_rule"] = 1.0
+    _, meta = ml.train(df, root=tmp_path, rounds=5)
+    assert meta["noise"] == 0 and meta["margin"] == ml.MARGIN
 
 
 LANES = FACTS.simd_lanes_fp32
@@ -357,6 +400,8 @@ def test_leave_one_out_never_trains_on_the_held_out_shape(tiny_root, monkeypatch
     for key, trained_on in zip(loo["workload"], seen):
         assert key not in trained_on
     assert loo["rel_pick"].between(0, 1).all()
+    # each held-out M lies outside the other shape's single M: the rules' config is kept, as predict would
+    assert loo["domain"].str.startswith("outside: M=").all() and loo["picked_rules_config"].all()
     acc = ml.knob_accuracy(loo)
     assert list(acc["knob"]) == list(ml.TARGET_KNOBS) and acc["model_accuracy"].between(0, 1).all()
 

@@ -39,12 +39,15 @@ from .model import (
     ModelMissing,
     Prediction,
     clamp,
+    domain_of,
     fit,
     load_model,
     model_dir,
     model_paths,
+    outside,
     pick,
     predict,
+    self_pair_noise,
     train,
     training_frame,
 )
@@ -67,13 +70,13 @@ register(Variant(
                    f"{facts.profile} model, else the one trained on every profile's records); no search; the "
                    "rules' config when the model is missing, broken or illegal"),
     decisions=lambda ctx: _prediction(ctx).decisions,
-    info_keys=("fallback", "model_scope", "trained_profiles"),
+    info_keys=("fallback", "model_scope", "trained_profiles", "domain"),
 ))
 
 __all__ = [
     "CROSS", "FEATURES", "MARGIN", "MODEL_NAME", "MODEL_ROOT_ENV", "PARAMS", "SCHEMA", "TARGET_CLIP", "TARGET_KNOBS",
-    "LoadedModel", "ModelError", "ModelMissing", "Prediction", "clamp", "cross_dataset", "data", "data_hash", "dataset",
+    "LoadedModel", "ModelError", "ModelMissing", "Prediction", "clamp", "cross_dataset", "data", "data_hash", "dataset", "domain_of",
     "evaluate",
     "feature_rows", "features", "fit", "knob_accuracy", "leave_one_out", "leave_profile_out", "load_model", "model", "model_dir",
-    "model_paths", "pick", "predict", "profile_facts", "read_dataset", "target", "train", "training_frame", "write_dataset",
+    "model_paths", "outside", "pick", "predict", "profile_facts", "self_pair_noise", "read_dataset", "target", "train", "training_frame", "write_dataset",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from ...core.hardware import HostFacts
@@ -11,19 +12,32 @@ from ...core.workloads import MatmulShape
 from ..rules import RuleConfig, decide
 from ..template import config_from_dict
 from .features import FEATURES, TARGET_KNOBS
-from .model import ROUNDS, fit, pick, training_frame
+from .model import MARGIN, ROUNDS, domain_of, fit, outside, pick, self_pair_noise, training_frame
 
 
-def _held_out_row(key: str, held: pd.DataFrame, scores) -> dict:
-    """One held-out workload's pick among its measured configs, against the rules' and the measured best."""
-    chosen = held.iloc[pick(scores, held["is_rule"].to_numpy())]
+def _held_out_row(key: str, held: pd.DataFrame, scores, train: pd.DataFrame) -> dict:
+    """One held-out workload's pick among its measured configs, against the rules' and the measured best.
+
+    The pick follows :func:`~matmul.schedules.ml.model.predict`: the margin is the larger of :data:`MARGIN` and
+    the training rows' own noise, and a shape outside the training rows' domain keeps the rules' config.
+    """
+    first = held.iloc[0]
+    shape = MatmulShape(int(first["M"]), int(first["K"]), int(first["N"]))
+    away = outside(domain_of(train), shape, "float64" if first["dtype_bytes"] == 8 else "float32",
+                   "NT" if first["layout_nt"] else "NN")
+    is_rule = held["is_rule"].to_numpy()
+    if away and is_rule.any():
+        chosen = held.iloc[int(np.flatnonzero(is_rule)[0])]
+    else:
+        chosen = held.iloc[pick(scores, is_rule, max(MARGIN, self_pair_noise(train)))]
     best = held.iloc[int(held["rel"].idxmax())]
     rule = held[held["is_rule"] == 1]
     row = {"workload": key, "M": int(held["M"][0]), "K": int(held["K"][0]), "N": int(held["N"][0]),
            "configs": len(held), "picked_rules_config": bool(chosen["is_rule"]),
            "sweep_speedup": 1.0 if chosen["is_rule"] else float(chosen["speedup_vs_rule"]),
            "rel_pick": float(chosen["rel"]),
-           "rel_rule": float(rule["rel"].iloc[0]) if len(rule) else float("nan")}
+           "rel_rule": float(rule["rel"].iloc[0]) if len(rule) else float("nan"),
+           "domain": f"outside: {away}" if away else "inside"}
     for k in TARGET_KNOBS:
         row[f"pick_{k}"], row[f"best_{k}"] = chosen[k], best[k]
         row[f"rule_{k}"] = rule[k].iloc[0] if len(rule) else None
@@ -54,8 +68,9 @@ def leave_one_out(df: pd.DataFrame, *, rounds: int = ROUNDS,
     rows = []
     for n, key in enumerate(keys, 1):
         held = t[t["workload"] == key].reset_index(drop=True)
-        booster = fit(t[t["workload"] != key], rounds=rounds)
-        rows.append(_held_out_row(key, held, booster.predict(held[list(FEATURES)].astype(float))))
+        rest = t[t["workload"] != key]
+        booster = fit(rest, rounds=rounds)
+        rows.append(_held_out_row(key, held, booster.predict(held[list(FEATURES)].astype(float)), rest))
         _say(progress, n, len(keys), rows[-1])
     return pd.DataFrame(rows)
 
@@ -81,7 +96,7 @@ def leave_profile_out(df: pd.DataFrame, profile: str, *, rounds: int = ROUNDS,
     rows = []
     for n, key in enumerate(keys, 1):
         held = test[test["workload"] == key].reset_index(drop=True)
-        rows.append({**_held_out_row(key, held, booster.predict(held[list(FEATURES)].astype(float))),
+        rows.append({**_held_out_row(key, held, booster.predict(held[list(FEATURES)].astype(float)), train_rows),
                      "trained_profiles": ",".join(sorted(set(train_rows["profile"])))})
         _say(progress, n, len(keys), rows[-1])
     return pd.DataFrame(rows)

@@ -23,7 +23,11 @@ Model
     the argmax is mostly the luckiest measurement. A regressor averages that
     noise over every record (~670) and predicts in the unit measured, so the
     variant can demand a margin: it leaves the rules' config only when the
-    predicted gain exceeds :data:`MARGIN`. Candidates come from the template,
+    predicted gain exceeds :data:`MARGIN` or the sweep's own noise (the rules'
+    config timed against itself), whichever is larger, and only for a shape
+    inside the trained domain (the M, K and N ranges, layouts and dtypes the
+    records cover); outside it the model keeps the rules' config and says
+    why, rather than extrapolate. Candidates come from the template,
     so a prediction is legal by construction. MetaSchedule's records
     train nothing: its schedules are a different template (4-level tiling,
     auto-unroll pragmas) whose knobs the rule template cannot replay, and on
@@ -143,6 +147,47 @@ def fit(train: pd.DataFrame, *, rounds: int = ROUNDS):
     return lgb.train(dict(PARAMS), ds, num_boost_round=rounds)
 
 
+def self_pair_noise(t: pd.DataFrame) -> float:
+    """The sweep's own noise: median ``|log speedup|`` of the rules' config timed against a second build of itself.
+
+    A predicted gain below it cannot be told from a lucky measurement, so the model's margin is never smaller.
+    """
+    own = t[t["is_rule"] == 1]["speedup_vs_rule"].astype(float)
+    own = own[np.isfinite(own) & (own > 0)]
+    return float(np.median(np.abs(np.log(own)))) if len(own) else 0.0
+
+
+def domain_of(t: pd.DataFrame) -> dict:
+    """What the model was trained on: the range of M, K and N, and the layouts and dtypes seen."""
+    return {"M": [int(t["M"].min()), int(t["M"].max())], "K": [int(t["K"].min()), int(t["K"].max())],
+            "N": [int(t["N"].min()), int(t["N"].max())],
+            "layouts": sorted({"NT" if v else "NN" for v in t["layout_nt"]}),
+            "dtypes": sorted({"float64" if b == 8 else "float32" for b in t["dtype_bytes"]})}
+
+
+def outside(domain: dict, shape: MatmulShape, dtype: str, layout: str) -> str | None:
+    """Why the shape lies outside the trained domain, or None when it lies inside."""
+    for dim in ("M", "K", "N"):
+        lo, hi = domain[dim]
+        v = getattr(shape, dim)
+        if not lo <= v <= hi:
+            return f"{dim}={v} lies outside the trained {lo}..{hi}"
+    if layout not in domain["layouts"]:
+        return f"layout {layout} was not trained on ({', '.join(domain['layouts'])})"
+    if dtype not in domain["dtypes"]:
+        return f"dtype {dtype} was not trained on ({', '.join(domain['dtypes'])})"
+    return None
+
+
+def _check_domain(d: Any) -> bool:
+    def span(v):
+        return isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v) and v[0] <= v[1]
+
+    return isinstance(d, dict) and all(span(d.get(k)) for k in ("M", "K", "N")) and \
+        all(isinstance(d.get(k), list) and d[k] and all(isinstance(x, str) for x in d[k])
+            for k in ("layouts", "dtypes"))
+
+
 def model_dir(facts: HostFacts | None = None, root: str | Path | None = None) -> Path:
     env = os.environ.get(MODEL_ROOT_ENV)
     base = Path(root) if root else Path(env) if env else PROJECT_DIR / "models"
@@ -172,11 +217,13 @@ def train(df: pd.DataFrame, *, facts: HostFacts | None = None, root: str | Path 
         raise ValueError(f"a model for profile {facts.profile} must be trained on its own records only, not on "
                          f"those of {', '.join(profiles)}; train the cross-profile model for several")
     booster = fit(t, rounds=rounds)
+    noise = self_pair_noise(t)
     text = booster.model_to_string()
     meta = {
         "schema": SCHEMA, "model": "lightgbm regression of log speedup over the rules' config",
         "lightgbm_version": lgb.__version__, "features": list(FEATURES), "params": PARAMS, "rounds": rounds,
-        "target_clip": TARGET_CLIP, "margin": MARGIN, "configs_per_shape": CONFIGS_DEFAULT,
+        "target_clip": TARGET_CLIP, "noise": noise, "margin": max(MARGIN, noise),
+        "domain": domain_of(t), "configs_per_shape": CONFIGS_DEFAULT,
         "rows": len(t), "workloads": sorted(t["workload"].unique()), "data_sha256": data_hash(t),
         "model_sha256": hashlib.sha256(text.encode()).hexdigest(), "profile": CROSS if cross else facts.profile,
         "trained_profiles": profiles, **provenance(),
@@ -261,6 +308,9 @@ def _load(model_path: str, side: str, _mtime: int, _size: int, _side_mtime: int)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
         raise ModelError(f"model sidecar {side} has margin {margin!r}, not a non-negative number; retrain with "
                          "`python -m matmul ml train`")
+    if not _check_domain(meta.get("domain")):
+        raise ModelError(f"model sidecar {side} has no valid trained domain (M, K, N ranges, layouts, dtypes); "
+                         "retrain with `python -m matmul ml train`")
     if isinstance(per_shape, bool) or not isinstance(per_shape, int) or per_shape < 1:
         raise ModelError(f"model sidecar {side} has configs_per_shape {per_shape!r}, not a positive integer; "
                          "retrain with `python -m matmul ml train`")
@@ -340,6 +390,13 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
     info: dict[str, Any] = {"profile": facts.profile, "threads": facts.runtime_threads, "search_trials": 0}
     try:
         model = _model_for(facts, root)
+        info.update(model=str(model.path), model_sha256=model.meta.get("model_sha256"),
+                    model_scope="cross" if model.meta.get("profile") == CROSS else "profile",
+                    trained_profiles=list(model.meta.get("trained_profiles", [model.meta.get("profile")])))
+        away = outside(model.meta["domain"], shape, dtype, layout)
+        if away:  # no fallback: the model declines to extrapolate, and says why
+            info.update(domain=f"outside: {away}", rules_config=True)
+            return Prediction(rule, None, {"source": "model", "fallback": None, **rule.as_dict(), **info})
         configs = candidate_set(shape, facts, dtype=dtype, layout=layout,
                               limit=int(model.meta.get("configs_per_shape", CONFIGS_DEFAULT)))
         feats = feature_rows(shape, configs, facts, dtype=dtype, layout=layout)
@@ -348,10 +405,7 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
         cfg, changed = clamp(configs[best], shape, facts, dtype)
         rule_idx = np.flatnonzero(feats["is_rule"].to_numpy())
         gain = float(scores[best] - scores[rule_idx[0]]) if len(rule_idx) else None
-        info.update(model=str(model.path), model_sha256=model.meta.get("model_sha256"),
-                    model_scope="cross" if model.meta.get("profile") == CROSS else "profile",
-                    trained_profiles=list(model.meta.get("trained_profiles", [model.meta.get("profile")])),
-                    candidates=len(configs),
+        info.update(domain="inside", candidates=len(configs), margin=float(model.meta.get("margin", MARGIN)),
                     predicted_speedup=math.exp(float(scores[best])), predicted_gain_over_rules=gain,
                     clamped=changed, rules_config=config_key(rule) == config_key(cfg))
         return Prediction(cfg, None, {"source": "model", "fallback": None, **cfg.as_dict(), **info})
@@ -382,6 +436,7 @@ def pick(scores: np.ndarray, is_rule: np.ndarray, margin: float = MARGIN) -> int
 
 
 __all__ = [
-    "CROSS", "MARGIN", "MODEL_NAME", "MODEL_ROOT_ENV", "PARAMS", "ROUNDS", "LoadedModel", "ModelError", "ModelMissing", "Prediction", "clamp",
+    "CROSS", "MARGIN", "MODEL_NAME", "MODEL_ROOT_ENV", "PARAMS", "ROUNDS", "LoadedModel", "ModelError", "ModelMissing",
+    "Prediction", "clamp", "domain_of", "outside", "self_pair_noise",
     "fit", "load_model", "model_dir", "model_paths", "pick", "predict", "train", "training_frame",
 ]
