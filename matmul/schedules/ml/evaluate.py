@@ -1,4 +1,4 @@
-"""Leave-one-shape-out evaluation of the learned model, from the sweep's own measurements (nothing is timed)."""
+"""Held-out evaluation of the learned model (leave out one shape or one profile), from the sweep's records."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ from ...core.workloads import MatmulShape
 from ..rules import RuleConfig, decide
 from ..template import config_from_dict
 from .features import FEATURES, TARGET_KNOBS
-from .model import MARGIN, ROUNDS, domain_of, fit, outside, pick, self_pair_noise, training_frame
+from .model import (
+    MARGIN,
+    ROUNDS,
+    domain_of,
+    fit,
+    outside,
+    pick,
+    self_pair_noise,
+    training_frame,
+)
 
 
 def _held_out_row(key: str, held: pd.DataFrame, scores, train: pd.DataFrame) -> dict:
