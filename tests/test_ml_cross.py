@@ -1,6 +1,6 @@
 """The cross-profile learned model: each profile's records carry the facts of the machine that measured them,
 one model trains on every profile's records, ml_guided uses it on a profile without a model of its own, and
-leave-profile-out measures it on a profile it never saw."""
+leave-profile-out measures it on a profile it never saw; leave-one-model-out on shapes of a model it never saw."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from matmul import MatmulShape, build, host_facts, verify
+from matmul import MatmulShape, build, host_facts, kernel_shape, verify
 from matmul.core.hardware import HardwareError, HostFacts
 from matmul.core.registry import variant_decisions
 from matmul.core.store import (
@@ -218,3 +218,49 @@ def test_cli_cross_training_and_leave_profile_out(two_profiles, tmp_path, monkey
     out2 = tmp_path / "lpo2"
     assert main(["ml", "evaluate", "--leave-profile-out", OTHER.profile, "--out", str(out2)]) == 0
     assert "not this host's profile" in capsys.readouterr().err and not (out2 / "measured.csv").exists()
+
+
+# --------------------------------------------------------------------------- leave-one-model-out
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models-rows")
+    for model in ("t5-small", "bert-base"):
+        for M in (2, 3):
+            sweep_workload(kernel_shape("qkv", M, model), configs=3, calls=1, root=root)
+    return root
+
+
+def test_leave_model_out_holds_out_every_shape_of_the_model_and_only_those(two_models, monkeypatch):
+    seen = []
+    real = ml.fit
+
+    def spy(train, **kw):
+        seen.append(set(zip(train["K"], train["N"])))
+        return real(train, rounds=10)
+
+    monkeypatch.setattr(ml.evaluate, "fit", spy)
+    df = ml.dataset(root=two_models, sources=["template"])
+    lmo = ml.leave_model_out(df, "t5-small")
+    assert seen == [{(768, 768)}] and len(lmo) == 2 and set(lmo["K"]) == {512}
+    assert (lmo["trained_workloads"] == 2).all()
+    # K=512 lies below the trained 768: the model keeps the rules' config there, and the row says so
+    assert lmo["domain"].str.startswith("outside: K=512").all() and lmo["picked_rules_config"].all()
+    assert ml.model_pairs("distilbert") == ml.model_pairs("bert-base")  # same layer size: left out together
+    with pytest.raises(ValueError, match="no template records of llama2-7b's shapes"):
+        ml.leave_model_out(df, "llama2-7b")
+    with pytest.raises(ValueError, match="nothing left to train on"):
+        ml.leave_model_out(df[df["K"] == 512], "t5-small")
+    with pytest.raises(ValueError, match="unknown model .gpt-5.; known models: albert-xxlarge, bert-base"):
+        ml.leave_model_out(df, "gpt-5")
+
+
+def test_cli_leave_model_out(two_models, tmp_path, monkeypatch, capsys):
+    from matmul.cli import main
+
+    monkeypatch.setenv("MATMUL_TUNING_ROOT", str(two_models))
+    out = tmp_path / "lmo"
+    assert main(["ml", "evaluate", "--leave-model-out", "bert-base", "--no-measure", "--out", str(out)]) == 0
+    text = (out / "EVALUATION.md").read_text()
+    assert "leave-one-model-out" in text and "the 2 workloads of bert-base" in text
+    assert main(["ml", "evaluate", "--leave-model-out", "bert-base", "--leave-profile-out", "x"]) == 2
+    assert "choose one" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from ..schedules.ml import (
     cross_dataset,
     dataset,
     knob_accuracy,
+    leave_model_out,
     leave_one_out,
     leave_profile_out,
     predict,
@@ -77,7 +78,15 @@ def _ml_train(args: argparse.Namespace) -> int:
 def _ml_evaluate(args: argparse.Namespace) -> int:
     facts = host_facts()
     held = args.leave_profile_out
-    if held:
+    if held and args.leave_model_out:
+        raise ValueError("--leave-profile-out and --leave-model-out are two different splits; choose one")
+    if args.leave_model_out:
+        loo = leave_model_out(_ml_frame(args), args.leave_model_out, progress=say)
+        title = "leave-one-model-out evaluation"
+        intro = (f"Profile {facts.profile}; the {len(loo)} workloads of {args.leave_model_out} (every record whose "
+                 f"K and N are one of its kernels'), predicted by one model trained on the other "
+                 f"{loo['trained_workloads'].iloc[0]} workloads.")
+    elif held:
         loo = leave_profile_out(_cross_frame(args), held, progress=say)
         title = "leave-profile-out evaluation"
         intro = (f"Profile {held} held out; {len(loo)} workloads, predicted by one model trained on the records "
@@ -94,11 +103,13 @@ def _ml_evaluate(args: argparse.Namespace) -> int:
              "## Per-knob accuracy (held-out pick == the sweep's best config)", "", to_markdown(acc.round(3)), "",
              f"The model kept the rules' config on {int(loo['picked_rules_config'].sum())} of {len(loo)} held-out "
              f"shapes ({int((loo['domain'] != 'inside').sum())} of them outside the trained domain, where it "
-             f"keeps the rules' config by design). The picks' speedup over the rules' config as the sweep measured it (1 for the rules' "
-             f"own), geometric mean: {geomean(loo['sweep_speedup']):.3f}. Against each shape's best measurement: "
+             f"keeps the rules' config by design). The picks' speedup over the rules' config as the sweep measured "
+             f"it (1 for the rules' own), geometric mean: {geomean(loo['sweep_speedup']):.3f}. Against each shape's best measurement: "
              f"the pick {geomean(loo['rel_pick']):.3f}, the rules' config {geomean(loo['rel_rule']):.3f} (the best "
              f"of 28 noisy measurements is biased high)."]
-    out = args.out or Path("evidence") / (held or facts.profile) / ("ml-leave-profile-out" if held else "ml")
+    split = "ml-leave-profile-out" if held else f"ml-leave-out-{args.leave_model_out}" if args.leave_model_out \
+        else "ml"
+    out = args.out or Path("evidence") / (held or facts.profile) / split
     tables = {"loo.csv": loo, "accuracy.csv": acc}
     if not args.no_measure:
         meas = measure_held_out(loo, facts=facts, blocks=args.blocks, calls=args.calls, progress=say)
@@ -171,6 +182,8 @@ def add_parsers(sub) -> None:
     mle.add_argument("--leave-profile-out", metavar="PROFILE",
                      help="train on every other profile's records and evaluate on this one's (timed only when it "
                           "is this host's profile)")
+    mle.add_argument("--leave-model-out", metavar="MODEL", choices=list(MODELS),
+                     help=f"train without one model's shapes and evaluate on them; one of {', '.join(MODELS)}")
     mle.add_argument("--blocks", type=positive, default=4, help="timed blocks per variant, even (default: 4)")
     mle.add_argument("--calls", type=positive, default=10, help="calls per block (default: 10)")
     mle.add_argument("--out", type=Path, help="output folder (default: evidence/<profile>/ml)")

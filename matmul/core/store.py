@@ -164,6 +164,6 @@ def target_key(target: tvm.target.Target) -> tuple:
 
 
 __all__ = [
-    "FACTS_FILE", "PROJECT_DIR", "ROOT_ENV", "atomic_copy", "atomic_write", "commit", "default_root", "profile_dir", "provenance",
-    "read_profile_facts", "target_key", "utc_now", "workload_key", "write_profile_facts",
+    "FACTS_FILE", "PROJECT_DIR", "ROOT_ENV", "atomic_copy", "atomic_write", "commit", "default_root", "profile_dir",
+    "provenance", "read_profile_facts", "target_key", "utc_now", "workload_key", "write_profile_facts",
 ]

@@ -26,7 +26,13 @@ from .data import (
     read_dataset,
     write_dataset,
 )
-from .evaluate import knob_accuracy, leave_one_out, leave_profile_out
+from .evaluate import (
+    knob_accuracy,
+    leave_model_out,
+    leave_one_out,
+    leave_profile_out,
+    model_pairs,
+)
 from .features import FEATURES, TARGET_CLIP, TARGET_KNOBS, feature_rows, target
 from .model import (
     CROSS,
@@ -98,11 +104,13 @@ __all__ = [
     "features",
     "fit",
     "knob_accuracy",
+    "leave_model_out",
     "leave_one_out",
     "leave_profile_out",
     "load_model",
     "model",
     "model_dir",
+    "model_pairs",
     "model_paths",
     "outside",
     "pick",

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.hardware import HostFacts
-from ...core.workloads import MatmulShape
+from ...core.workloads import KERNELS, MatmulShape, kernel_shape
 from ..rules import RuleConfig, decide
 from ..template import config_from_dict
 from .features import FEATURES, TARGET_KNOBS
@@ -95,18 +95,43 @@ def leave_profile_out(df: pd.DataFrame, profile: str, *, rounds: int = ROUNDS,
     if "profile" not in t or profile not in set(t["profile"]):
         have = sorted(set(t["profile"])) if "profile" in t else []
         raise ValueError(f"no template records of profile {profile} to hold out; profiles: {', '.join(have)}")
-    train_rows = t[t["profile"] != profile]
-    if train_rows.empty:
+    if not (t["profile"] != profile).any():
         raise ValueError(f"leave-profile-out needs records of a profile other than {profile} to train on; sweep "
                          "on another CPU and copy its tuning_db/<profile>/ folder here")
+    return _train_and_pick(t, t["profile"] == profile, rounds, progress)
+
+
+def model_pairs(model: str) -> set[tuple[int, int]]:
+    """The (K, N) of a model's three kernels: what identifies its shapes whatever M."""
+    return {(s.K, s.N) for s in (kernel_shape(k, 1, model) for k in KERNELS)}
+
+
+def leave_model_out(df: pd.DataFrame, model: str, *, rounds: int = ROUNDS,
+                    progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Leave-one-model-out: train without any shape of ``model`` (its three kernels' K and N, every M), pick
+    for each of them. Models that share a layer size (bert-base and distilbert) leave each other out too."""
+    t = training_frame(df)
+    pairs = model_pairs(model)
+    held = pd.Series([(k, n) in pairs for k, n in zip(t["K"], t["N"])], index=t.index)
+    if not held.any():
+        raise ValueError(f"no template records of {model}'s shapes (K, N in {sorted(pairs)}) to hold out; sweep "
+                         f"them with `python -m matmul ml sweep --model {model} --m-values ...`")
+    if held.all():
+        raise ValueError(f"every record is of {model}'s shapes: nothing left to train on")
+    return _train_and_pick(t, held, rounds, progress)
+
+
+def _train_and_pick(t: pd.DataFrame, held: pd.Series, rounds: int, progress) -> pd.DataFrame:
+    """One model on the rows not ``held``, a pick for each held workload (rows name what trained it)."""
+    train_rows, test = t[~held], t[held]
     booster = fit(train_rows, rounds=rounds)
-    test = t[t["profile"] == profile]
     keys = sorted(test["workload"].unique())
     rows = []
+    trained = ",".join(sorted(set(train_rows["profile"]))) if "profile" in train_rows else ""
     for n, key in enumerate(keys, 1):
-        held = test[test["workload"] == key].reset_index(drop=True)
-        rows.append({**_held_out_row(key, held, booster.predict(held[list(FEATURES)].astype(float)), train_rows),
-                     "trained_profiles": ",".join(sorted(set(train_rows["profile"])))})
+        part = test[test["workload"] == key].reset_index(drop=True)
+        rows.append({**_held_out_row(key, part, booster.predict(part[list(FEATURES)].astype(float)), train_rows),
+                     "trained_profiles": trained, "trained_workloads": train_rows["workload"].nunique()})
         _say(progress, n, len(keys), rows[-1])
     return pd.DataFrame(rows)
 
@@ -129,4 +154,4 @@ def config_of(row: pd.Series, prefix: str, shape: MatmulShape, facts: HostFacts,
     return config_from_dict(d)
 
 
-__all__ = ["config_of", "knob_accuracy", "leave_one_out", "leave_profile_out"]
+__all__ = ["config_of", "knob_accuracy", "leave_model_out", "leave_one_out", "leave_profile_out", "model_pairs"]
