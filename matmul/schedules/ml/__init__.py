@@ -16,7 +16,7 @@ from tvm.s_tir import Schedule
 
 from ...core.registry import ScheduleContext, Variant, register
 from ..rules import apply_config
-from . import data, evaluate, features, model
+from . import data, domain, evaluate, features, model
 from .data import (
     SCHEMA,
     cross_dataset,
@@ -26,6 +26,7 @@ from .data import (
     read_dataset,
     write_dataset,
 )
+from .domain import domain_of, outside, self_pair_noise
 from .evaluate import (
     knob_accuracy,
     leave_model_out,
@@ -45,15 +46,12 @@ from .model import (
     ModelMissing,
     Prediction,
     clamp,
-    domain_of,
     fit,
     load_model,
     model_dir,
     model_paths,
-    outside,
     pick,
     predict,
-    self_pair_noise,
     train,
     training_frame,
 )
@@ -98,6 +96,7 @@ __all__ = [
     "data",
     "data_hash",
     "dataset",
+    "domain",
     "domain_of",
     "evaluate",
     "feature_rows",

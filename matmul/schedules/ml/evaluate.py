@@ -11,17 +11,9 @@ from ...core.hardware import HostFacts
 from ...core.workloads import KERNELS, MatmulShape, kernel_shape
 from ..rules import RuleConfig, decide
 from ..template import config_from_dict
+from .domain import domain_of, outside, self_pair_noise
 from .features import FEATURES, TARGET_KNOBS
-from .model import (
-    MARGIN,
-    ROUNDS,
-    domain_of,
-    fit,
-    outside,
-    pick,
-    self_pair_noise,
-    training_frame,
-)
+from .model import MARGIN, ROUNDS, fit, pick, training_frame
 
 
 def _held_out_row(key: str, held: pd.DataFrame, scores, train: pd.DataFrame) -> dict:

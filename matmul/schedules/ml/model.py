@@ -71,6 +71,7 @@ from ...core.workloads import MatmulShape
 from ..rules import RuleConfig, RuleError, decide, vector_lanes, vector_registers
 from ..template import CONFIGS_DEFAULT, candidate_configs, config_key
 from .data import SCHEMA, data_hash
+from .domain import check_domain, domain_of, outside, self_pair_noise
 from .features import FEATURES, TARGET_CLIP, feature_rows
 
 log = logging.getLogger(__name__)
@@ -145,47 +146,6 @@ def fit(train: pd.DataFrame, *, rounds: int = ROUNDS):
                      params={"min_data_in_bin": PARAMS["min_data_in_bin"], "max_bin": PARAMS["max_bin"],
                              "verbosity": -1})
     return lgb.train(dict(PARAMS), ds, num_boost_round=rounds)
-
-
-def self_pair_noise(t: pd.DataFrame) -> float:
-    """The sweep's own noise: median ``|log speedup|`` of the rules' config timed against a second build of itself.
-
-    A predicted gain below it cannot be told from a lucky measurement, so the model's margin is never smaller.
-    """
-    own = t[t["is_rule"] == 1]["speedup_vs_rule"].astype(float)
-    own = own[np.isfinite(own) & (own > 0)]
-    return float(np.median(np.abs(np.log(own)))) if len(own) else 0.0
-
-
-def domain_of(t: pd.DataFrame) -> dict:
-    """What the model was trained on: the range of M, K and N, and the layouts and dtypes seen."""
-    return {"M": [int(t["M"].min()), int(t["M"].max())], "K": [int(t["K"].min()), int(t["K"].max())],
-            "N": [int(t["N"].min()), int(t["N"].max())],
-            "layouts": sorted({"NT" if v else "NN" for v in t["layout_nt"]}),
-            "dtypes": sorted({"float64" if b == 8 else "float32" for b in t["dtype_bytes"]})}
-
-
-def outside(domain: dict, shape: MatmulShape, dtype: str, layout: str) -> str | None:
-    """Why the shape lies outside the trained domain, or None when it lies inside."""
-    for dim in ("M", "K", "N"):
-        lo, hi = domain[dim]
-        v = getattr(shape, dim)
-        if not lo <= v <= hi:
-            return f"{dim}={v} lies outside the trained {lo}..{hi}"
-    if layout not in domain["layouts"]:
-        return f"layout {layout} was not trained on ({', '.join(domain['layouts'])})"
-    if dtype not in domain["dtypes"]:
-        return f"dtype {dtype} was not trained on ({', '.join(domain['dtypes'])})"
-    return None
-
-
-def _check_domain(d: Any) -> bool:
-    def span(v):
-        return isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v) and v[0] <= v[1]
-
-    return isinstance(d, dict) and all(span(d.get(k)) for k in ("M", "K", "N")) and \
-        all(isinstance(d.get(k), list) and d[k] and all(isinstance(x, str) for x in d[k])
-            for k in ("layouts", "dtypes"))
 
 
 def model_dir(facts: HostFacts | None = None, root: str | Path | None = None) -> Path:
@@ -308,7 +268,7 @@ def _load(model_path: str, side: str, _mtime: int, _size: int, _side_mtime: int)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
         raise ModelError(f"model sidecar {side} has margin {margin!r}, not a non-negative number; retrain with "
                          "`python -m matmul ml train`")
-    if not _check_domain(meta.get("domain")):
+    if not check_domain(meta.get("domain")):
         raise ModelError(f"model sidecar {side} has no valid trained domain (M, K, N ranges, layouts, dtypes); "
                          "retrain with `python -m matmul ml train`")
     if isinstance(per_shape, bool) or not isinstance(per_shape, int) or per_shape < 1:
@@ -447,15 +407,12 @@ __all__ = [
     "ModelMissing",
     "Prediction",
     "clamp",
-    "domain_of",
     "fit",
     "load_model",
     "model_dir",
     "model_paths",
-    "outside",
     "pick",
     "predict",
-    "self_pair_noise",
     "train",
     "training_frame",
 ]
