@@ -29,6 +29,7 @@ from matmul.core.workloads import MODELS, bert_shapes
 from matmul.schedules.rules import (
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
+    PAD_ROWS_MAX,
     RULES,
     RuleConfig,
     RuleError,
@@ -107,6 +108,38 @@ def test_the_wider_machine_gets_wider_tiles():
     c3, c4 = decide(shape, ZEN3).config, decide(shape, ZEN4).config
     assert c4.vector == 16 and c4.jpack % 16 == 0
     assert c4.mr * c4.jpack // 16 > c3.mr * c3.jpack // 8  # 32 registers hold more accumulators
+
+
+@pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())
+def test_the_register_tile_pads_m_by_at_most_one_row_in_eight(facts):
+    """R2: no decided tile wastes more than PAD_ROWS_MAX of its padded rows, and none that fits as well has more accumulators."""
+    lanes, regs = facts.simd_lanes_fp32, vector_registers(facts)
+
+    def fits_n(nv, n):
+        return n % (nv * lanes) == 0 or n <= nv * lanes
+
+    def pad_ok(mr, m):
+        padded = -(-m // mr) * mr
+        return padded - m <= padded * PAD_ROWS_MAX
+
+    for M in [*range(1, 41), 77, 200, 333]:
+        for N in (768, 1024, 4096, 50):
+            c = decide(MatmulShape(M, 768, N), facts).config
+            nv = c.jpack // lanes
+            assert pad_ok(c.mr, M), (M, N, c)
+            acc = min(c.mr * nv, regs - nv - 1)
+            better = [(mr, v) for v in range(1, 5) for mr in range(1, min(8, M) + 1)
+                      if mr * v + v + 1 <= regs and fits_n(v, N) >= fits_n(nv, N) and pad_ok(mr, M)
+                      and min(mr * v, regs - v - 1) > acc]
+            assert not better, (M, N, c, better)
+
+
+def test_seven_rows_are_not_padded_to_twelve():
+    for facts in (AVX2, AVX512):  # six-row tiles fit both; at M = 7 they would waste 5/12 of the FMAs
+        for kernel in ("qkv", "mlp_expand", "mlp_reduce"):
+            for model in ("bert-base", "bert-large"):
+                c = decide(kernel_shape(kernel, 7, MODELS[model]), facts).config
+                assert c.padded(kernel_shape(kernel, 7, MODELS[model]))[0] <= 8, (facts.mcpu, kernel, model, c)
 
 
 def test_l1_size_sets_tk():

@@ -30,6 +30,7 @@ the rules (see ``evidence/README.md``).
 from __future__ import annotations
 
 import dataclasses
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,8 @@ from ...core.workloads import MatmulShape
 RULES: dict[str, str] = {
     "R1": "vector width = the target's SIMD lanes for the element type",
     "R2": "register tile: the most accumulators (mr x j-pack / lanes) that leave one register per B vector "
-          "and one for the A broadcast, with mr <= M, preferring tiles that divide N, then M",
+          "and one for the A broadcast, with mr <= M, preferring tiles that divide N, then tiles that pad M by "
+          "at most 1/8 of the padded rows, then M's divisors",
     "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop",
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
     "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them "
@@ -69,6 +71,11 @@ MAX_PANELS_PER_TASK = 4
 #: Share of L1 the packed B micro-panel may fill (R4). Half of L1 (TK=128 on
 #: AVX2) and 3/4 (TK=256) differ by 3-4% in two paired runs, in favour of 3/4.
 L1_SHARE_NUM, L1_SHARE_DEN = 3, 4
+#: R2: the register tile may pad M by at most this share of the padded rows
+#: (one row in eight). Beyond it a tile with fewer accumulators and less
+#: padding wins: at M = 7 on AVX-512 six rows pad to 12 and waste 5/12 of the
+#: FMAs (evidence/README.md, "Padding in the register tile").
+PAD_ROWS_MAX = Fraction(1, 8)
 #: Knobs that take positive integers.
 INT_KNOBS = ("tm", "tn", "tk", "mr", "jpack", "vector", "writeback", "unroll")
 #: Default explicit unroll step of the ki loop (R9).
