@@ -301,3 +301,36 @@ def test_end_to_end_cases_get_their_own_table(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ReportError, match="e2e case"):
         build_report([path])
+
+
+def _e2e_only_run(tmp_path: Path, name: str = "0004_e2e_only.json") -> Path:
+    """A run of the end-to-end grid alone: its machine info from a real run, one layer case, no kernel case."""
+    data = json.loads(TWO.read_text())
+    extra = {"case_kind": "e2e", "batch": 1, "gflops": 90.0, "speedup_vs_torch": 0.9,
+             "speedup_vs_torch_ci": [0.85, 0.95], "matmul_share": 0.94, "noise_floor": 0.03, "inconclusive": True}
+    data["benchmarks"] = [{"name": "test_e2e[e2e-bert-base-seq128-rule_based]", "extra_info": extra,
+                           "stats": {"median": 0.018, "mean": 0.0185, "stddev": 0.0005, "rounds": 20},
+                           "params": {"e2e_model": "bert-base", "seq": 128, "schedule": "rule_based"}}]
+    data["datetime"] = "2000-01-01T00:00:00+00:00"  # older than every kernel run: the default base, were it eligible
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_run_of_the_end_to_end_grid_alone_reports_its_table(tmp_path):
+    path = _e2e_only_run(tmp_path)
+    rep = build_report([path])
+    assert len(rep.runs) == 1 and rep.latency.empty and rep.comparison is None
+    assert rep.e2e["median_ms"].tolist() == [pytest.approx(18.0)] and rep.e2e["inconclusive"].tolist() == [True]
+    proc = _cli(str(path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "== e2e ==" in proc.stdout and "== latency ==\n(none)" in proc.stdout
+    assert (tmp_path / "out" / "e2e.csv").read_text().count("\n") == 2  # header and the one layer case
+
+
+def test_end_to_end_runs_beside_kernel_runs_are_never_the_comparison_base(tmp_path):
+    e2e = _e2e_only_run(tmp_path)
+    rep = build_report([e2e, ONE, TWO])  # the e2e run is the oldest, yet the base is a kernel run
+    assert rep.settings["base"] != e2e.stem and not rep.e2e.empty and not rep.comparison.empty
+    with pytest.raises(ReportError, match="holds only end-to-end cases; choose a run with kernel cases"):
+        build_report([e2e, ONE], base=e2e.stem)

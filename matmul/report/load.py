@@ -123,9 +123,10 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
         row["pct_peak"] = 100 * row["gflops"] / peak if peak else None
         row["pct_limit"] = 100 * row["gflops"] / row["limit_gflops"] if row["limit_gflops"] else None
         rows.append(row)
-    if not rows:
-        raise ReportError(f"{path}: holds no cases of this suite (params kernel, M, variant, layout and K, N)")
-    return meta, rows
+    if not rows and not any(((b.get("extra_info") or {}).get("case_kind") == "e2e") for b in data["benchmarks"]):
+        raise ReportError(f"{path}: holds no cases of this suite (kernel cases with params kernel, M, variant, "
+                          "layout and K, N, or end-to-end layer cases)")
+    return meta, rows  # no kernel rows: a run of the end-to-end grid only (its table comes from report.e2e)
 
 
 def load_runs(paths: Iterable[Path], skipped: list[tuple[str, str]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -144,7 +145,8 @@ def load_runs(paths: Iterable[Path], skipped: list[tuple[str, str]] | None = Non
             skipped.append((str(path), str(err)))
             continue
         metas.append(meta)
-        frames.append(pd.DataFrame(rows).assign(file=str(path)))
+        if rows:
+            frames.append(pd.DataFrame(rows).assign(file=str(path)))
     if not metas:
         raise ReportError("no usable run: " + "; ".join(reason for _, reason in skipped or []))
     runs = pd.DataFrame(metas)
@@ -153,6 +155,8 @@ def load_runs(paths: Iterable[Path], skipped: list[tuple[str, str]] | None = Non
     if len(set(labels)) < len(labels):
         labels = [str(Path(f).with_suffix("")) for f in runs["file"]]
     runs.insert(0, "run", labels)
+    if not frames:  # end-to-end runs only: no kernel case
+        return runs, pd.DataFrame()
     cases = pd.concat(frames, ignore_index=True).merge(runs[["file", "run", "profile"]], on="file")
     return runs, cases.drop(columns="file")
 

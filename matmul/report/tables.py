@@ -179,6 +179,17 @@ def agreement_summary(agreement: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _e2e_only_report(runs: pd.DataFrame, threshold: float | None, cv_threshold: float,
+                     skipped: list[tuple[str, str]]) -> Report:
+    """The report of runs that hold end-to-end layer cases and no kernel case."""
+    empty = pd.DataFrame(columns=["run", *KEY, "noisy", "inconclusive", "noise_floor"])
+    report = Report(runs=runs, latency=empty, speedups=pd.DataFrame(), geomeans=pd.DataFrame(),
+                    agreement=agreement_table(pd.DataFrame(columns=["agreement"])),
+                    settings={"threshold": threshold, "cv_threshold": cv_threshold, "skipped": skipped})
+    report.e2e = e2e_table(zip(runs["run"], runs["file"]))
+    return report
+
+
 def build_report(
     paths: Sequence[str | Path] = (),
     *,
@@ -198,6 +209,8 @@ def build_report(
     skipped: list[tuple[str, str]] = []
     runs, cases = load_runs(find_runs(paths, storage), skipped)
     runs = runs.sort_values("datetime", ignore_index=True, kind="stable")
+    if cases.empty:  # end-to-end runs only: their table, and no kernel tables or comparison
+        return _e2e_only_report(runs, threshold, cv_threshold, skipped)
     speedups = speedup_table(cases)
     report = Report(
         runs=runs,
@@ -208,8 +221,12 @@ def build_report(
         settings={"threshold": threshold, "cv_threshold": cv_threshold, "skipped": skipped},
     )
     report.e2e = e2e_table(zip(runs["run"], runs["file"]))
-    if len(runs) > 1 or base is not None:
-        base = base or runs["run"].iloc[0]
+    kernel_runs = [r for r in runs["run"] if r in set(cases["run"])]  # end-to-end-only runs compare nothing here
+    if len(kernel_runs) > 1 or base is not None:
+        if base is not None and base in set(runs["run"]) and base not in kernel_runs:
+            raise ReportError(f"base run {base!r} holds only end-to-end cases; choose a run with kernel cases: "
+                              + ", ".join(kernel_runs))
+        base = base or kernel_runs[0]
         report.comparison, report.comparison_geomeans = compare_runs(cases, base, threshold, cv_threshold,
                                                                      normalize)
         report.settings.update(base=base, normalize=normalize)
