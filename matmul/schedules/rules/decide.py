@@ -47,7 +47,7 @@ def _register_tile(shape: MatmulShape, lanes: int, regs: int) -> tuple[int, int]
     """R2: (mr, vectors across j) with the most accumulators that fit.
 
     A tile whose rows pad M by more than :data:`PAD_ROWS_MAX` of the padded rows loses to one
-    that does not: at M = 7, six rows pad to 12 and waste 5/12 of every FMA.
+    that does not: at M = 7, six rows pad to 12 and 5/12 of the FMAs work on zeros.
     """
     best_key, best = None, (1, 1)
     for nv in range(1, 5):
