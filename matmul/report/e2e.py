@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .load import ReportError
+from .load import ReportError, is_e2e_case
 
 #: Columns of the table, in order.
 COLUMNS = ["run", "model", "seq", "batch", "schedule", "median_ms", "cv", "gflops", "pct_peak", "speedup_vs_torch",
@@ -29,7 +29,7 @@ def e2e_rows(path: Path, run: str) -> list[dict]:
     rows = []
     for b in data.get("benchmarks") or []:
         params, stats, extra = b.get("params") or {}, b.get("stats") or {}, b.get("extra_info") or {}
-        if extra.get("case_kind") != "e2e" or not {"e2e_model", "seq", "schedule"} <= set(params):
+        if not is_e2e_case(b):
             continue
         median, mean = _number(stats.get("median")), _number(stats.get("mean"))
         if not (median and median > 0 and mean and mean > 0):

@@ -60,6 +60,12 @@ def _samples(raw, path: Path, case: str) -> list[float] | None:
     return [float(x) for x in raw]
 
 
+def is_e2e_case(bench: dict) -> bool:
+    """Whether a saved benchmark is a case of the end-to-end layer grid (``bench/test_e2e_bench.py``)."""
+    extra, params = bench.get("extra_info") or {}, bench.get("params") or {}
+    return extra.get("case_kind") == "e2e" and {"e2e_model", "seq", "schedule"} <= set(params)
+
+
 def load_run(path: Path) -> tuple[dict, list[dict]]:
     """One run's metadata and its rows (one per case)."""
     try:
@@ -123,7 +129,7 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
         row["pct_peak"] = 100 * row["gflops"] / peak if peak else None
         row["pct_limit"] = 100 * row["gflops"] / row["limit_gflops"] if row["limit_gflops"] else None
         rows.append(row)
-    if not rows and not any(((b.get("extra_info") or {}).get("case_kind") == "e2e") for b in data["benchmarks"]):
+    if not rows and not any(is_e2e_case(b) for b in data["benchmarks"]):
         raise ReportError(f"{path}: holds no cases of this suite (kernel cases with params kernel, M, variant, "
                           "layout and K, N, or end-to-end layer cases)")
     return meta, rows  # no kernel rows: a run of the end-to-end grid only (its table comes from report.e2e)
@@ -161,4 +167,4 @@ def load_runs(paths: Iterable[Path], skipped: list[tuple[str, str]] | None = Non
     return runs, cases.drop(columns="file")
 
 
-__all__ = ["CASE", "KEY", "STORAGE", "ReportError", "find_runs", "load_run", "load_runs"]
+__all__ = ["CASE", "KEY", "STORAGE", "ReportError", "find_runs", "is_e2e_case", "load_run", "load_runs"]

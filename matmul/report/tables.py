@@ -179,15 +179,15 @@ def agreement_summary(agreement: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _e2e_only_report(runs: pd.DataFrame, threshold: float | None, cv_threshold: float,
-                     skipped: list[tuple[str, str]]) -> Report:
-    """The report of runs that hold end-to-end layer cases and no kernel case."""
-    empty = pd.DataFrame(columns=["run", *KEY, "noisy", "inconclusive", "noise_floor"])
-    report = Report(runs=runs, latency=empty, speedups=pd.DataFrame(), geomeans=pd.DataFrame(),
-                    agreement=agreement_table(pd.DataFrame(columns=["agreement"])),
-                    settings={"threshold": threshold, "cv_threshold": cv_threshold, "skipped": skipped})
-    report.e2e = e2e_table(zip(runs["run"], runs["file"]))
-    return report
+def _kernel_tables(cases: pd.DataFrame, cv_threshold: float) -> dict[str, pd.DataFrame]:
+    """The kernel tables of a report; empty ones when the runs hold end-to-end layer cases only."""
+    if cases.empty:
+        return {"latency": pd.DataFrame(columns=["run", *KEY, "noisy", "inconclusive", "noise_floor"]),
+                "speedups": pd.DataFrame(), "geomeans": pd.DataFrame(),
+                "agreement": agreement_table(pd.DataFrame(columns=["agreement"]))}
+    speedups = speedup_table(cases)
+    return {"latency": latency_table(cases, cv_threshold), "speedups": speedups,
+            "geomeans": geomean_table(speedups), "agreement": agreement_table(cases)}
 
 
 def build_report(
@@ -209,19 +209,11 @@ def build_report(
     skipped: list[tuple[str, str]] = []
     runs, cases = load_runs(find_runs(paths, storage), skipped)
     runs = runs.sort_values("datetime", ignore_index=True, kind="stable")
-    if cases.empty:  # end-to-end runs only: their table, and no kernel tables or comparison
-        return _e2e_only_report(runs, threshold, cv_threshold, skipped)
-    speedups = speedup_table(cases)
-    report = Report(
-        runs=runs,
-        latency=latency_table(cases, cv_threshold),
-        speedups=speedups,
-        geomeans=geomean_table(speedups),
-        agreement=agreement_table(cases),
-        settings={"threshold": threshold, "cv_threshold": cv_threshold, "skipped": skipped},
-    )
+    report = Report(runs=runs, **_kernel_tables(cases, cv_threshold),
+                    settings={"threshold": threshold, "cv_threshold": cv_threshold, "skipped": skipped})
     report.e2e = e2e_table(zip(runs["run"], runs["file"]))
-    kernel_runs = [r for r in runs["run"] if r in set(cases["run"])]  # end-to-end-only runs compare nothing here
+    with_cases = set(cases["run"]) if not cases.empty else set()
+    kernel_runs = [r for r in runs["run"] if r in with_cases]  # end-to-end-only runs compare nothing here
     if len(kernel_runs) > 1 or base is not None:
         if base is not None and base in set(runs["run"]) and base not in kernel_runs:
             raise ReportError(f"base run {base!r} holds only end-to-end cases; choose a run with kernel cases: "
