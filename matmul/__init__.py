@@ -19,6 +19,7 @@ The package is layered; each layer imports only the layers below it:
 """
 
 from . import schedules  # noqa: F401  (registers every schedule family)
+from .core.gpu import GpuSpec, gpu_present, gpu_spec
 from .core.hardware import (
     HardwareError,
     HostFacts,
@@ -27,9 +28,9 @@ from .core.hardware import (
     host_facts,
     resolve_target,
 )
-from .core.kernel import DTYPES, LAYOUTS, matmul_func, matmul_module
+from .core.kernel import DTYPES, GPU_DTYPES, LAYOUTS, matmul_func, matmul_module
 from .core.registry import Variant, get_variant, register, schedule, variant_names
-from .core.runner import CompiledKernel, build, build_cached, count_vector_fma
+from .core.runner import CompiledKernel, CudaKernel, build, build_cached, build_gpu, count_vector_fma
 from .core.verify import VerificationError, compare, make_inputs, reference, verify
 from .core.workloads import (
     KERNELS,
@@ -46,11 +47,14 @@ from .schedules.manual import Recipe
 
 __all__ = [
     "DTYPES",
+    "GPU_DTYPES",
     "KERNELS",
     "LAYOUTS",
     "MODELS",
     "M_SWEEP",
     "CompiledKernel",
+    "CudaKernel",
+    "GpuSpec",
     "HardwareError",
     "HostFacts",
     "MatmulShape",
@@ -62,11 +66,14 @@ __all__ = [
     "bert_shapes",
     "build",
     "build_cached",
+    "build_gpu",
     "compare",
     "configure_runtime_threads",
     "count_vector_fma",
     "facts_for",
     "get_variant",
+    "gpu_present",
+    "gpu_spec",
     "host_facts",
     "kernel_shape",
     "make_inputs",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -113,3 +114,56 @@ def test_describe_with_pinned_knobs(capsys):
     assert main(["describe", "--shape", "1", "768", "768", "--set", "tk=64,order=ifirst"]) == 0
     out = capsys.readouterr().out
     assert "overridden by the caller: tk=64, order=ifirst" in out
+
+
+# --------------------------------------------------------------------------- --target cuda
+def test_variants_for_cuda_list_what_each_serves(capsys):
+    assert main(["variants", "--target", "cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "gpu_tiled" in out and "dlight_gpu" in out and "[float32/float16; NN/NT]" in out and "rule_based" not in out
+
+
+def test_show_cuda_source_with_ptxas_figures(capsys):
+    pytest.importorskip("cuda.bindings", reason="PTX needs the cuda extra: pip install -e '.[cuda]'")
+    assert main(["show", "--target", "cuda", "--arch", "sm_90", "-M", "64", "--figures"]) == 0
+    out = capsys.readouterr().out
+    assert 'extern "C" __global__' in out and "cp.async" in out
+    from matmul.core.gpu import nominal_spec
+    from matmul.core.registry import variant_decisions
+    from matmul.core.workloads import kernel_shape
+
+    shared = variant_decisions("gpu_tiled", kernel_shape("qkv", 64, "bert-base"), gpu=nominal_spec("sm_90"))["shared_bytes"]
+    assert re.search(rf"// ptxas sm_90 main_kernel: \d+ registers, {shared} bytes shared memory, 0/0 bytes spilled", out)
+
+
+def test_show_ptx(capsys):
+    pytest.importorskip("cuda.bindings", reason="PTX needs the cuda extra: pip install -e '.[cuda]'")
+    assert main(["show", "--target", "cuda", "--variant", "dlight_gpu", "--layout", "NT", "--format", "ptx"]) == 0
+    assert ".target sm_80" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["show", "--target", "cuda", "--variant", "full"], "variant 'full' is a CPU variant; CUDA variants: "),
+        (["show", "--arch", "sm_90"], "--arch sm_90 needs --target cuda"),
+        (["show", "--target", "cuda", "--arch", "sm_75"], "unsupported CUDA arch 'sm_75'; choose sm_80 or newer"),
+        (["show", "--target", "cuda", "--dtype", "float64"], "unsupported dtype 'float64'; choose one of: float32, float16"),
+        (["show", "--dtype", "float16"], "unsupported dtype 'float16'; choose one of: float32, float64"),
+        (["show", "--target", "cuda", "--format", "asm"], "unknown source kind 'asm' for a CUDA build; choose one of"),
+        (["show", "--figures"], "--figures (ptxas registers and shared memory) needs --target cuda"),
+        (["show", "--target", "cuda", "--variant", "gpu_tiled[bm=48]"], "gpu_tiled bm=48 does not divide 128"),
+    ],
+)
+def test_bad_cuda_input_exits_2_with_reason(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_verify_on_cuda_without_a_gpu_says_so(capsys):
+    from matmul.core.gpu import gpu_present
+
+    if gpu_present():
+        pytest.skip("this machine has a GPU: verify runs there")
+    assert main(["verify", "--target", "cuda", "-M", "16"]) == 2
+    assert "has no CUDA GPU" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def test_builder_is_pure():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(dtype="float16"), "unsupported dtype 'float16'; choose one of: float32, float64"),
+        (dict(dtype="int8"), "unsupported dtype 'int8'; choose one of: float32, float64, float16"),
         (dict(layout="TN"), "unknown layout 'TN'; choose one of: NN, NT"),
     ],
 )

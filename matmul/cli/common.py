@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core.kernel import DTYPES, LAYOUTS
+from ..core.gpu import ARCHS
+from ..core.kernel import ALL_DTYPES, DTYPES, LAYOUTS
+from ..core.registry import TARGETS
 from ..core.workloads import (
     KERNELS,
     MODELS,
@@ -29,15 +31,40 @@ def positive(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def add_kernel_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variant", default="full", help="a registered variant (see `variants`)")
+#: The variant a command builds when none is named, per target kind.
+DEFAULT_VARIANT = {"llvm": "full", "cuda": "gpu_tiled"}
+
+
+def add_kernel_args(p: argparse.ArgumentParser, *, gpu: bool = False) -> None:
+    """The kernel a command builds; ``gpu=True`` adds ``--target``/``--arch`` (and float16) for commands that build
+    CUDA too."""
+    p.add_argument("--variant", help="a registered variant (see `variants`; default: full"
+                                     + (" on llvm, gpu_tiled on cuda)" if gpu else ")"))
+    if gpu:
+        p.add_argument("--target", choices=TARGETS, default="llvm",
+                       help="llvm: this CPU (default); cuda: a GPU, built without one (see --arch)")
+        p.add_argument("--arch", help=f"CUDA arch for --target cuda, sm_80 or newer (default: this machine's GPU, "
+                                      f"else sm_80; checked on {', '.join(ARCHS)})")
+    else:
+        p.set_defaults(target="llvm", arch=None)
     p.add_argument("--kernel", default="qkv", help=f"one of {', '.join(KERNELS)}")
     p.add_argument("-M", type=positive, default=128, help="rows (default 128)")
     p.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
     p.add_argument("--shape", type=positive, nargs=3, metavar=("M", "K", "N"),
                    help="explicit M K N instead of --kernel/-M/--model")
     p.add_argument("--layout", choices=LAYOUTS, default="NN")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    if gpu:
+        p.add_argument("--dtype", choices=ALL_DTYPES, default="float32",
+                       help="float16 (float32 accumulation) is for --target cuda")
+    else:
+        p.add_argument("--dtype", choices=DTYPES, default="float32")
+
+
+def variant_of(args: argparse.Namespace) -> str:
+    """The --variant given, or the default of the --target; --arch without --target cuda is refused."""
+    if args.arch and args.target != "cuda":
+        raise ValueError(f"--arch {args.arch} needs --target cuda")
+    return args.variant or DEFAULT_VARIANT[args.target]
 
 
 def add_workload_args(p: argparse.ArgumentParser) -> None:

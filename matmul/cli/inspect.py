@@ -7,14 +7,14 @@ import json
 import logging
 
 from ..core.hardware import host_facts
-from ..core.registry import get_variant, variant_names
-from ..core.runner import SOURCE_KINDS, build, count_vector_fma
+from ..core.registry import TARGETS, get_variant, variant_names
+from ..core.runner import CUDA_SOURCE_KINDS, SOURCE_KINDS, build, build_gpu, count_vector_fma
 from ..core.verify import DATA_KINDS, check_memory, verify
 from ..core.workloads import KERNELS, MODELS, workloads
 from ..measure.peak import computed_fp32_peak, measure_fp32_peak
 from ..measure.references import REFERENCES
 from ..schedules.rules import RULES, decide, parse_overrides
-from .common import add_kernel_args, positive, shape_of
+from .common import add_kernel_args, positive, shape_of, variant_of
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -29,10 +29,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_variants(args: argparse.Namespace) -> int:
     facts = host_facts()
-    for name in variant_names():
+    for name in variant_names(target=args.target):
         v = get_variant(name)
         status = "legal" if v.legal else f"ILLEGAL ({v.illegal_because})"
-        print(f"{name:16} {v.family:8} {status:10} {v.summary(facts)}")
+        serves = f" [{'/'.join(v.dtypes)}; {'/'.join(v.layouts)}]" if v.target != "llvm" else ""
+        print(f"{name:16} {v.family:8} {status:10} {v.summary(facts)}{serves}")
+    if args.target == "cuda":
+        return 0
 
     for ref in REFERENCES.values():
         reason = ref.unavailable()
@@ -66,20 +69,37 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace):
+    variant = variant_of(args)
+    if args.target == "cuda":
+        return build_gpu(variant, shape_of(args), dtype=args.dtype, layout=args.layout, arch=args.arch)
+    return build(variant, shape_of(args), dtype=args.dtype, layout=args.layout)
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     check_memory(shape_of(args), args.dtype)  # before the build: a shape that cannot be checked is not compiled
-    kernel = build(args.variant, shape_of(args), dtype=args.dtype, layout=args.layout)
-    print(f"{args.variant} {kernel.shape} {args.dtype} {args.layout}: {verify(kernel, seed=args.seed, kind=args.data)}")
+    kernel = _build(args)
+    where = f" on {kernel.spec.arch}" if args.target == "cuda" else ""
+    print(f"{kernel.variant} {kernel.shape} {args.dtype} {args.layout}{where}: "
+          f"{verify(kernel, seed=args.seed, kind=args.data)}")
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    kernel = build(args.variant, shape_of(args), dtype=args.dtype, layout=args.layout)
-    text = kernel.source(args.format)
-    if args.format == "asm":
+    kernel = _build(args)
+    fmt = args.format or ("cuda" if args.target == "cuda" else "asm")
+    text = kernel.source(fmt)
+    if fmt == "asm":
         n = count_vector_fma(text, kernel.facts)
         logging.getLogger(__name__).info("%d packed fp32 FMA instructions at %d lanes", n, kernel.facts.simd_lanes_fp32)
     print(text)
+    if args.figures:
+        if args.target != "cuda":
+            raise ValueError("--figures (ptxas registers and shared memory) needs --target cuda")
+        for name, fig in kernel.figures().items():
+            print(f"// ptxas {kernel.spec.arch} {name}: {fig['registers']} registers, {fig['shared_bytes']} bytes "
+                  f"shared memory, {fig['spill_stores']}/{fig['spill_loads']} bytes spilled (stores/loads), "
+                  f"{fig['stack_bytes']} bytes stack")
     return 0
 
 
@@ -89,8 +109,9 @@ def add_parsers(sub) -> None:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_cmd_info)
 
-    sub.add_parser("variants", help="registered schedule variants and vendor references").set_defaults(
-        func=_cmd_variants)
+    var = sub.add_parser("variants", help="registered schedule variants and vendor references")
+    var.add_argument("--target", choices=TARGETS, default="llvm", help="llvm (default) or cuda variants")
+    var.set_defaults(func=_cmd_variants)
 
     sub.add_parser("peak", help="measure the FP32 FMA peak (and show the computed one)").set_defaults(
         func=_cmd_peak)
@@ -109,12 +130,15 @@ def add_parsers(sub) -> None:
     desc.set_defaults(func=_cmd_describe)
 
     ver = sub.add_parser("verify", help="build a variant and check it against NumPy")
-    add_kernel_args(ver)
+    add_kernel_args(ver, gpu=True)
     ver.add_argument("--seed", type=int, default=0)
     ver.add_argument("--data", choices=DATA_KINDS, default="float")
     ver.set_defaults(func=_cmd_verify)
 
-    show = sub.add_parser("show", help="print the scheduled TIR, LLVM IR or assembly")
-    add_kernel_args(show)
-    show.add_argument("--format", choices=SOURCE_KINDS, default="asm")
+    show = sub.add_parser("show", help="print the scheduled TIR, LLVM IR or assembly (CUDA C or PTX for --target cuda)")
+    add_kernel_args(show, gpu=True)
+    show.add_argument("--format", choices=tuple(dict.fromkeys(SOURCE_KINDS + CUDA_SOURCE_KINDS)),
+                      help="tir, ll, asm (default) on llvm; tir, cuda (default), ptx on cuda")
+    show.add_argument("--figures", action="store_true",
+                      help="--target cuda: also ptxas's registers, shared memory and spills per kernel")
     show.set_defaults(func=_cmd_show)

@@ -8,7 +8,9 @@ take knobs, ``base[knob=value,...]``), as a dlight rule is one file plus one
 import line.
 
 A variant's contract is ``apply(sch, ctx)``: transform a
-``tvm.s_tir.Schedule`` of the canonical kernel in place. Optional hooks:
+``tvm.s_tir.Schedule`` of the canonical kernel in place, or return a new
+Schedule of the same function (a rule that schedules its own copy, as
+dlight's do). Optional hooks:
 
 * ``decisions(ctx) -> dict``: the concrete choices for one shape, saved with
   every benchmark; keys named in ``info_keys`` are also promoted to the
@@ -31,8 +33,9 @@ from typing import Any
 
 from tvm.s_tir import Schedule, ScheduleError
 
+from .gpu import GpuSpec, gpu_spec
 from .hardware import HostFacts, host_facts
-from .kernel import BLOCK, check_dtype, check_layout, matmul_module
+from .kernel import BLOCK, DTYPES, LAYOUTS, check_dtype, check_layout, matmul_module
 from .workloads import MatmulShape
 
 
@@ -48,9 +51,14 @@ class ScheduleContext:
     #: otherwise (``NT_matmul``). Its loops are ``[batch..., i, j, k]``: batched matmuls (attention) lead
     #: with their batch loops, which a variant leaves outermost.
     block: str = BLOCK
+    #: The GPU a ``cuda`` variant schedules for; None for the CPU variants.
+    gpu: GpuSpec | None = None
 
 
-ApplyFn = Callable[[Schedule, ScheduleContext], None]
+#: Target kinds a variant can be for: ``llvm`` (the host CPU) or ``cuda``.
+TARGETS: tuple[str, ...] = ("llvm", "cuda")
+
+ApplyFn = Callable[[Schedule, ScheduleContext], "Schedule | None"]
 
 
 class Unavailable(LookupError):
@@ -92,6 +100,12 @@ class Variant:
     info_keys : tuple of str
         Keys of :attr:`decisions` that the benchmark also saves at the top of
         its ``extra_info`` (for example the learned variant's ``fallback``).
+    target : {"llvm", "cuda"}
+        The target kind the variant schedules for. CPU callers
+        (``variant_names()`` by default) see only ``llvm`` variants.
+    dtypes, layouts : tuple of str
+        The element types and layouts the variant declares legal; any other
+        is refused with a ``ValueError`` naming these.
     """
 
     name: str
@@ -103,6 +117,9 @@ class Variant:
     needs_record: bool = False
     available: Callable[[ScheduleContext], str | None] | None = None
     info_keys: tuple[str, ...] = ()
+    target: str = "llvm"
+    dtypes: tuple[str, ...] = DTYPES
+    layouts: tuple[str, ...] = LAYOUTS
 
     @property
     def legal(self) -> bool:
@@ -140,17 +157,22 @@ def register_parametric(base: str, factory: Callable[[dict[str, Any]], Variant])
     return variant
 
 
-def variant_names(*, legal_only: bool = False, family: str | None = None, standalone: bool = False) -> list[str]:
+def variant_names(
+    *, legal_only: bool = False, family: str | None = None, standalone: bool = False, target: str | None = "llvm"
+) -> list[str]:
     """Registered names in registration order, optionally filtered.
 
     ``standalone=True`` leaves out variants that need a tuning record, for
-    callers that schedule arbitrary shapes.
+    callers that schedule arbitrary shapes. ``target`` keeps one target
+    kind's variants (default: the CPU's, ``llvm``); None keeps all.
     """
+    if target is not None and target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
     return [
         v.name
         for v in _REGISTRY.values()
         if (v.legal or not legal_only) and (family is None or v.family == family)
-        and not (standalone and v.needs_record)
+        and not (standalone and v.needs_record) and (target is None or v.target == target)
     ]
 
 
@@ -213,28 +235,41 @@ def get_variant(name: str) -> Variant:
     raise ValueError(f"unknown variant {name!r}; known variants: {', '.join(_REGISTRY)}")
 
 
-def _context(shape: MatmulShape, dtype: str, layout: str, facts: HostFacts | None) -> ScheduleContext:
-    return ScheduleContext(shape, check_dtype(dtype), check_layout(layout), facts or host_facts())
+def _context(
+    v: Variant, shape: MatmulShape, dtype: str, layout: str, facts: HostFacts | None, gpu: GpuSpec | None = None
+) -> ScheduleContext:
+    check_dtype(dtype, v.dtypes)
+    check_layout(layout)
+    if layout not in v.layouts:
+        raise ValueError(f"variant {v.name!r} does not serve layout {layout!r}; it serves: {', '.join(v.layouts)}")
+    if v.target == "cuda":
+        gpu = gpu or gpu_spec()
+    elif gpu is not None:
+        raise ValueError(f"variant {v.name!r} is for the CPU (llvm), not {gpu.arch}; "
+                         f"CUDA variants: {', '.join(variant_names(target='cuda')) or 'none registered'}")
+    return ScheduleContext(shape, dtype, layout, facts or host_facts(), gpu=gpu)
 
 
 def variant_decisions(
-    variant: str, shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN", facts: HostFacts | None = None
+    variant: str, shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN", facts: HostFacts | None = None,
+    gpu: GpuSpec | None = None,
 ) -> dict[str, Any]:
     """A variant's concrete choices for one shape (empty if it records none)."""
     v = get_variant(variant)
     if v.decisions is None:
         return {}
-    return v.decisions(_context(shape, dtype, layout, facts))
+    return v.decisions(_context(v, shape, dtype, layout, facts, gpu))
 
 
 def unavailable(
-    variant: str, shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN", facts: HostFacts | None = None
+    variant: str, shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN", facts: HostFacts | None = None,
+    gpu: GpuSpec | None = None,
 ) -> str | None:
     """Why ``variant`` cannot serve this case (from its ``available`` hook), or None if it can."""
     v = get_variant(variant)
     if v.available is None:
         return None
-    return v.available(_context(shape, dtype, layout, facts))
+    return v.available(_context(v, shape, dtype, layout, facts, gpu))
 
 
 def schedule(
@@ -245,6 +280,7 @@ def schedule(
     layout: str = "NN",
     facts: HostFacts | None = None,
     debug_mask: str | int = "all",
+    gpu: GpuSpec | None = None,
 ) -> Schedule:
     """Build the canonical kernel and apply a variant to it.
 
@@ -259,30 +295,35 @@ def schedule(
         Hardware facts; default: the host.
     debug_mask : str or int
         ``"all"`` verifies the IR after every primitive (cheap for one block).
+    gpu : GpuSpec, optional
+        The GPU a ``cuda`` variant schedules for (default: this machine's GPU,
+        else the nominal part of the default arch); refused for CPU variants.
 
     Raises
     ------
     ValueError
-        Unknown variant, dtype or layout.
+        Unknown variant, a dtype or layout the variant does not declare, or a
+        GPU given to a CPU variant.
     tvm.s_tir.ScheduleError
         The variant is illegal for this kernel (declared-illegal variants
         always raise; the note added to the error says so).
     """
     v = get_variant(variant)
-    ctx = _context(shape, dtype, layout, facts)
+    ctx = _context(v, shape, dtype, layout, facts, gpu)
     sch = Schedule(matmul_module(shape, ctx.dtype, ctx.layout), debug_mask=debug_mask)
     try:
-        v.apply(sch, ctx)
+        done = v.apply(sch, ctx)
     except ScheduleError as err:
         if v.legal:
             err.add_note(f"variant {variant!r} failed to schedule {shape} ({dtype}, {layout})")
         else:
             err.add_note(f"variant {variant!r} is declared illegal: {v.illegal_because}")
         raise
-    return sch
+    return done if isinstance(done, Schedule) else sch
 
 
 __all__ = [
+    "TARGETS",
     "ScheduleContext",
     "Unavailable",
     "Variant",

@@ -15,14 +15,17 @@ import numpy as np
 import tvm
 from tvm.s_tir import Schedule
 
-from .hardware import HostFacts, configure_runtime_threads, host_facts
-from .kernel import b_shape
-from .registry import schedule
+from .gpu import CudaBuild, GpuSpec, build_cuda, gpu_present, gpu_spec
+from .hardware import HardwareError, HostFacts, configure_runtime_threads, host_facts
+from .kernel import accumulator_dtype, b_shape
+from .registry import get_variant, schedule, variant_names
 from .verify import garbage
 from .workloads import MatmulShape
 
 #: Formats :meth:`CompiledKernel.source` can show.
 SOURCE_KINDS = ("tir", "ll", "asm")
+#: Formats :meth:`CudaKernel.source` can show.
+CUDA_SOURCE_KINDS = ("tir", "cuda", "ptx")
 
 
 def compile_module(mod: tvm.IRModule | Schedule, target: tvm.target.Target) -> tvm.runtime.Executable:
@@ -119,6 +122,79 @@ def build(
     sch = schedule(variant, shape, dtype=dtype, layout=layout, facts=facts)
     exe = compile_module(sch, facts.target())
     return CompiledKernel(variant, shape, dtype, layout, facts, exe, sch.mod)
+
+
+@dataclasses.dataclass
+class CudaKernel:
+    """A matmul built for a CUDA target: shown anywhere, run and timed only where a GPU is present.
+
+    It has the interface :func:`~matmul.core.verify.verify` uses (``tensors``, call), so a GPU build is checked
+    against NumPy exactly as a CPU one is; without a GPU, ``tensors`` raises a ``HardwareError`` that says so.
+    """
+
+    variant: str
+    shape: MatmulShape
+    dtype: str
+    layout: str
+    build: CudaBuild
+
+    @property
+    def spec(self) -> GpuSpec:
+        return self.build.spec
+
+    @property
+    def tir(self) -> tvm.IRModule:
+        return self.build.tir
+
+    @property
+    def b_shape(self) -> tuple[int, int]:
+        return b_shape(self.shape, self.layout)
+
+    def source(self, kind: str = "cuda") -> str:
+        """The scheduled ``tir``, the generated ``cuda`` C source, or ``ptx`` (NVRTC, from the ``cuda`` extra)."""
+        if kind not in CUDA_SOURCE_KINDS:
+            raise ValueError(f"unknown source kind {kind!r} for a CUDA build; choose one of: {', '.join(CUDA_SOURCE_KINDS)}")
+        return {"tir": lambda: self.tir.script(), "cuda": lambda: self.build.source, "ptx": self.build.ptx}[kind]()
+
+    def figures(self) -> dict[str, dict[str, int]]:
+        """Registers, shared memory, spills per kernel, from ``ptxas -v``."""
+        return self.build.figures()
+
+    def device(self):
+        if not gpu_present():
+            raise HardwareError(f"{self.variant} was built for {self.spec.arch} but this machine has no CUDA GPU "
+                                "(tvm.cuda(0).exist is False): show its source or PTX, run it on a GPU host")
+        return tvm.cuda(0)
+
+    def tensors(self, a: np.ndarray, b: np.ndarray) -> tuple[Any, Any, Any]:
+        """A, B and a garbage-filled C on the GPU, after checking shapes."""
+        dev = self.device()
+        want = {"A": (self.shape.M, self.shape.K), "B": self.b_shape}
+        for name, arr in (("A", a), ("B", b)):
+            if arr.shape != want[name] or arr.dtype != np.dtype(self.dtype):
+                raise ValueError(f"{name} must be a {want[name]} {self.dtype} array for {self.shape} ({self.layout}), "
+                                 f"got {arr.shape} {arr.dtype}")
+        c = garbage((self.shape.M, self.shape.N), accumulator_dtype(self.dtype))
+        return tuple(tvm.runtime.tensor(x, dev) for x in (a, b, c))
+
+    def __call__(self, a, b, c) -> None:
+        self.build.executable["main"](a, b, c)
+
+    def evaluator(self, *, number: int = 10, repeat: int = 5, min_repeat_ms: int = 0):
+        """TVM's timer on the GPU (it synchronizes the device around each repeat)."""
+        return self.build.executable.mod.time_evaluator("main", self.device(), number=number, repeat=repeat,
+                                                        min_repeat_ms=min_repeat_ms)
+
+
+def build_gpu(variant: str, shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN",
+              arch: str | None = None) -> CudaKernel:
+    """Schedule a ``cuda`` variant and compile it for ``arch`` (default: this machine's GPU, else sm_80)."""
+    if get_variant(variant).target != "cuda":
+        raise ValueError(f"variant {variant!r} is a CPU variant; CUDA variants: "
+                         f"{', '.join(variant_names(target='cuda'))}")
+    spec = gpu_spec(arch)
+    sch = schedule(variant, shape, dtype=dtype, layout=layout, gpu=spec)
+    return CudaKernel(variant, shape, dtype, layout, build_cuda(sch.mod, spec))
 
 
 @functools.lru_cache(maxsize=256)

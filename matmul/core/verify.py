@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from .kernel import b_shape, check_dtype, check_layout
+from .kernel import ALL_DTYPES, b_shape, check_dtype, check_layout
 from .workloads import MatmulShape
 
 #: Data kinds :func:`make_inputs` generates.
@@ -94,7 +94,7 @@ def make_inputs(
     shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN", seed: int = 0, kind: str = "float"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random A and B for a shape; B is stored as the layout says."""
-    check_dtype(dtype)
+    check_dtype(dtype, ALL_DTYPES)
     if kind not in DATA_KINDS:
         raise ValueError(f"unknown data kind {kind!r}; choose one of: {', '.join(DATA_KINDS)}")
     check_memory(shape, dtype)

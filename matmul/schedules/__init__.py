@@ -10,5 +10,6 @@ from . import manual  # noqa: F401, I001
 from . import rules  # noqa: F401
 from . import metaschedule  # noqa: F401
 from . import ml  # noqa: F401
+from . import cuda  # noqa: F401
 
-__all__ = ["manual", "metaschedule", "ml", "rules"]
+__all__ = ["cuda", "manual", "metaschedule", "ml", "rules"]
