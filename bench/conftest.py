@@ -18,6 +18,10 @@ model x seq, every schedule of it together with PyTorch eager (``--e2e-models``,
 ``--e2e-schedules``; ``--e2e-models none`` leaves it out). Its case ids read
 ``e2e-<model>-seq<seq>-<schedule>``.
 
+``--target cuda`` runs the GPU grid instead (``bench/test_gpu_bench.py``): kernel x M x ``--gpu-variants`` x
+``--gpu-dtypes`` x layout, cuBLAS first in each shape; without a GPU every case is skipped with the reason. Its
+runs are saved under ``.benchmarks/<machine id>-<CPU profile>-cuda-<arch>/``.
+
 Runs are saved under ``.benchmarks/<machine id>-<CPU profile>/`` (see
 :func:`pytest_configure`), so runs from different CPUs never mix in one
 folder and ``pytest-benchmark compare`` still finds them all.
@@ -30,12 +34,14 @@ import re
 import pytest
 
 from matmul import KERNELS, M_SWEEP, HardwareError, Workload, host_facts, workloads
-from matmul.core.kernel import LAYOUTS, check_layout
-from matmul.core.registry import unavailable
+from matmul.core.gpu import check_arch, gpu_spec
+from matmul.core.kernel import GPU_DTYPES, LAYOUTS, check_dtype, check_layout
+from matmul.core.registry import get_variant, unavailable
 from matmul.core.workloads import MODELS, parse_positive_int
 from matmul.e2e.layer import LayerSpec, layer_spec
 from matmul.e2e.timing import TORCH, check_e2e_name, time_layer
 from matmul.measure.candidates import candidate_names, check_candidate
+from matmul.measure.gpu import CUBLAS, cublas_unavailable, gpu_unavailable
 from matmul.measure.grid import GroupTiming, time_group
 from matmul.measure.interleave import RoundSettings
 from matmul.measure.references import get_reference, is_reference
@@ -50,6 +56,10 @@ BASELINE_MAX_M = 32
 #: The end-to-end grid's quick default: BERT-base at seq 128 beside PyTorch (the unscheduled build, ``none``,
 #: takes about 2 s per pass there; add it with --e2e-schedules).
 E2E_DEFAULTS = {"models": "bert-base", "seqs": "128", "schedules": f"rule_based,{TORCH}"}
+#: The GPU grid's default cases (``--target cuda``); cuBLAS first, so each variant is compared with it.
+GPU_VARIANTS = (CUBLAS, "dlight_gpu", "gpu_tiled")
+#: Modules of each --target.
+_TARGET_MODULES = {"llvm": ("test_matmul_bench.py", "test_e2e_bench.py"), "cuda": ("test_gpu_bench.py",)}
 
 
 def _csv(text: str) -> list[str]:
@@ -85,6 +95,12 @@ def pytest_addoption(parser):
                      "(default: rule_based,torch)")
     g.addoption("--ci-width", default="0.03",
                 help="sample until each case's ratio to the anchor is known within +-this (default: %(default)s)")
+    g.addoption("--target", default="llvm", choices=tuple(_TARGET_MODULES),
+                help="llvm: the CPU grid and the end-to-end layers (default); cuda: the GPU grid")
+    g.addoption("--gpu-variants", default=",".join(GPU_VARIANTS),
+                help="--target cuda: comma-separated GPU variants and cublas (default: %(default)s)")
+    g.addoption("--gpu-dtypes", default="float16,float32", help="--target cuda: dtypes (default: %(default)s)")
+    g.addoption("--arch", default=None, help="--target cuda: CUDA arch (default: this machine's GPU)")
     g.addoption("--aa", default="auto",
                 help="the case copied as each shape's A/A control: a variant, 'auto' (rule_based, else the first "
                      "TVM case) or 'none' (default: %(default)s)")
@@ -97,12 +113,16 @@ def _positive_int(config, option: str) -> int:
         raise pytest.UsageError(str(err)) from None
 
 
-def _grid(config) -> list[tuple[str, int, str, str]]:
+def _m_values(config) -> list[int]:
     m_opt = config.getoption("--m-values")
     try:
-        m_values = list(M_SWEEP) if m_opt == "all" else [int(m) for m in _csv(m_opt)]
+        return list(M_SWEEP) if m_opt == "all" else [int(m) for m in _csv(m_opt)]
     except ValueError:
         raise pytest.UsageError(f"--m-values: {m_opt!r} must be 'all' or comma-separated integers") from None
+
+
+def _grid(config) -> list[tuple[str, int, str, str]]:
+    m_values = _m_values(config)
     v_opt = config.getoption("--variants")
     variants = candidate_names() if v_opt == "all" else _csv(v_opt)
     layouts = _csv(config.getoption("--layout"))
@@ -117,6 +137,28 @@ def _grid(config) -> list[tuple[str, int, str, str]]:
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
     return [(w.kernel, w.M, v, lay) for w in loads for v in variants for lay in layouts]
+
+
+def _gpu_grid(config) -> list[tuple[str, int, str, str, str]]:
+    """(kernel, M, dtype, layout, variant) of the GPU grid; empty unless --target cuda."""
+    if config.getoption("--target") != "cuda":
+        return []
+    variants = _csv(config.getoption("--gpu-variants"))
+    dtypes = _csv(config.getoption("--gpu-dtypes"))
+    try:
+        for v in variants:
+            if v != CUBLAS and get_variant(v).target != "cuda":
+                raise ValueError(f"--gpu-variants: {v!r} is a CPU variant; choose cublas or a CUDA variant "
+                                 "(python -m matmul variants --target cuda)")
+        for d in dtypes:
+            check_dtype(d, GPU_DTYPES)
+        if config.getoption("--arch"):
+            check_arch(config.getoption("--arch"))
+        loads = list(workloads(_csv(config.getoption("--kernels")), _m_values(config), config.getoption("--model")))
+        layouts = [check_layout(lay) for lay in _csv(config.getoption("--layout"))]
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
+    return [(w.kernel, w.M, d, lay, v) for w in loads for d in dtypes for lay in layouts for v in variants]
 
 
 def _e2e_grid(config) -> list[tuple[str, int, str]]:
@@ -160,6 +202,7 @@ class E2ETimer:
 
 
 _E2E = pytest.StashKey[list]()
+_GPU = pytest.StashKey[list]()
 _E2E_TIMER = pytest.StashKey["E2ETimer"]()
 _GRID = pytest.StashKey[list]()
 _SETTINGS = pytest.StashKey[dict]()
@@ -244,6 +287,7 @@ def pytest_configure(config):
             raise pytest.UsageError(str(err)) from None
     config.stash[_GRID_TIMER] = GridTimer(settings)
     config.stash[_E2E] = _e2e_grid(config)
+    config.stash[_GPU] = _gpu_grid(config)
     settings["e2e_batch"] = int(config.getoption("--e2e-batch"))
     config.stash[_E2E_TIMER] = E2ETimer(settings)
     # pytest-benchmark files runs under a machine id built from the OS and
@@ -254,6 +298,8 @@ def pytest_configure(config):
     from pytest_benchmark.utils import get_machine_id
 
     profile = host_facts().profile
+    if config.getoption("--target") == "cuda":  # GPU runs never share a folder with CPU runs, nor another GPU's
+        profile += f"-cuda-{gpu_spec(config.getoption('--arch')).arch if not gpu_unavailable() else 'nogpu'}"
     pb_session.get_machine_id = lambda: f"{get_machine_id()}-{profile}"
 
 
@@ -295,8 +341,22 @@ def pytest_generate_tests(metafunc):
         ])
 
 
+    if {"kernel", "M", "gpu_variant", "dtype", "layout"} <= set(metafunc.fixturenames):
+        model = metafunc.config.getoption("--model")
+        no_gpu, no_cublas = gpu_unavailable(), cublas_unavailable()
+        metafunc.parametrize("kernel, M, dtype, layout, gpu_variant", [
+            pytest.param(k, m, d, lay, v, id=f"{Workload(k, m, model).id}-{v}-{d}-{lay}",
+                         marks=[pytest.mark.skip(reason=r)] if (r := no_cublas if v == CUBLAS else no_gpu) else [])
+            for k, m, d, lay, v in metafunc.config.stash[_GPU]
+        ])
+
+
 def pytest_ignore_collect(collection_path, config):
-    # --e2e-models none: the end-to-end module is not collected at all (no empty-parameter skip line).
+    # Only the modules of --target are collected; --e2e-models none leaves the end-to-end module out too
+    # (no empty-parameter skip line).
+    target = config.getoption("--target")
+    if any(collection_path.name in names for t, names in _TARGET_MODULES.items() if t != target):
+        return True
     if collection_path.name == "test_e2e_bench.py" and _E2E in config.stash and not config.stash[_E2E]:
         return True
     return None

@@ -157,6 +157,10 @@ def test_torch_reference_verifies_when_installed():
         (("--aa", "fast"), "unknown variant 'fast'"),
         (("--group-budget", "x"), "--group-budget"),
         (("--ci-width", "2"), "ci_width"),
+        (("--target", "cuda", "--gpu-variants", "rule_based"), "--gpu-variants: 'rule_based' is a CPU variant"),
+        (("--target", "cuda", "--gpu-variants", "fast"), "unknown variant 'fast'"),
+        (("--target", "cuda", "--gpu-dtypes", "float64"), "unsupported dtype 'float64'; choose one of: float32, float16"),
+        (("--target", "cuda", "--arch", "sm_75"), "unsupported CUDA arch 'sm_75'"),
     ],
 )
 def test_bad_grid_options_are_usage_errors(args, message):
@@ -224,3 +228,20 @@ def test_an_end_to_end_case_checks_its_layer_before_timing(tmp_path):
     assert rule["speedup_vs_none"] > 1 and rule["max_error"] < 1e-3 and rule["aa_variant"] == "rule_based"
     assert 0 < rule["matmul_share"] < 1 and {op["name"] for op in rule["ops"]} == {p["name"] for p in rule["plans"]}
     assert len(rule["samples_s"]) >= 4 and rule["noise_floor"] is not None
+
+
+def test_the_gpu_grid_is_collected_only_with_target_cuda_and_skips_without_a_gpu():
+    from matmul.core.gpu import gpu_present
+
+    proc = _collect("--target", "cuda", "--kernels", "qkv", "--m-values", "128")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = [line.split("[", 1)[1].rstrip("]") for line in proc.stdout.splitlines() if "::test_gpu_matmul[" in line]
+    assert ids[:3] == ["qkv-M128-cublas-float16-NN", "qkv-M128-dlight_gpu-float16-NN", "qkv-M128-gpu_tiled-float16-NN"]
+    assert len(ids) == 2 * 3 and "::test_matmul[" not in proc.stdout and "::test_e2e[" not in proc.stdout
+    if gpu_present():
+        return
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/", "--target", "cuda", "-q", "-rs", "-p",
+                           "no:cacheprovider", "--kernels", "qkv", "--m-values", "16"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "6 skipped" in proc.stdout, proc.stdout + proc.stderr
+    assert "no CUDA GPU on this machine" in proc.stdout and "tests/test_cuda.py" in proc.stdout
