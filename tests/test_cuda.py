@@ -18,13 +18,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matmul.core import gpu
-from matmul.core.gpu import ARCHS, GpuToolError, compile_ptx, gpu_present, nominal_spec, ptxas_figures
+from matmul.core.gpu import ARCHS, GpuToolError, build_cuda, compile_ptx, gpu_present, nominal_spec, ptxas_figures
 from matmul.core.kernel import GPU_DTYPES, LAYOUTS, matmul_module
-from matmul.core.registry import ScheduleContext, get_variant, schedule, variant_decisions, variant_names
+from matmul.core.registry import (
+    ScheduleContext,
+    get_variant,
+    schedule,
+    unavailable,
+    variant_decisions,
+    variant_names,
+)
 from matmul.core.runner import build_gpu
 from matmul.core.verify import verify
 from matmul.core.workloads import MatmulShape, kernel_shape
 from matmul.schedules.cuda import tiled
+from matmul.schedules.metaschedule import gpu as ms_gpu
 
 GPU_VARIANTS = ("dlight_gpu", "gpu_tiled")
 #: A BERT-base QKV shape large enough for dlight to use tensor cores (M, N, K > 64).
@@ -61,7 +69,7 @@ def test_a_cpu_variant_refuses_a_gpu_and_float16():
         schedule("rule_based", QKV, gpu=nominal_spec())
     with pytest.raises(ValueError, match="unsupported dtype 'float16'; choose one of: float32, float64"):
         schedule("rule_based", QKV, dtype="float16")
-    with pytest.raises(ValueError, match="CPU variant; CUDA variants: dlight_gpu, gpu_tiled"):
+    with pytest.raises(ValueError, match="CPU variant; CUDA variants: .*dlight_gpu, gpu_tiled"):
         build_gpu("full", QKV)
 
 
@@ -234,3 +242,62 @@ def test_gpu_kernels_match_numpy(variant, dtype, layout):
     """Tensor-core tiles, CUDA-core tiles, a one-row GEMV and odd sizes: each run twice on a garbage C."""
     for shape in (QKV, MatmulShape(16, 3072, 768), MatmulShape(7, 64, 33), MatmulShape(1, 768, 768)):
         assert verify(build_gpu(variant, shape, dtype=dtype, layout=layout)).ok
+
+
+# --------------------------------------------------------------------------- MetaSchedule on CUDA
+@pytest.mark.parametrize("arch", ARCHS)
+def test_metaschedule_cuda_candidates_are_generated_and_build_without_a_gpu(arch):
+    spec = nominal_spec(arch)
+    cands = ms_gpu.measure_candidates(QKV, spec, count=3)
+    assert len(cands) == 3
+    for sch in cands:
+        src = build_cuda(sch.mod, spec).source
+        assert "threadIdx.x" in src and "__shared__" in src and "__syncthreads()" in src
+        bound = int(re.search(r"__launch_bounds__\((\d+)\)", src)[1])
+        assert bound <= spec.max_threads_per_block
+
+
+def test_cuda_tuning_without_a_gpu_or_tracker_is_refused_and_writes_nothing(tmp_path, capsys):
+    if gpu_present():
+        pytest.skip("this machine has a GPU: tuning would measure on it")
+    from matmul.cli import main
+
+    assert main(["tune", "--target", "cuda", "--kernels", "qkv", "--m-values", "16", "--root", str(tmp_path)]) == 2
+    assert "CUDA tuning measures every candidate on a GPU" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(RuntimeError, match="--rpc-tracker HOST:PORT --rpc-key KEY"):
+        ms_gpu.check_can_measure(None)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tune", "--dtype", "float16", "--kernels", "qkv"], "unsupported dtype 'float16'; choose one of: float32, float64"),
+    (["tune", "--arch", "sm_90", "--kernels", "qkv"], "--arch sm_90 needs --target cuda"),
+])
+def test_cpu_tuning_refuses_gpu_options(tmp_path, capsys, argv, message):
+    from matmul.cli import main
+
+    assert main([*argv, "--root", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_metaschedule_gpu_without_a_record_names_the_gpu_tuning_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("MATMUL_TUNING_ROOT", str(tmp_path))
+    spec = nominal_spec("sm_90")
+    why = unavailable("metaschedule_gpu", QKV, dtype="float16", layout="NT", gpu=spec)
+    assert str(tmp_path / "cuda" / "sm_90-132sm" / "NT-float16-M128-K768-N768") in why
+    assert "python -m matmul tune --target cuda --arch sm_90 --shape 128 768 768 --dtype float16 --layout NT" in why
+    with pytest.raises(LookupError, match="no metaschedule_gpu record"):
+        schedule("metaschedule_gpu", QKV, dtype="float16", layout="NT", gpu=spec)
+    assert "metaschedule_gpu" not in variant_names() and "metaschedule_gpu" in variant_names(target="cuda")
+
+
+def test_gpu_databases_never_count_as_cpu_profiles(tmp_path):
+    from matmul.schedules.metaschedule.database import LEDGER_FILE, RECORD_FILE
+    from matmul.schedules.metaschedule.transfer import profiles
+
+    shard = ms_gpu.gpu_profile_dir(nominal_spec("sm_80"), tmp_path) / "NN-float32-M128-K768-N768"
+    shard.mkdir(parents=True)
+    (shard / RECORD_FILE).write_text("")
+    (shard.parent / LEDGER_FILE).write_text("{}")
+    assert shard.parent.relative_to(tmp_path).as_posix() == "cuda/sm_80-108sm"
+    assert profiles(tmp_path) == []

@@ -67,14 +67,16 @@ def variant_of(args: argparse.Namespace) -> str:
     return args.variant or DEFAULT_VARIANT[args.target]
 
 
-def add_workload_args(p: argparse.ArgumentParser) -> None:
-    """The workload grid of `tune` and `compare-db` (read back by :func:`_tune_targets`)."""
+def add_workload_args(p: argparse.ArgumentParser, *, gpu: bool = False) -> None:
+    """The workload grid of `tune` and `compare-db` (read back by :func:`_tune_targets`); ``gpu=True`` also
+    offers float16 (for `tune --target cuda`)."""
     p.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
     p.add_argument("--m-values", type=positive, nargs="+", help="M values (default: the seed sweep)")
     p.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
     p.add_argument("--shape", type=positive, nargs=3, metavar=("M", "K", "N"), help="one explicit M K N instead")
     p.add_argument("--layout", choices=LAYOUTS, default="NN")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--dtype", choices=ALL_DTYPES if gpu else DTYPES, default="float32",
+                   help="float16 (float32 accumulation) is for --target cuda" if gpu else None)
 
 
 def shape_of(args: argparse.Namespace) -> MatmulShape:

@@ -6,7 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..core.gpu import gpu_spec
 from ..core.hardware import facts_for, host_facts
+from ..core.kernel import check_dtype
 from ..core.store import atomic_write, profile_dir
 from ..core.tables import to_markdown
 from ..schedules.metaschedule.database import (
@@ -15,6 +17,7 @@ from ..schedules.metaschedule.database import (
     TRIALS_PER_ITER,
     prune,
 )
+from ..schedules.metaschedule.gpu import GpuTuning, check_can_measure
 from ..schedules.metaschedule.traces import summary_counts, traces_table
 from ..schedules.metaschedule.tune import RPCSettings, SearchSettings, tune_workloads
 from .common import add_workload_args, positive, say, workload_targets
@@ -28,17 +31,24 @@ def _tracker(text: str) -> tuple[str, int]:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    facts = facts_for(args.target) if args.target else host_facts()
     rpc = None
     if args.rpc_tracker or args.rpc_key:
         if not (args.rpc_tracker and args.rpc_key):
             say("error: --rpc-tracker and --rpc-key go together")
             return 2
         rpc = RPCSettings(*args.rpc_tracker, args.rpc_key)
+    if args.target == "cuda":  # a GPU's database, measured on a GPU (here or through the tracker), never without
+        check_can_measure(rpc)
+        facts = GpuTuning(gpu_spec(args.arch))
+    else:
+        if args.arch:
+            raise ValueError(f"--arch {args.arch} needs --target cuda")
+        check_dtype(args.dtype)
+        facts = facts_for(args.target) if args.target else host_facts()
     if not args.verbose:  # our own progress lines replace MetaSchedule's task tables
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     targets = workload_targets(args)
-    pdir = profile_dir(facts, args.root)
+    pdir = profile_dir(facts, args.root)  # type: ignore[arg-type]  (a GpuTuning names its folder too)
     where = f"on the RPC key {args.rpc_key!r} via {args.rpc_tracker[0]}:{args.rpc_tracker[1]}" if rpc else "locally"
     say(f"tuning {len(targets)} workloads to {args.trials} trials each into {pdir}, measuring {where}")
     outcomes = tune_workloads(targets, trials=args.trials, dtype=args.dtype, layout=args.layout, facts=facts,
@@ -89,7 +99,7 @@ def add_parsers(sub) -> None:
         description="Tune each workload up to --trials measured trials. Records go to <root>/<profile>/; a run "
                     "that is killed continues where it stopped when started again; a workload that already has "
                     "the trials is skipped.")
-    add_workload_args(tun)
+    add_workload_args(tun, gpu=True)
     tun.add_argument("--trials", type=positive, default=64, help="measured trials per workload (default: 64)")
     tun.add_argument("--per-iter", type=positive, default=TRIALS_PER_ITER,
                      help="trials measured (and saved) per search iteration (default: %(default)s)")
@@ -99,7 +109,10 @@ def add_parsers(sub) -> None:
     tun.add_argument("--root", type=Path, help="folder of per-profile databases (default: $MATMUL_TUNING_ROOT "
                                                "or the shipped tuning_db/)")
     tun.add_argument("--target", help='JSON LLVM target to tune for, e.g. \'{"kind": "llvm", "mcpu": "znver4", '
-                                      '"num-cores": 8}\' (default: this host); it picks the profile folder')
+                                      '"num-cores": 8}\' (default: this host); it picks the profile folder. '
+                                      '`cuda` tunes for a GPU (see --arch) into <root>/cuda/<arch>-<SMs>sm/, '
+                                      'measuring on a GPU here or through --rpc-tracker')
+    tun.add_argument("--arch", help="CUDA arch for --target cuda (default: this machine's GPU, else sm_80)")
     tun.add_argument("--rpc-tracker", type=_tracker, metavar="HOST:PORT",
                      help="measure on a machine registered with this TVM RPC tracker")
     tun.add_argument("--rpc-key", help="the device key the RPC server registered under")

@@ -24,7 +24,7 @@ from pathlib import Path
 import tvm
 
 from .hardware import HardwareError, HostFacts, host_facts
-from .kernel import check_dtype, check_layout
+from .kernel import ALL_DTYPES, check_dtype, check_layout
 from .workloads import MatmulShape
 
 #: Environment variable naming the folder that holds the per-profile tuning databases.
@@ -151,7 +151,7 @@ def read_profile_facts(pdir: str | Path) -> HostFacts:
 
 def workload_key(shape: MatmulShape, dtype: str = "float32", layout: str = "NN") -> str:
     """A file-name-safe key for one workload, e.g. ``NN-float32-M128-K768-N768``."""
-    return f"{check_layout(layout)}-{check_dtype(dtype)}-M{shape.M}-K{shape.K}-N{shape.N}"
+    return f"{check_layout(layout)}-{check_dtype(dtype, ALL_DTYPES)}-M{shape.M}-K{shape.K}-N{shape.N}"
 
 
 def target_key(target: tvm.target.Target) -> tuple:

@@ -4,7 +4,8 @@
   ledger, pruning and lookups;
 * :mod:`.tune`: resumable tuning (locally or through an RPC tracker);
 * :mod:`.traces`: what MetaSchedule chose, read from its records' traces;
-* :mod:`.transfer`: another profile's records, rebuilt for this host.
+* :mod:`.transfer`: another profile's records, rebuilt for this host;
+* :mod:`.gpu`: CUDA databases (one per GPU, measured on a GPU only) and ``metaschedule_gpu``.
 
 Importing this package registers ``metaschedule``: the running profile's
 fastest record for the shape, replayed on the canonical kernel. A shape
@@ -134,6 +135,8 @@ def _variant(knobs: dict[str, Any]) -> Variant:
 
 
 register_parametric(NAME, _variant)
+
+from . import gpu  # noqa: E402, F401  (registers metaschedule_gpu, after the CPU variant)
 
 __all__ = [
     "DatabaseError", "NoRecordError", "TransferError", "apply_record", "best_record", "best_schedule", "has_record",
