@@ -174,10 +174,10 @@ def test_block_tile_trades_reuse_for_a_full_gpu():
 
 
 @pytest.mark.parametrize("pins, message", [
-    ({"bm": 48}, "bm=48 does not divide 128"),
+    ({"bm": 48}, "bm=48 does not divide 128 .*; choices: 128, 64, 32, 16, 8, 4, 2, 1$"),
     ({"stages": 1}, "a pipeline needs at least 2 stages"),
     ({"bk": 256}, "bytes of shared memory .* over the 49152-byte block limit"),
-    ({"tm": 3}, "tm=3 does not divide its tile"),
+    ({"tm": 3}, r"tm=3 does not divide its tile \(\d+\); choices: \d+, "),
     ({"bm": 128, "bn": 128, "tm": 1, "tn": 1}, "16384 threads per block, over the 1024 limit"),
 ])
 def test_a_pinned_tile_that_cannot_work_is_refused_with_the_reason(pins, message):

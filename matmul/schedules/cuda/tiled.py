@@ -130,7 +130,8 @@ def decide(shape: MatmulShape, dtype: str, layout: str, gpu: GpuSpec, overrides:
     bk = pin.get("bk") or _pow2_divisor(shape.K, 64 // elem)
     for name, tile, dim in (("bm", bm, shape.M), ("bn", bn, shape.N), ("bk", bk, shape.K)):
         if dim % tile:
-            raise ValueError(f"gpu_tiled {name}={tile} does not divide {dim} in {shape}; pin a divisor")
+            raise ValueError(f"gpu_tiled {name}={tile} does not divide {dim} in {shape}; "
+                             f"choices: {_divisors(dim)}")
     stages = pin.get("stages") or MAX_STAGES
     if stages < 2:
         raise ValueError(f"gpu_tiled stages={stages}: a pipeline needs at least 2 stages (copy ahead, compute)")
@@ -145,7 +146,8 @@ def decide(shape: MatmulShape, dtype: str, layout: str, gpu: GpuSpec, overrides:
     tx = bn // pin["tn"] if "tn" in pin else min(MAX_THREADS // ty, bn)
     for name, tile, t in (("tm", bm, ty), ("tn", bn, tx)):
         if name in pin and tile % pin[name]:
-            raise ValueError(f"gpu_tiled {name}={pin[name]} does not divide its tile ({tile})")
+            raise ValueError(f"gpu_tiled {name}={pin[name]} does not divide its tile ({tile}); "
+                             f"choices: {_divisors(tile)}")
         if tile % t:
             raise ValueError(f"gpu_tiled: a tile of {tile} does not split over {t} threads; pin {name}")
     if ty * tx > gpu.max_threads_per_block:
@@ -154,6 +156,12 @@ def decide(shape: MatmulShape, dtype: str, layout: str, gpu: GpuSpec, overrides:
     vec_a, vec_b = _copy_width(bk, elem), _copy_width(bn if layout == "NN" else bk, elem)
     return TiledConfig(bm, bn, bk, bm // ty, bn // tx, stages, vec_a, vec_b, ty, tx, shared,
                        (shape.M // bm) * (shape.N // bn), min(vec_a, vec_b) * elem >= ASYNC_MIN_BYTES)
+
+
+def _divisors(n: int, most: int = 12) -> str:
+    """The divisors of ``n`` a tile could take, largest first, at most ``most`` of them, as text."""
+    ds = [d for d in range(n, 0, -1) if n % d == 0][:most]
+    return ", ".join(map(str, ds)) + (", ..." if len(ds) == most and ds[-1] > 1 else "")
 
 
 def _copy_width(contiguous: int, elem: int) -> int:
