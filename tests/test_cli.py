@@ -83,6 +83,15 @@ def test_paired_prints_table_and_writes_csv(capsys, tmp_path):
     assert (tmp_path / "pair-geomean.csv").exists()
 
 
+def test_paired_takes_explicit_shapes(capsys):
+    argv = ["paired", "rule_based[kparts=1]", "rule_based", "--shape", "1", "64", "16", "--shape", "3", "40", "24",
+            "--blocks", "2", "--calls", "2"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| shape | 1 | 64 | 16 | NN | rule_based[kparts=1] | rule_based |" in text
+    assert "| shape | 3 | 40 | 24 | NN |" in text and "| all | 2 |" in text
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -29,6 +29,7 @@ from matmul.core.workloads import MODELS, bert_shapes
 from matmul.schedules.rules import (
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
+    KPART_MIN_K,
     PAD_ROWS_MAX,
     RULES,
     RuleConfig,
@@ -209,7 +210,7 @@ def test_parse_overrides(text, expected):
 
 @pytest.mark.parametrize("text", ["rule_based[tq=4]", "rule_based[tk]", "rule_based[=3]", "rule_based[tk=64,tk=32]"])
 def test_bad_override_names_the_knobs(text):
-    with pytest.raises(RuleError, match="knob=value with knob one of: jpack, mr, order, pack_b, tk, tm, tn"):
+    with pytest.raises(RuleError, match="knob=value with knob one of: jpack, kparts, mr, order, pack_b, tk, tm, tn"):
         parse_overrides(text)
 
 
@@ -299,3 +300,78 @@ def test_padding_keeps_the_hot_loop_free_of_predicates():
     accumulate = tir[tir.index('T.sblock("C_update")'):]
     accumulate = accumulate[:accumulate.index("T.sblock(", 10)] if "T.sblock(" in accumulate[10:] else accumulate
     assert "T.where" not in accumulate
+
+
+# --------------------------------------------------------------------------- narrow N: R2's cover and R13's K split
+def _round_up(x, m):
+    return -(-x // m) * m
+
+
+@pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())
+@pytest.mark.parametrize("M", [1, 3, 16])
+def test_a_narrow_output_gets_the_narrowest_tile_that_covers_it(facts, M):
+    """N below four vectors is padded to whole vectors only, never to a wider tile (which copied B per call)."""
+    lanes = facts.simd_lanes_fp32
+    for n in (1, lanes // 2 + 1, lanes, lanes + 1, 2 * lanes, 3 * lanes - 1):
+        c = decide(MatmulShape(M, 4096, n), facts).config
+        assert c.jpack == _round_up(n, lanes), (n, c)
+        assert c.padded(MatmulShape(M, 4096, n))[1] == _round_up(n, lanes)
+
+
+@pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())
+@pytest.mark.parametrize("M, K, N", [(1, 4096, 16), (1, 11008, 32), (4, 8192, 64), (1, 768, 16), (3, 3000, 20),
+                                     (1, 4096, 4096), (16, 4096, 16), (384, 3072, 768)])
+def test_k_is_split_only_when_the_output_leaves_threads_idle_and_k_is_long(facts, M, K, N):
+    shape = MatmulShape(M, K, N)
+    plan = decide(shape, facts)
+    c, threads = plan.config, facts.runtime_threads
+    output_tasks = c.tasks(shape) // c.kparts
+    want = 1 if output_tasks >= threads else max(1, min(-(-threads // output_tasks), K // KPART_MIN_K))
+    assert c.kparts == want
+    assert next(d.rule for d in plan.decisions if d.knob == "kparts") == "R13"
+    if c.kparts > 1:
+        assert K // c.kparts >= KPART_MIN_K and c.padded(shape)[2] % (c.tk * c.kparts) == 0
+
+
+def test_k_stays_whole_on_every_bert_shape():
+    for facts in FACTS.values():
+        assert all(decide(w.shape, facts).config.kparts == 1 for w in bert_shapes())
+
+
+@pytest.mark.parametrize("variant", ["rule_based", "rule_based[kparts=2]", "rule_based[kparts=3]"])
+@pytest.mark.parametrize("shape", [MatmulShape(1, 4100, 16), MatmulShape(3, 1000, 20), MatmulShape(2, 77, 130),
+                                   MatmulShape(1, 9, 5)], ids=str)
+@pytest.mark.parametrize("layout", ["NN", "NT"])
+def test_a_split_k_is_exact_with_and_without_padding(variant, shape, layout):
+    kernel = build(variant, shape, layout=layout)
+    a, b = make_inputs(shape, layout=layout, kind="int", seed=shape.K)
+    check = compare(kernel.run(a, b), a, b, layout=layout, kind="int")
+    assert check.ok, f"{variant} {shape} {layout}: {check}"
+
+
+def test_a_split_k_sums_private_partials_in_parallel():
+    """Each part accumulates into its own slice of C_rf; the sum over parts is a second parallel, vector loop."""
+    shape = MatmulShape(1, 2 * KPART_MIN_K, HOST.simd_lanes_fp32)
+    assert decide(shape, HOST).config.kparts == 2
+    tir = schedule("rule_based", shape).mod.script()
+    assert "C_rf = T.sblock_alloc_buffer((2, 1," in tir
+    assert tir.count("T.parallel(") == 2
+    total = tir[tir.rindex("T.parallel("):]  # the second parallel loop holds the sum over the parts
+    assert "C[v_i, v_j] + C_rf[vk_0, v_i, v_j]" in total and "T.vectorized(" in total
+
+
+def test_a_split_k_is_refused_below_one_part_per_k():
+    with pytest.raises(RuleError, match="kparts must be a positive integer"):
+        get_variant("rule_based[kparts=0]")
+
+
+def test_template_records_written_before_kparts_still_load_and_keep_their_names():
+    from matmul.schedules.template import config_from_dict, config_name
+
+    shape = MatmulShape(1, 2 * KPART_MIN_K, 16)
+    split = decide(shape, HOST).config
+    assert split.kparts == 2 and config_name(split).endswith(",kparts=2]")
+    old = {k: v for k, v in decide(kernel_shape("qkv", 64), HOST).config.as_dict().items() if k != "kparts"}
+    loaded = config_from_dict(old)
+    assert loaded.kparts == 1 and "kparts" not in config_name(loaded)
+    assert get_variant(config_name(split)) is not None

@@ -9,7 +9,7 @@ from ..core.hardware import host_facts
 from ..core.kernel import LAYOUTS
 from ..core.store import atomic_write, default_root, profile_dir
 from ..core.tables import to_markdown
-from ..core.workloads import KERNELS, MODELS, workloads
+from ..core.workloads import KERNELS, MODELS, MatmulShape, ShapeWorkload, workloads
 from ..measure.agreement import numpy_agreement
 from ..measure.compare_db import compare_databases
 from ..measure.evidence import get_study, overall, run_study, study_names, write_study
@@ -29,7 +29,8 @@ def _cmd_agreement(args: argparse.Namespace) -> int:
 
 
 def _cmd_paired(args: argparse.Namespace) -> int:
-    loads = list(workloads(args.kernels, args.m_values, args.model))
+    loads = ([ShapeWorkload(MatmulShape(*s)) for s in args.shape] if args.shape
+             else list(workloads(args.kernels, args.m_values, args.model)))
     results = paired(args.a, args.b, loads, layout=args.layout, blocks=args.blocks, calls=args.calls,
                      progress=say)
     table, geo = paired_table(results)
@@ -100,6 +101,8 @@ def add_parsers(sub) -> None:
     par.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
     par.add_argument("--m-values", type=positive, nargs="+", default=[16, 128], help="M values (default: 16 128)")
     par.add_argument("--model", default="bert-base", help=f"one of {', '.join(MODELS)}")
+    par.add_argument("--shape", type=positive, nargs=3, action="append", metavar=("M", "K", "N"),
+                     help="an explicit M K N instead of the model's kernels (repeat for more shapes)")
     par.add_argument("--layout", choices=LAYOUTS, default="NN")
     par.add_argument("--blocks", type=positive, default=4, help="timed blocks per side, even (default: 4)")
     par.add_argument("--calls", type=positive, default=10, help="calls per block (default: 10)")

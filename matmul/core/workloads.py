@@ -160,6 +160,27 @@ class Workload:
         return f"{prefix}{self.kernel}-M{self.M}"
 
 
+@dataclasses.dataclass(frozen=True)
+class ShapeWorkload:
+    """An explicit M x K x N outside the model rows (a LoRA rank, a classifier head), named like a Workload."""
+
+    given: MatmulShape
+    kernel: str = "shape"
+    model: str = ""
+
+    @property
+    def M(self) -> int:
+        return self.given.M
+
+    @property
+    def shape(self) -> MatmulShape:
+        return self.given
+
+    @property
+    def id(self) -> str:
+        return f"M{self.given.M}xK{self.given.K}xN{self.given.N}"
+
+
 def workloads(
     kernels: Sequence[str] | None = None,
     m_values: Sequence[int] | None = None,

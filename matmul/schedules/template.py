@@ -48,21 +48,27 @@ class TemplateError(RuntimeError):
     """A template record file is corrupt, of another version or of another profile."""
 
 
+#: Knobs added after :data:`SCHEMA` 1's records were written, with the value a record without them means.
+#: A name leaves them out at that value, so the names of older configs do not change.
+LATER_KNOBS: dict[str, Any] = {"kparts": 1}
+
+
 def config_key(config: RuleConfig) -> tuple:
     return tuple(getattr(config, k) for k in KNOBS)
 
 
 def config_name(config: RuleConfig) -> str:
     """The variant name that schedules ``config``: ``rule_based[tm=...,...]``."""
-    return "rule_based[" + ",".join(f"{k}={getattr(config, k)}" for k in KNOBS) + "]"
+    return "rule_based[" + ",".join(f"{k}={getattr(config, k)}" for k in KNOBS
+                                    if LATER_KNOBS.get(k, ...) != getattr(config, k)) + "]"
 
 
 def config_from_dict(d: dict[str, Any]) -> RuleConfig:
     """A checked config from a record's ``config`` mapping (RuleError if illegal)."""
-    missing = [k for k in KNOBS if k not in d]
+    missing = [k for k in KNOBS if k not in d and k not in LATER_KNOBS]
     if missing:
         raise RuleError(f"config lacks the knob(s) {', '.join(missing)}; knobs are: {', '.join(KNOBS)}")
-    return RuleConfig(**{k: d[k] for k in KNOBS}).check()
+    return RuleConfig(**{k: d.get(k, LATER_KNOBS.get(k)) for k in KNOBS}).check()
 
 
 # --------------------------------------------------------------------------- the candidate set

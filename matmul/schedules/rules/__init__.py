@@ -28,6 +28,7 @@ from .apply import apply_config
 from .config import (
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
+    KPART_MIN_K,
     ORDERS,
     PAD_ROWS_MAX,
     RULES,
@@ -99,6 +100,7 @@ register_parametric(NAME, _rule_based)
 __all__ = [
     "GEMV_MAX_ROWS",
     "GEMV_STREAMS",
+    "KPART_MIN_K",
     "ORDERS",
     "PAD_ROWS_MAX",
     "RULES",

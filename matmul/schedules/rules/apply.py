@@ -29,23 +29,30 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     stmt = sch.get(block)
     buffers = {"A": stmt.reads[0].source.name, "B": stmt.reads[1].source.name, "C": stmt.writes[0].source.name}
     if (mp, np_, kp) != (shape.M, shape.N, shape.K):  # R3
-        sch.pad_einsum(block, [1] * nb + [c.tm, c.tn, c.tk])
+        sch.pad_einsum(block, [1] * nb + [c.tm, c.tn, c.tk * c.kparts])
     packed = None
     if c.pack_b:  # R5: panels [N / jpack, K, jpack] of B
         packed = sch.cache_read(block, 1, "global")
         jp = c.jpack
         sch.transform_layout(block, ("read", 1), _panels(nb, jp, layout))
+    parts, total = [], None
+    if c.kparts > 1:  # R13: ``block`` becomes the partial products C_rf[part, ...], ``total`` sums them
+        part, _ = sch.split(sch.get_loops(block)[-1], [c.kparts, None])
+        total, block = block, sch.rfactor(part, 0)
     *batch, i, j, k = sch.get_loops(block)
+    if total is not None:  # the rfactored loops are [batch..., i, j, part, k]
+        *batch, i, j, part, k = sch.get_loops(block)
+        parts = [part]
     io, i_mid, ir = sch.split(i, [None, c.tm // c.mr, c.mr])
     jo, j_mid, jr = sch.split(j, [None, c.tn // c.jpack, c.jpack])
     ko, ki = sch.split(k, [None, c.tk])
     if c.order == "jfirst":  # R8
-        sch.reorder(io, jo, ko, j_mid, i_mid, ki, ir, jr)
+        sch.reorder(*parts, *batch, io, jo, ko, j_mid, i_mid, ki, ir, jr)
     else:
-        sch.reorder(io, jo, ko, i_mid, j_mid, ki, ir, jr)
+        sch.reorder(*parts, *batch, io, jo, ko, i_mid, j_mid, ki, ir, jr)
     local = sch.cache_write(block, 0, "local")  # R10
     sch.reverse_compute_at(local, jo)
-    task = sch.fuse(*batch, io, jo)
+    task = sch.fuse(*parts, *batch, io, jo)
     sch.parallel(task)  # R11
     if packed is not None:
         sch.compute_at(packed, ko)
@@ -68,6 +75,13 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     _, wb = sch.split(sch.get_loops(local)[-1], [None, c.writeback])
     sch.vectorize(wb)
     sch.decompose_reduction(block, ko)
+    if total is not None:  # the parts' sum: vectors of C, row tasks in parallel, the parts innermost
+        *rows, jt, pt = sch.get_loops(total)
+        jo_t, jv_t = sch.split(jt, [None, c.vector])
+        sch.reorder(jo_t, pt, jv_t)
+        sch.vectorize(jv_t)
+        sch.parallel(sch.fuse(*rows, jo_t))
+        sch.decompose_reduction(total, pt)
     # pad_einsum copies an operand in (A, B) or out (C) when one of its axes grew.
     grown = {"M": mp != shape.M, "N": np_ != shape.N, "K": kp != shape.K}
     for operand, axes in (("A", "MK"), ("B", "KN"), ("C", "MN")):

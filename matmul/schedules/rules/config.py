@@ -43,7 +43,8 @@ from ...core.workloads import MatmulShape
 RULES: dict[str, str] = {
     "R1": "vector width = the target's SIMD lanes for the element type",
     "R2": "register tile: the most accumulators (mr x j-pack / lanes) that leave one register per B vector "
-          "and one for the A broadcast, with mr <= M, preferring tiles that divide N, then tiles that pad M by "
+          "and one for the A broadcast, with mr <= M, preferring tiles that divide N (or, for N narrower than "
+          "the widest tile, the narrowest tile that covers it), then tiles that pad M by "
           "at most 1/8 of the padded rows, then M's divisors",
     "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop",
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
@@ -59,6 +60,9 @@ RULES: dict[str, str] = {
     "R11": "parallelise the fused task loop over the runtime threads",
     "R12": "GEMV path (M <= 4 rows, NN): B is streamed once per call; each thread owns a contiguous range of "
            "N / threads columns (TN) and reads 8 rows of B side by side (TK), one sequential stream each",
+    "R13": "split K between the threads (each a contiguous part of K into its own partial C, then a vectorised "
+           "parallel sum) when the output has fewer tasks than threads (narrow N, M too small to split) and "
+           "each part keeps at least 2048 k iterations",
 }
 
 #: Loop orders :func:`apply_config` knows. ``jfirst`` is R8's; ``ifirst``
@@ -77,7 +81,7 @@ L1_SHARE_NUM, L1_SHARE_DEN = 3, 4
 #: FMAs (evidence/README.md, "Padding in the register tile").
 PAD_ROWS_MAX = Fraction(1, 8)
 #: Knobs that take positive integers.
-INT_KNOBS = ("tm", "tn", "tk", "mr", "jpack", "vector", "writeback", "unroll")
+INT_KNOBS = ("tm", "tn", "tk", "mr", "jpack", "vector", "writeback", "unroll", "kparts")
 #: Default explicit unroll step of the ki loop (R9).
 UNROLL_STEP = 4
 #: R12: up to this many rows a matmul takes the GEMV path. Each B element
@@ -89,6 +93,12 @@ GEMV_MAX_ROWS = 4
 #: stream each for the hardware prefetcher, 8 of the 16-32 streams x86 cores
 #: track. 8 beat 4 and 32 by 7-9% on a DRAM-bound GEMV.
 GEMV_STREAMS = 8
+#: R13: the fewest k iterations a part of a split K loop must keep. A split
+#: costs a second parallel region and a pass over the partial sums, a few
+#: microseconds on 2 cores: at M = 1 and 4, N = 16 and 64, K = 768-6144 on the
+#: AVX-512 host, splitting K in two read 0.44-0.91x when each part had at most
+#: 1536 iterations and 1.10-1.49x from 3072 up (evidence/README.md, R13).
+KPART_MIN_K = 2048
 
 
 class RuleError(ValueError):
@@ -119,6 +129,9 @@ class RuleConfig:
         One of :data:`ORDERS`.
     pack_b : bool
         Copy each ``tk x tn`` block of B into j-pack panels before use.
+    kparts : int
+        Parts K is split into, one partial output each, summed at the end (R13; 1: no split). The parts
+        join the parallel task loop.
     """
 
     tm: int
@@ -131,14 +144,15 @@ class RuleConfig:
     unroll: int = UNROLL_STEP
     order: str = "jfirst"
     pack_b: bool = True
+    kparts: int = 1
 
     def padded(self, shape: MatmulShape) -> tuple[int, int, int]:
-        """M, N, K after R3's padding: multiples of tm, tn and tk."""
-        return (round_up(shape.M, self.tm), round_up(shape.N, self.tn), round_up(shape.K, self.tk))
+        """M, N, K after R3's padding: multiples of tm, tn and tk x kparts."""
+        return (round_up(shape.M, self.tm), round_up(shape.N, self.tn), round_up(shape.K, self.tk * self.kparts))
 
     def tasks(self, shape: MatmulShape) -> int:
         mp, np_, _ = self.padded(shape)
-        return (mp // self.tm) * (np_ // self.tn)
+        return (mp // self.tm) * (np_ // self.tn) * self.kparts
 
     def check(self) -> RuleConfig:
         """Raise :class:`RuleError` naming every broken constraint."""

@@ -22,6 +22,7 @@ from .config import (
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
     INT_KNOBS,
+    KPART_MIN_K,
     L1_SHARE_DEN,
     L1_SHARE_NUM,
     MAX_PANELS_PER_TASK,
@@ -55,7 +56,7 @@ def _register_tile(shape: MatmulShape, lanes: int, regs: int) -> tuple[int, int]
             if mr * nv + nv + 1 > regs:
                 continue
             padded = round_up(shape.M, mr)
-            key = (shape.N % (nv * lanes) == 0 or shape.N <= nv * lanes,
+            key = (shape.N % (nv * lanes) == 0 or nv == -(-shape.N // lanes),  # N < 4 vectors: the narrowest cover
                    (padded - shape.M) * PAD_ROWS_MAX.denominator <= padded * PAD_ROWS_MAX.numerator,
                    min(mr * nv, regs - nv - 1),
                    shape.M % mr == 0,
@@ -172,6 +173,13 @@ def decide(
     tasks = (mp // tm0) * (np_ // tn)
     tm = note("tm", tm0, "R12" if gemv else "R7", f"{mp // tm0} row block(s) x {np_ // tn} column tiles = "
                                                   f"{tasks} tasks for {threads} threads")
+    kparts0, why_k = 1, f"{tasks} output tasks for {threads} threads: K stays whole"
+    if tasks < threads:  # narrow N and M too small to split: the threads may share K instead
+        kparts0 = max(1, min(-(-threads // tasks), shape.K // KPART_MIN_K))
+        why_k = (f"only {tasks} output task(s) for {threads} threads: K in {kparts0} parts, summed at the end"
+                 if kparts0 > 1 else f"only {tasks} output task(s) for {threads} threads, but K = {shape.K} is "
+                 f"too short to split (a part needs {KPART_MIN_K} k iterations to pay for the sum)")
+    kparts = note("kparts", kparts0, "R13", why_k)
     unroll = note("unroll", math.gcd(UNROLL_STEP, tk), "R9", "ki unrolled by this step")
     writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
     order = note("order", "jfirst", "R8", "B micro-panel reused from L1 by every row block")
@@ -186,7 +194,7 @@ def decide(
         pack0, why_pack = False, "one row block: a packed panel would be read once, the copy is pure cost"
     pack_b = note("pack_b", pack0, "R5", why_pack)
     config = RuleConfig(tm=tm, tn=tn, tk=tk, mr=mr, jpack=jpack, vector=lanes, unroll=unroll,
-                        writeback=writeback, order=order, pack_b=bool(pack_b)).check()
+                        writeback=writeback, order=order, pack_b=bool(pack_b), kparts=kparts).check()
     pinned = tuple(f"{k}={v}" for k, v in overrides.items())
     return Plan(shape, check_dtype(dtype), layout, facts, config, tuple(decisions), pinned)
 
