@@ -12,6 +12,7 @@ from ..core.workloads import (
     KERNELS,
     MODELS,
     MatmulShape,
+    ShapeWorkload,
     kernel_shape,
     parse_positive_int,
     workloads,
@@ -88,6 +89,6 @@ def shape_of(args: argparse.Namespace) -> MatmulShape:
 
 def workload_targets(args: argparse.Namespace) -> list[tuple[str, MatmulShape]]:
     if args.shape:
-        s = MatmulShape(*args.shape)
-        return [(f"M{s.M}xK{s.K}xN{s.N}", s)]
+        w = ShapeWorkload(MatmulShape(*args.shape))
+        return [(w.id, w.shape)]
     return [(w.id, w.shape) for w in workloads(args.kernels, args.m_values, args.model)]

@@ -35,14 +35,13 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
         packed = sch.cache_read(block, 1, "global")
         jp = c.jpack
         sch.transform_layout(block, ("read", 1), _panels(nb, jp, layout))
-    parts, total = [], None
+    total = None
     if c.kparts > 1:  # R13: ``block`` becomes the partial products C_rf[part, ...], ``total`` sums them
         part, _ = sch.split(sch.get_loops(block)[-1], [c.kparts, None])
         total, block = block, sch.rfactor(part, 0)
-    *batch, i, j, k = sch.get_loops(block)
-    if total is not None:  # the rfactored loops are [batch..., i, j, part, k]
-        *batch, i, j, part, k = sch.get_loops(block)
-        parts = [part]
+    loops = list(sch.get_loops(block))  # [batch..., i, j, k], with the part loop before k after rfactor
+    parts = [loops.pop(-2)] if total is not None else []
+    *batch, i, j, k = loops
     io, i_mid, ir = sch.split(i, [None, c.tm // c.mr, c.mr])
     jo, j_mid, jr = sch.split(j, [None, c.tn // c.jpack, c.jpack])
     ko, ki = sch.split(k, [None, c.tk])
