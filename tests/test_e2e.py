@@ -108,11 +108,12 @@ def test_a_fused_epilogue_makes_no_pass_of_its_own(lowered):
 
 def test_bad_schedules_name_the_choices():
     for bad, phrase in (("nope", "unknown schedule"), ("vec_k", "declared illegal"),
-                        ("metaschedule", "replays records")):
+                        ("metaschedule[from=znver3-2c-simd8-t2]", "replays records")):
         with pytest.raises(ValueError, match=phrase) as err:
             check_schedule(bad)
         assert "rule_based" in str(err.value) and NONE in str(err.value)
-    assert "rule_based" in schedule_names() and "metaschedule" not in schedule_names()
+    assert "rule_based" in schedule_names() and "metaschedule" in schedule_names()  # the layer's own tasks
+    assert not any(n.startswith("metaschedule[") for n in schedule_names())
 
 
 def test_bad_layer_specs_are_refused():
@@ -196,7 +197,7 @@ def test_e2e_command_prints_the_table_and_saves_json(tmp_path, capsys):
 @pytest.mark.parametrize("argv, phrase", [
     (["--schedule", "nope"], "unknown schedule"),
     (["--model", "bert-huge"], "bert-base"),
-    (["--schedule", "metaschedule"], "replays records"),
+    (["--schedule", "metaschedule[from=znver3-2c-simd8-t2]"], "replays records"),
 ])
 def test_e2e_command_refuses_bad_input(argv, phrase, capsys):
     assert main(["e2e", "--seq", "2", *argv]) == 2

@@ -8,13 +8,16 @@ import json
 import pandas as pd
 
 from ..core.hardware import host_facts
-from ..core.store import atomic_write, provenance
+from ..core.store import atomic_write, profile_dir, provenance
 from ..core.tables import to_markdown
 from ..core.workloads import MODELS
 from ..e2e.layer import layer_spec
 from ..e2e.profile import build_layer, check_layer, profile_layer
 from ..e2e.schedule import check_schedule, schedule_names
+from ..e2e.tune import E2E_DIR, tune_layer
 from ..measure.peak import fp32_peak
+from ..schedules.metaschedule.database import TRIALS_PER_ITER
+from ..schedules.metaschedule.tune import SearchSettings
 from .common import positive, say
 
 
@@ -22,6 +25,13 @@ def _cmd_e2e(args: argparse.Namespace) -> int:
     spec = layer_spec(args.model, args.seq, args.batch)
     check_schedule(args.schedule)
     facts = host_facts()
+    if args.tune:
+        say(f"tuning the matmul tasks of {spec.label()} to {args.tune} trials each into "
+            f"{profile_dir(facts) / E2E_DIR} (resumable)")
+        search = SearchSettings(per_iter=args.per_iter, seed=args.seed)
+        for o in tune_layer(spec, trials=args.tune, facts=facts, search=search, emit=say):
+            best = "-" if o.best_gflops is None else f"{o.best_gflops:.1f} GFLOP/s"
+            say(f"{o.name} ({o.describe}): {o.trials_before} -> {o.trials_now} trials, best {best}")
     say(f"building {spec.label()} with schedule {args.schedule} for {facts.profile}")
     built = build_layer(spec, args.schedule, facts=facts)
     err = None if args.no_check else check_layer(built)
@@ -58,6 +68,12 @@ def add_parsers(sub) -> None:
                    help=f"how matmuls are scheduled: one of {', '.join(schedule_names())} (default rule_based)")
     p.add_argument("--repeat", type=positive, default=10, help="forward passes timed (default 10)")
     p.add_argument("--no-check", action="store_true", help="skip the check against the float64 NumPy layer")
+    p.add_argument("--tune", type=positive, metavar="TRIALS",
+                   help="first tune every matmul function of the layer as its own MetaSchedule task up to TRIALS "
+                        "measured trials (resumable; records in tuning_db/<profile>/e2e/), for --schedule metaschedule")
+    p.add_argument("--per-iter", type=positive, default=TRIALS_PER_ITER,
+                   help=f"--tune: trials measured and saved per search iteration (default {TRIALS_PER_ITER})")
+    p.add_argument("--seed", type=int, help="--tune: MetaSchedule's random seed (default: random)")
     p.add_argument("--json", metavar="PATH", help="also save the table, the plans and the timings as JSON")
     p.set_defaults(func=_cmd_e2e)
 

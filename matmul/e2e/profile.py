@@ -14,6 +14,7 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,10 @@ from tvm import relax
 
 from ..core.hardware import HostFacts, configure_runtime_threads, host_facts
 from ..core.verify import VerificationError
+from ..schedules.metaschedule.database import NoRecordError
 from .layer import SEED, LayerSpec, export, inputs, lower, reference, tolerance, weights
 from .schedule import FuncPlan, schedule_module
+from .tune import tune_layer_command
 
 
 @dataclass
@@ -47,12 +50,22 @@ class BuiltLayer:
         return self.call().numpy()
 
 
-def build_layer(spec: LayerSpec, schedule: str, *, facts: HostFacts | None = None, seed: int = SEED) -> BuiltLayer:
-    """Export, lower, schedule (see :func:`~.schedule.schedule_module`) and compile the layer for the host."""
+def build_layer(spec: LayerSpec, schedule: str, *, facts: HostFacts | None = None, seed: int = SEED,
+                root: str | Path | None = None) -> BuiltLayer:
+    """Export, lower, schedule (see :func:`~.schedule.schedule_module`) and compile the layer for the host.
+
+    Raises
+    ------
+    NoRecordError
+        ``metaschedule`` and a matmul of the layer without a record; the message gives the tune command.
+    """
     facts = facts or host_facts()
     start = time.perf_counter()
     mod, names = export(spec)
-    scheduled, plans = schedule_module(lower(mod), schedule, facts=facts)
+    try:
+        scheduled, plans = schedule_module(lower(mod), schedule, facts=facts, root=root)
+    except NoRecordError as err:
+        raise NoRecordError(f"{err}; tune the layer with `{tune_layer_command(spec)}`") from None
     configure_runtime_threads()
     exe = tvm.compile(scheduled, facts.target())
     vm = relax.VirtualMachine(exe, tvm.cpu())

@@ -9,13 +9,16 @@ computed under the matmul's outer loop instead. Other PrimFuncs (softmax, layer 
 rules; the injective ones left over (reshape, transpose) get one stated default: producers inlined, the
 outer loops fused and run in parallel. :class:`FuncPlan` records what each function got.
 
-The schedule ``none`` leaves every function as TVM's default build lowers it: the baseline.
+The schedule ``none`` leaves every function as TVM's default build lowers it: the baseline. The schedule
+``metaschedule`` replays, on each matmul function, the fastest record of that function tuned as its own
+MetaSchedule task (see :mod:`.tune`); the records of canonical kernels serve only where they replay.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import tvm
@@ -25,11 +28,14 @@ from tvm.s_tir import dlight as dl
 from ..core.hardware import HostFacts, host_facts
 from ..core.registry import ScheduleContext, get_variant, variant_names
 from .detect import MatmulFunc, find_matmul
+from .tune import task_of, tuned_function
 
 log = logging.getLogger(__name__)
 
 #: The schedule name of the unscheduled default build.
 NONE = "none"
+#: The schedule that replays the layer's own MetaSchedule tasks (``python -m matmul e2e --tune``).
+METASCHEDULE = "metaschedule"
 #: Variant families that schedule the matmul block directly; MetaSchedule replays records made on the
 #: canonical kernel's block and loops, which a fused function does not have.
 FAMILIES = ("rule", "learned", "manual")
@@ -58,13 +64,13 @@ class FuncPlan:
 
 
 def schedule_names() -> list[str]:
-    """Every schedule the pass takes: ``none`` then the legal variants of :data:`FAMILIES`."""
-    return [NONE] + [n for f in FAMILIES for n in variant_names(legal_only=True, family=f)]
+    """Every schedule the pass takes: ``none``, the legal variants of :data:`FAMILIES`, ``metaschedule``."""
+    return [NONE] + [n for f in FAMILIES for n in variant_names(legal_only=True, family=f)] + [METASCHEDULE]
 
 
 def check_schedule(name: str) -> str:
     """``name`` if the pass can use it; a ValueError naming the choices otherwise."""
-    if name == NONE:
+    if name in (NONE, METASCHEDULE):
         return name
     choices = ", ".join(schedule_names())
     try:
@@ -73,7 +79,8 @@ def check_schedule(name: str) -> str:
         raise ValueError(f"unknown schedule {name!r} ({err}); choose one of: {choices}") from None
     if v.family not in FAMILIES:
         raise ValueError(f"schedule {name!r} (family {v.family!r}) cannot schedule a fused model function: it "
-                         f"replays records made on the canonical kernel; choose one of: {choices}")
+                         f"replays records made on the canonical kernel (the layer's own tasks are tuned with "
+                         f"`python -m matmul e2e --tune` and replayed by {METASCHEDULE!r}); choose one of: {choices}")
     if not v.legal:
         raise ValueError(f"schedule {name!r} is declared illegal ({v.illegal_because}); choose one of: {choices}")
     return name
@@ -145,8 +152,17 @@ def _injective(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
 
 
 def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None = None,
-                    target: tvm.target.Target | None = None) -> tuple[tvm.IRModule, list[FuncPlan]]:
-    """Schedule every PrimFunc of a lowered module (see :func:`~.layer.lower`); the plans in name order."""
+                    target: tvm.target.Target | None = None,
+                    root: str | Path | None = None) -> tuple[tvm.IRModule, list[FuncPlan]]:
+    """Schedule every PrimFunc of a lowered module (see :func:`~.layer.lower`); the plans in name order.
+
+    ``root`` is the tuning root the ``metaschedule`` schedule reads (default: the shipped one).
+
+    Raises
+    ------
+    NoRecordError
+        ``metaschedule``: a matmul function has no record of its own and no kernel record that replays on it.
+    """
     check_schedule(schedule)
     facts = facts or host_facts()
     plans: dict[str, FuncPlan] = {}
@@ -158,6 +174,10 @@ def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None
         info = find_matmul(func)
         if schedule == NONE:
             plans[name] = FuncPlan(name, "matmul" if info else "other", NONE, info)
+        elif info is not None and schedule == METASCHEDULE:
+            new, where, decisions = tuned_function(task_of(name, func, info), facts, root)
+            out[gv] = new
+            plans[name] = FuncPlan(name, "matmul", schedule, info, where, decisions)
         elif info is not None:
             new, where, decisions = schedule_matmul(func, info, schedule, facts)
             out[gv] = new
@@ -182,5 +202,5 @@ def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None
     return out, [plans[k] for k in sorted(plans)]
 
 
-__all__ = ["DLIGHT_RULES", "FAMILIES", "NONE", "FuncPlan", "check_schedule", "schedule_matmul",
+__all__ = ["DLIGHT_RULES", "FAMILIES", "METASCHEDULE", "NONE", "FuncPlan", "check_schedule", "schedule_matmul",
            "schedule_module", "schedule_names"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import time
 from pathlib import Path
 
 import tvm
@@ -24,7 +26,8 @@ from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.search_strategy import PySearchStrategy
 
-from .database import RECORD_FILE, STAGING, DatabaseError, timed_records
+from ...core.store import atomic_write
+from .database import RECORD_FILE, STAGING, DatabaseError, check_jsonl, timed_records
 
 #: Rounds in a row where every candidate was measured before, after which the search gives up.
 MAX_STALE_ROUNDS = 5
@@ -110,6 +113,33 @@ class SkipMeasured(PySearchStrategy):
         return SkipMeasured(self.inner.clone(), self.known)
 
 
+def salvage_staging_file(path: Path, keep_dir: Path) -> None:
+    """Drop a last line that a kill cut short (no newline, not JSON); refuse any other damage.
+
+    The damaged original is kept in ``keep_dir`` as ``<staging folder>-<name>.cut-<time>``.
+    """
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        check_jsonl(path)
+        return
+    head, _, tail = data.rpartition(b"\n")
+    try:
+        json.loads(tail)
+    except json.JSONDecodeError:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+        keep = keep_dir / f"{path.parent.name}-{path.name}.cut-{time.strftime('%Y%m%dT%H%M%S')}"
+        shutil.copyfile(path, keep)
+        atomic_write(path, (head + b"\n").decode() if head else "")
+        log.warning("%s ended in a line cut short by a kill; kept the complete lines, the original is %s",
+                    path, keep)
+    else:
+        with path.open("ab") as fh:  # a whole record without its newline
+            fh.write(b"\n")
+    check_jsonl(path)
+
+
 def staged_trials(staging: Path, run: dict) -> int:
     """Trials a staged run measured itself: its record lines beyond those it copied from the shard."""
     return max(len(timed_records(staging / RECORD_FILE)) - int(run["copied"]), 0)
@@ -129,4 +159,5 @@ def trials_done(pdir: Path, key: str, ledger: dict) -> int:
         return done  # no staged run, or one the tune itself will report
 
 
-__all__ = ["MAX_STALE_ROUNDS", "SkipMeasured", "measured_hashes", "module_hash", "staged_trials", "trials_done"]
+__all__ = ["MAX_STALE_ROUNDS", "SkipMeasured", "measured_hashes", "module_hash", "salvage_staging_file",
+           "staged_trials", "trials_done"]

@@ -51,37 +51,9 @@ from .database import (
     write_ledger,
 )
 from .lock import profile_lock
-from .resume import SkipMeasured, measured_hashes, staged_trials, trials_done
+from .resume import SkipMeasured, measured_hashes, salvage_staging_file, staged_trials, trials_done
 
 log = logging.getLogger(__name__)
-
-
-def _salvage_staging_file(path: Path, keep_dir: Path) -> None:
-    """Drop a last line that a kill cut short (no newline, not JSON); refuse any other damage.
-
-    The damaged original is kept in ``keep_dir`` as ``<staging folder>-<name>.cut-<time>``.
-    """
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        check_jsonl(path)
-        return
-    head, _, tail = data.rpartition(b"\n")
-    try:
-        json.loads(tail)
-    except json.JSONDecodeError:
-        keep_dir.mkdir(parents=True, exist_ok=True)
-        keep = keep_dir / f"{path.parent.name}-{path.name}.cut-{time.strftime('%Y%m%dT%H%M%S')}"
-        shutil.copyfile(path, keep)
-        atomic_write(path, (head + b"\n").decode() if head else "")
-        log.warning("%s ended in a line cut short by a kill; kept the complete lines, the original is %s",
-                    path, keep)
-    else:
-        with path.open("ab") as fh:  # a whole record without its newline
-            fh.write(b"\n")
-    check_jsonl(path)
-
 
 
 def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params=None) -> tvm.runtime.Module:
@@ -223,18 +195,18 @@ def _progress_callback(on_batch: Callable[[int, float | None], None]):
     return _Progress()
 
 
-def tune(
-    shape: MatmulShape,
-    work_dir: str | Path,
-    *,
-    trials: int,
-    dtype: str = "float32",
-    layout: str = "NN",
-    facts: HostFacts | None = None,
-    search: SearchSettings = SearchSettings(),
-    on_batch: Callable[[int, float | None], None] | None = None,
-) -> ms.database.JSONDatabase:
-    """Run MetaSchedule on one canonical matmul; records are appended to ``work_dir``.
+def tune(shape: MatmulShape, work_dir: str | Path, *, trials: int, dtype: str = "float32", layout: str = "NN",
+         facts: HostFacts | None = None, search: SearchSettings = SearchSettings(),
+         on_batch: Callable[[int, float | None], None] | None = None) -> ms.database.JSONDatabase:
+    """Run MetaSchedule on one canonical matmul; records are appended to ``work_dir`` (see :func:`tune_module`)."""
+    return tune_module(matmul_module(shape, dtype, layout), work_dir, trials=trials, facts=facts, search=search,
+                       on_batch=on_batch)
+
+
+def tune_module(mod: tvm.IRModule, work_dir: str | Path, *, trials: int, facts: HostFacts | None = None,
+                search: SearchSettings = SearchSettings(),
+                on_batch: Callable[[int, float | None], None] | None = None) -> ms.database.JSONDatabase:
+    """Run MetaSchedule on one module's ``main``; records are appended to ``work_dir``.
 
     This is the plain MetaSchedule call: no ledger, no staging (see
     :func:`tune_workload` for those). Existing files are checked first and
@@ -259,7 +231,7 @@ def tune(
         strategy = SkipMeasured(strategy, known)
     with _log_level_kept():
         return ms.tune_tir(
-            matmul_module(shape, dtype, layout),
+            mod,
             facts.target(),
             work_dir=str(work_dir),
             max_trials_global=trials,
@@ -351,7 +323,7 @@ def _tune_workload(shape: MatmulShape, *, trials: int, dtype: str, layout: str, 
             return _tune_workload(shape, trials=trials, dtype=dtype, layout=layout, facts=facts, root=root,
                                   search=search, label=label, progress=progress)
         for name in (WORKLOAD_FILE, RECORD_FILE):
-            _salvage_staging_file(staging / name, pdir / DAMAGED)
+            salvage_staging_file(staging / name, pdir / DAMAGED)
         run["seconds"] = run.get("seconds", 0.0) + run.pop("seconds_now", 0.0)  # the killed run's time
     else:
         if entry.trials >= trials:
@@ -455,5 +427,5 @@ def tune_workloads(
 
 __all__ = [
     "BUILD_TIMEOUT_S", "Progress", "RPCSettings", "SearchSettings", "TuneOutcome", "build_candidate", "tune",
-    "tune_workload", "tune_workloads",
+    "tune_module", "tune_workload", "tune_workloads",
 ]
