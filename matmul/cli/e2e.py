@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 import pandas as pd
 
@@ -28,6 +29,8 @@ def _cmd_e2e(args: argparse.Namespace) -> int:
     if args.tune:
         say(f"tuning the matmul tasks of {spec.label()} to {args.tune} trials each into "
             f"{profile_dir(facts) / E2E_DIR} (resumable)")
+        if not args.verbose:  # our own progress lines replace MetaSchedule's task tables
+            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
         search = SearchSettings(per_iter=args.per_iter, seed=args.seed)
         for o in tune_layer(spec, trials=args.tune, facts=facts, search=search, emit=say):
             best = "-" if o.best_gflops is None else f"{o.best_gflops:.1f} GFLOP/s"

@@ -182,14 +182,30 @@ def tuned_function(task: Task, facts: HostFacts | None = None,
         sch, _ = _replays(task.mod, rec)
         source, trials = "kernel", None
     func = sch.mod["main"]
-    text = func.script()
-    kept = [b for b in task.info.epilogue if f'sblock("{b}")' in text]
-    where = "" if not task.info.epilogue else (
-        "fused by the tuned record" if not kept else f"left as its own block(s) by the record: {', '.join(kept)}")
+    where = _epilogue_place(sch, task.info)
     decisions = {"task": task.key, "record_source": source, "task_trials": trials,
                  "record_run_us": 1e6 * min(float(x) for x in rec.run_secs), "kernel_record": reuse}
     func = func.with_attr("global_symbol", task.symbol) if task.symbol else func.without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True), where, decisions
+
+
+def _epilogue_place(sch: Schedule, info: MatmulFunc) -> str:
+    """Where a replayed record put the epilogue: inlined, under the matmul's outer loop, or its own pass."""
+    if not info.epilogue:
+        return ""
+    text = sch.mod["main"].script()
+    kept = [b for b in info.epilogue if f'sblock("{b}")' in text]
+    if not kept:
+        return "inlined into the matmul by the record"
+    names = [n for n in (info.block, info.block + "_update") if f'sblock("{n}")' in text]  # decomposed or not
+    try:
+        outer = sch.get(sch.get_loops(sch.get_sblock(names[0]))[0])
+        apart = [b for b in kept if not sch.get(sch.get_loops(sch.get_sblock(b))[0]).same_as(outer)]
+    except (RuntimeError, ValueError, IndexError):  # the record renamed or removed the matmul block
+        return f"kept by the record: {', '.join(kept)}"
+    if apart:
+        return f"a separate pass (the record left {', '.join(apart)} outside the matmul's loops)"
+    return "computed under the matmul's outer loop by the record"
 
 
 @dataclass
