@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -207,7 +208,7 @@ def test_the_default_run_holds_the_end_to_end_grid_and_bad_e2e_options_are_usage
     proc = _collect("--e2e-models", "t5-small", "--e2e-seqs", "1,7", "--e2e-schedules", "none,full")
     assert "e2e-t5-small-seq7-full" in proc.stdout and proc.stdout.count("::test_e2e[") == 4
     assert "::test_e2e[" not in _collect("--e2e-models", "none").stdout
-    for args, phrase in ((("--e2e-schedules", "metaschedule"), "replays records"),
+    for args, phrase in ((("--e2e-schedules", "metaschedule[from=znver3-2c-simd8-t2]"), "replays records"),
                          (("--e2e-models", "bert-huge"), "bert-base"),
                          (("--e2e-seqs", "0"), "--e2e-seqs")):
         proc = _collect(*args)
@@ -218,11 +219,15 @@ def test_an_end_to_end_case_checks_its_layer_before_timing(tmp_path):
     out = tmp_path / "run.json"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "bench/test_e2e_bench.py", "-q", "-p", "no:cacheprovider",
-         "--e2e-models", "t5-small", "--e2e-seqs", "16", "--e2e-schedules", "rule_based,none",
-         "--group-budget", "2", "--benchmark-json", str(out)],
+         "--e2e-models", "t5-small", "--e2e-seqs", "16", "--e2e-schedules", "rule_based,none,metaschedule",
+         "--group-budget", "2", "--benchmark-json", str(out), "-rs"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "MATMUL_TUNING_ROOT": str(tmp_path / "empty"), "COLUMNS": "4000"},  # whole -rs lines
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the layer's tasks are not tuned under that root: skipped, with the command that tunes them
+    assert "1 skipped" in proc.stdout
+    assert "e2e --model t5-small --seq 16 --batch 1 --schedule metaschedule --tune" in proc.stdout
     cases = {b["params"]["schedule"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
     rule = cases["rule_based"]
     assert rule["speedup_vs_none"] > 1 and rule["max_error"] < 1e-3 and rule["aa_variant"] == "rule_based"
