@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import tvm
+from tvm import te
 
 from matmul.cli import main
 from matmul.core.hardware import host_facts
+from matmul.core.kernel import matmul_func
 from matmul.core.store import profile_dir
 from matmul.core.workloads import ModelConfig
 from matmul.e2e.detect import find_matmul
 from matmul.e2e.layer import export, layer_spec, lower, tolerance
 from matmul.e2e.profile import build_layer, check_layer
 from matmul.e2e.schedule import METASCHEDULE, check_schedule, schedule_names
-from matmul.e2e.tune import E2E_DIR, kernel_reuse, layer_tasks, task_dir, task_records, tune_layer, tune_tasks
+from matmul.e2e.tune import (
+    E2E_DIR,
+    kernel_reuse,
+    layer_tasks,
+    task_dir,
+    task_of,
+    task_records,
+    tune_layer,
+    tune_tasks,
+    tuned_function,
+)
 from matmul.schedules.metaschedule.database import RECORD_FILE, STAGING, DatabaseError, NoRecordError
 from matmul.schedules.metaschedule.tune import SearchSettings
+
+from .conftest import TUNED_SHAPE
 
 pytestmark = pytest.mark.metaschedule
 
@@ -147,3 +162,35 @@ def test_the_command_names_the_tune_command_for_an_untuned_layer(tmp_path, capsy
     for bad in ("0", "-2", "x"):
         with pytest.raises(SystemExit):
             main([*argv, "--tune", bad])
+
+
+def _with_bias(block: str) -> tvm.tirx.PrimFunc:
+    """TUNED_SHAPE's matmul with a bias add after it, its matmul block named ``block``."""
+    m, k_, n = TUNED_SHAPE.M, TUNED_SHAPE.K, TUNED_SHAPE.N
+    a, b, bias = te.placeholder((m, k_), name="A"), te.placeholder((k_, n), name="B"), te.placeholder((n,), name="bias")
+    k = te.reduce_axis((0, k_), name="k")
+    c = te.compute((m, n), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name=block)
+    return te.create_prim_func([a, b, bias, te.compute((m, n), lambda i, j: c[i, j] + bias[j], name="T_add")])
+
+
+def test_a_kernel_record_serves_only_a_function_it_replays_on(tuned_root):
+    plain = matmul_func(TUNED_SHAPE)
+    task = task_of("plain", plain, find_matmul(plain))
+    r = kernel_reuse(task, root=tuned_root)
+    assert r["kernel_tuned"] and r["reused"] and r["kernel_run_us"] > 0
+    func, _, d = tuned_function(task, root=tuned_root)  # no task record: the kernel's, since it replays
+    assert d["record_source"] == "kernel" and d["task_trials"] is None
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s).astype("float32") for s in ((TUNED_SHAPE.M, TUNED_SHAPE.K),
+                                                                (TUNED_SHAPE.K, TUNED_SHAPE.N)))
+    c = tvm.runtime.tensor(np.zeros((TUNED_SHAPE.M, TUNED_SHAPE.N), "float32"))
+    tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), host_facts().target())["main"](
+        tvm.runtime.tensor(a), tvm.runtime.tensor(b), c)
+    np.testing.assert_allclose(c.numpy(), a @ b, rtol=1e-4, atol=1e-4)
+    for block in ("C", "NT_matmul"):  # the same matmul with an epilogue: another workload; the trace fails
+        fused = _with_bias(block)
+        task = task_of("fused", fused, find_matmul(fused))
+        r = kernel_reuse(task, root=tuned_root)
+        assert r["kernel_tuned"] and not r["reused"] and "does not replay on the fused function" in r["why"]
+        with pytest.raises(NoRecordError, match="does not replay"):
+            tuned_function(task, root=tuned_root)
