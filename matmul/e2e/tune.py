@@ -29,9 +29,10 @@ from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
 
 from ..core.hardware import HostFacts, host_facts
-from ..core.store import atomic_copy, profile_dir, target_key, workload_key, write_profile_facts
+from ..core.store import atomic_copy, profile_dir, workload_key, write_profile_facts
 from ..core.workloads import positive_int
 from ..schedules.metaschedule.database import (
+    DAMAGED,
     FAILED_RUN_S,
     RECORD_FILE,
     STAGING,
@@ -40,8 +41,9 @@ from ..schedules.metaschedule.database import (
     NoRecordError,
     apply_record,
     check_database_files,
+    check_record_targets,
     has_record,
-    open_database,
+    module_records,
     records,
     timed_records,
 )
@@ -113,23 +115,10 @@ def task_records(task: Task, facts: HostFacts | None = None,
     """
     facts = facts or host_facts()
     shard = task_dir(task, facts, root)
-    if not (shard / RECORD_FILE).is_file():
-        raise NoRecordError(f"no MetaSchedule record for the layer's task {task.key} ({task.info.describe()}) "
-                            f"in {shard.parent}")
-    check_database_files(shard)
-    db = open_database(shard)
-    if not db.has_workload(task.mod):
-        raise DatabaseError(f"{shard} does not hold the task {task.info.describe()}: it was filed under the wrong "
-                            "name; move it away and tune again")
-    out = [r for r in db.get_top_k(db.commit_workload(task.mod), 1 << 30)
-           if r.run_secs and min(float(x) for x in r.run_secs) < FAILED_RUN_S]
-    if not out:
-        raise NoRecordError(f"{shard} holds no successful record")
-    want = target_key(facts.target())
-    bad = [r for r in out if target_key(r.target) != want]
-    if bad:
-        raise DatabaseError(f"{shard} holds a record tuned for {bad[0].target}, but this profile is "
-                            f"{facts.target()}: move the folder to its own profile")
+    if (shard / RECORD_FILE).is_file():
+        check_database_files(shard)
+    out = module_records(shard, task.mod, f"the layer's task {task.key} ({task.info.describe()})")
+    check_record_targets(shard, out, facts)
     return out
 
 
@@ -142,19 +131,28 @@ def _replays(mod: tvm.IRModule, record: ms.database.TuningRecord) -> tuple[Sched
     return sch, ""
 
 
-def kernel_reuse(task: Task, facts: HostFacts | None = None, root: str | Path | None = None) -> dict[str, Any]:
-    """Whether the task's matmul is a tuned kernel of this profile, and whether that record replays on it."""
+def _kernel_replay(task: Task, facts: HostFacts | None,
+                   root: str | Path | None) -> tuple[dict[str, Any], Schedule | None, ms.database.TuningRecord | None]:
+    """:func:`kernel_reuse`'s answer, with the replayed schedule and the record when it replays."""
     info = task.info
     if info.batch:
-        return {"kernel": None, "reused": False, "why": "a batched matmul: no canonical kernel has its loops"}
+        why = "a batched matmul: no canonical kernel has its loops"
+        return {"kernel": None, "reused": False, "why": why}, None, None
     key = workload_key(info.shape, info.dtype, info.layout)
     if not has_record(info.shape, dtype=info.dtype, layout=info.layout, facts=facts, root=root):
-        return {"kernel": key, "kernel_tuned": False, "reused": False, "why": "this kernel is not tuned here"}
+        return {"kernel": key, "kernel_tuned": False, "reused": False, "why": "this kernel is not tuned here"}, \
+            None, None
     rec = records(info.shape, dtype=info.dtype, layout=info.layout, facts=facts, root=root)[0]
     sch, why = _replays(task.mod, rec)
-    return {"kernel": key, "kernel_tuned": True, "kernel_run_us": 1e6 * min(float(x) for x in rec.run_secs),
-            "reused": sch is not None,
-            "why": "" if sch is not None else f"the kernel's record does not replay on the fused function: {why}"}
+    answer = {"kernel": key, "kernel_tuned": True, "kernel_run_us": 1e6 * min(float(x) for x in rec.run_secs),
+              "reused": sch is not None,
+              "why": "" if sch is not None else f"the kernel's record does not replay on the fused function: {why}"}
+    return answer, sch, rec if sch is not None else None
+
+
+def kernel_reuse(task: Task, facts: HostFacts | None = None, root: str | Path | None = None) -> dict[str, Any]:
+    """Whether the task's matmul is a tuned kernel of this profile, and whether that record replays on it."""
+    return _kernel_replay(task, facts, root)[0]
 
 
 def tuned_function(task: Task, facts: HostFacts | None = None,
@@ -167,20 +165,17 @@ def tuned_function(task: Task, facts: HostFacts | None = None,
     NoRecordError
         Neither the task nor a kernel record that replays on it.
     """
-    reuse = kernel_reuse(task, facts, root)
+    reuse, kernel_sch, kernel_rec = _kernel_replay(task, facts, root)
     try:
         recs = task_records(task, facts, root)
         sch, why = _replays(task.mod, recs[0])
         if sch is None:
             raise DatabaseError(f"the fastest record of {task_dir(task, facts, root)} does not replay: {why}")
-        source, rec = "task", recs[0]
-        trials = len(timed_records(task_dir(task, facts, root) / RECORD_FILE))
+        source, rec, trials = "task", recs[0], len(timed_records(task_dir(task, facts, root) / RECORD_FILE))
     except NoRecordError as err:
-        if not reuse["reused"]:
+        if kernel_sch is None:
             raise NoRecordError(f"{err}; kernel record: {reuse['why'] or reuse['kernel']}") from None
-        rec = records(task.info.shape, dtype=task.info.dtype, layout=task.info.layout, facts=facts, root=root)[0]
-        sch, _ = _replays(task.mod, rec)
-        source, trials = "kernel", None
+        source, rec, sch, trials = "kernel", kernel_rec, kernel_sch, None
     func = sch.mod["main"]
     where = _epilogue_place(sch, task.info)
     decisions = {"task": task.key, "record_source": source, "task_trials": trials,
@@ -235,7 +230,7 @@ def _tune_task(task: Task, pdir: Path, *, trials: int, facts: HostFacts, search:
     before = _count(shard)
     if staging.is_dir():  # a killed run: keep its complete lines and go on from them
         for name in (WORKLOAD_FILE, RECORD_FILE):
-            salvage_staging_file(staging / name, pdir / E2E_DIR / ".damaged")
+            salvage_staging_file(staging / name, pdir / E2E_DIR / DAMAGED)
     elif before >= trials:
         emit(f"{label}: {before} trials already (asked {trials}); skipped")
         return TaskOutcome(task.key, task.name, task.info.describe(), before, before, 0.0, None, skipped=True)

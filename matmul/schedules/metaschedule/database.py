@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tvm import IRModule
 from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
 
@@ -349,29 +350,37 @@ def _shard(shape: MatmulShape, dtype: str, layout: str, facts: HostFacts | None,
     return profile_dir(facts, root) / workload_key(shape, dtype, layout)
 
 
-def shard_records(shard: Path, shape: MatmulShape, *, dtype: str = "float32",
-                  layout: str = "NN") -> list[ms.database.TuningRecord]:
-    """Every successful record in one workload's database folder, fastest first, whatever CPU tuned it.
-
-    Raises
-    ------
-    NoRecordError
-        The folder holds no database or no successful record.
-    DatabaseError
-        A file is corrupt, or the folder holds another workload.
-    """
+def module_records(shard: Path, mod: IRModule, what: str) -> list[ms.database.TuningRecord]:
+    """Every successful record of the workload ``mod`` (``what`` in errors) in one database folder, fastest
+    first, whatever CPU tuned it. NoRecordError: no database or no successful record; DatabaseError: a
+    corrupt file, or the folder holds another workload."""
     if not (shard / RECORD_FILE).is_file():
-        raise NoRecordError(f"no MetaSchedule record for {shape} {layout} {dtype} in {shard.parent}")
+        raise NoRecordError(f"no MetaSchedule record for {what} in {shard.parent}")
     db = open_database(shard)
-    mod = matmul_module(shape, dtype, layout)
     if not db.has_workload(mod):
-        raise DatabaseError(f"{shard} does not hold the workload {shape} {layout} {dtype}; it was filed under the "
-                            "wrong name: move it away and tune again")
+        raise DatabaseError(f"{shard} does not hold the workload {what}; it was filed under the wrong name: move "
+                            "it away and tune again")
     out = [rec for rec in db.get_top_k(db.commit_workload(mod), 1 << 30)
            if rec.run_secs and min(float(x) for x in rec.run_secs) < FAILED_RUN_S]
     if not out:
         raise NoRecordError(f"{shard} holds no successful record")
     return out
+
+
+def shard_records(shard: Path, shape: MatmulShape, *, dtype: str = "float32",
+                  layout: str = "NN") -> list[ms.database.TuningRecord]:
+    """Every successful record of one canonical kernel in its database folder (see :func:`module_records`)."""
+    return module_records(shard, matmul_module(shape, dtype, layout), f"{shape} {layout} {dtype}")
+
+
+def check_record_targets(shard: Path, recs: list[ms.database.TuningRecord], facts: HostFacts) -> None:
+    """A DatabaseError unless every record was tuned for the running profile's target."""
+    want = target_key(facts.target())
+    for rec in recs:
+        if target_key(rec.target) != want:
+            raise DatabaseError(f"{shard} holds a record tuned for {rec.target} but this profile is "
+                                f"{facts.target()}; records from one CPU must never serve another: move the "
+                                "folder to its own profile")
 
 
 def records(
@@ -398,13 +407,7 @@ def records(
         out = shard_records(shard, shape, dtype=dtype, layout=layout)
     except NoRecordError as err:
         raise NoRecordError(f"{err}; tune it with `{tune_command(shape, dtype, layout)}`") from None
-    want = target_key(facts.target())
-    for rec in out:
-        if target_key(rec.target) != want:
-            raise DatabaseError(
-                f"{shard} holds a record tuned for {rec.target} but this profile is {facts.target()}; "
-                "records from one CPU must never serve another: move the folder to its own profile"
-            )
+    check_record_targets(shard, out, facts)
     return out
 
 
@@ -449,6 +452,6 @@ def has_record(shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN"
 __all__ = [
     "DAMAGED", "FAILED_RUN_S", "KEEP_DEFAULT", "LEDGER_FILE", "POPULATION", "RECORD_FILE", "STAGING", "TRIALS_PER_ITER",
     "WORKLOAD_FILE", "DatabaseError", "LedgerEntry", "NoRecordError", "apply_record", "best_record", "best_schedule",
-    "check_database_files", "check_jsonl", "has_record", "open_database", "prune", "read_ledger", "records",
-    "shard_records", "timed_records", "tune_command", "write_ledger"
+    "check_database_files", "check_jsonl", "check_record_targets", "has_record", "module_records", "open_database",
+    "prune", "read_ledger", "records", "shard_records", "timed_records", "tune_command", "write_ledger"
 ]
