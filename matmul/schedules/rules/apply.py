@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from tvm.s_tir import Schedule
 
 from ...core.kernel import BLOCK
@@ -60,8 +62,8 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
         depth = next(n for n, loop in enumerate(loops) if sch.get(loop).same_as(ko_stmt))
         copy = loops[depth + 1:]  # (k, j) for NN, (j, k) for NT; unit loops may be gone
         if layout == "NT" and len(copy) == 2:
-            sch.reorder(copy[1], copy[0])  # write panels row by row: reads stride K, writes contiguous
-        if copy:
+            _transpose_tiles(sch, copy, c.vector, c.tk)
+        elif copy:
             _, lane = sch.split(sch.get_loops(packed)[-1], [None, c.vector])
             sch.vectorize(lane)
     jv_outer, jv = sch.split(jr, [None, c.vector])
@@ -86,6 +88,24 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     for operand, axes in (("A", "MK"), ("B", "KN"), ("C", "MN")):
         if any(grown[a] for a in axes):
             sch.parallel(sch.get_loops(sch.get_sblock(buffers[operand] + "_pad"))[0])
+
+
+def _transpose_tiles(sch: Schedule, copy: list, vector: int, tk: int) -> None:
+    """NT packing as a transpose of ``lanes x lanes`` tiles: ``lanes`` contiguous vector loads along a row
+    of B (K-major), each element stored to its panel row. Vectorizing along j instead makes every vector a
+    gather of ``lanes`` rows K apart, 3-7x slower per element (``evidence/README.md``, NT packing)."""
+    j, k = copy
+    lanes = math.gcd(vector, tk)
+    if lanes < 4:  # K too ragged for vector loads: vectorize along j (gathers), as before
+        sch.reorder(k, j)
+        _, lane = sch.split(j, [None, vector])
+        sch.vectorize(lane)
+        return
+    jo, ji = sch.split(j, [None, lanes])
+    ko, ki = sch.split(k, [None, lanes])
+    sch.reorder(jo, ko, ji, ki)
+    sch.unroll(ji)
+    sch.vectorize(ki)
 
 
 def _panels(nb: int, jp: int, layout: str):
