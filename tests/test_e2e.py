@@ -28,6 +28,7 @@ from matmul.e2e.layer import (
 )
 from matmul.e2e.profile import build_layer, check_layer, profile_layer
 from matmul.e2e.schedule import NONE, check_schedule, schedule_module, schedule_names
+from matmul.e2e.versus import check_versus, fused_vs_kernels
 
 TINY = ModelConfig("tiny", 64, 160, 4)
 
@@ -186,12 +187,40 @@ def test_the_profile_accounts_for_every_primfunc():
 
 def test_e2e_command_prints_the_table_and_saves_json(tmp_path, capsys):
     out = tmp_path / "e2e.json"
-    assert main(["e2e", "--model", "t5-small", "--seq", "3", "--repeat", "2", "--json", str(out)]) == 0
+    assert main(["e2e", "--model", "t5-small", "--seq", "3", "--repeat", "2", "--json", str(out),
+                 "--vs-kernels", "2"]) == 0
     text = capsys.readouterr().out
     assert "| primfunc |" in text and "fused into the write-back" in text and "max |error|" in text
+    assert "| fused_over_kernel |" in text and "of 4 2-D matmul functions within 10%" in text
     doc = json.loads(out.read_text())
     assert doc["model"] == "t5-small" and doc["max_error"] <= tolerance(layer_spec("t5-small", 3))
     assert {r["name"] for r in doc["rows"]} == {p["name"] for p in doc["plans"]}
+    assert {r["primfunc"] for r in doc["vs_kernels"]} == {p["name"] for p in doc["plans"] if p["kind"] == "matmul"}
+
+
+def test_each_layer_function_is_timed_beside_its_kernel_alone():
+    spec = layer_spec(TINY, 24)
+    rows = fused_vs_kernels(spec, "rule_based", blocks=2, calls=2)
+    built = build_layer(spec, "rule_based")
+    assert [r.name for r in rows] == [p.name for p in built.plans if p.kind == "matmul"]
+    flat = [r for r in rows if not r.matmul.batch]
+    assert {(r.matmul.shape.K, r.matmul.shape.N) for r in flat} == {(64, 64), (64, 160), (160, 64)}
+    for r in flat:  # timed: the function, its kernel and the function's second build, in the same rounds
+        assert not r.skipped and len(r.fused_blocks) == len(r.kernel_blocks) == len(r.twin_blocks) == 2
+        assert min(r.fused_blocks + r.kernel_blocks) > 0 and r.slowdown.value > 0 and r.noise.value > 0
+        row = r.row()
+        assert row["within_10pct"] == (row["fused_over_kernel"] <= 1.10) and row["layout"] == "NT"
+    batched = [r for r in rows if r.matmul.batch]
+    assert len(batched) == 2 and all("no canonical batched kernel" in r.skipped and r.slowdown is None
+                                     for r in batched)
+
+
+@pytest.mark.parametrize("schedule", [NONE, "metaschedule"])
+def test_a_schedule_without_a_kernel_of_its_own_is_refused_before_building(schedule, capsys):
+    with pytest.raises(ValueError, match="choose a variant: rule_based"):
+        check_versus(schedule)
+    assert main(["e2e", "--seq", "2", "--schedule", schedule, "--vs-kernels"]) == 2
+    assert "no canonical kernel" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, phrase", [

@@ -16,6 +16,7 @@ from ..e2e.layer import layer_spec
 from ..e2e.profile import build_layer, check_layer, profile_layer
 from ..e2e.schedule import check_schedule, schedule_names
 from ..e2e.tune import E2E_DIR, tune_layer
+from ..e2e.versus import WITHIN, check_versus, fused_vs_kernels
 from ..measure.peak import fp32_peak
 from ..schedules.metaschedule.database import TRIALS_PER_ITER
 from ..schedules.metaschedule.tune import SearchSettings
@@ -25,6 +26,8 @@ from .common import positive, say
 def _cmd_e2e(args: argparse.Namespace) -> int:
     spec = layer_spec(args.model, args.seq, args.batch)
     check_schedule(args.schedule)
+    if args.vs_kernels:
+        check_versus(args.schedule)
     facts = host_facts()
     if args.tune:
         say(f"tuning the matmul tasks of {spec.label()} to {args.tune} trials each into "
@@ -52,10 +55,21 @@ def _cmd_e2e(args: argparse.Namespace) -> int:
           f"{flops / prof.forward_s / 1e9:.1f} matmul GFLOP/s over the pass ({100 * flops / prof.forward_s / 1e9 / peak:.1f}% "
           f"of the {peak:.0f} GFLOP/s peak)")
     print("max |error| vs the float64 NumPy layer: " + ("not checked" if err is None else f"{err:.3g}"))
+    versus = []
+    if args.vs_kernels:
+        say(f"each matmul function alone against its kernel under {args.schedule}, interleaved "
+            f"({args.vs_kernels} blocks, an A/A copy of the function beside)")
+        versus = [r.row() for r in fused_vs_kernels(spec, args.schedule, facts=facts, blocks=args.vs_kernels,
+                                                    progress=say)]
+        print("\n" + to_markdown(pd.DataFrame(versus)))
+        timed = [r for r in versus if r["fused_over_kernel"] is not None]
+        print(f"\n{sum(bool(r['within_10pct']) for r in timed)} of {len(timed)} 2-D matmul functions within "
+              f"{100 * (WITHIN - 1):.0f}% of their kernel alone")
     if args.json:
         doc = {"model": spec.config.name, "seq": spec.seq, "batch": spec.batch, "schedule": args.schedule,
                "profile": facts.profile, "max_error": err, "build_s": built.build_s, "matmul_flops": flops,
-               "plans": [p.as_dict() for p in built.plans], **prof.as_dict(), **provenance()}
+               "plans": [p.as_dict() for p in built.plans], **prof.as_dict(), "vs_kernels": versus,
+               **provenance()}
         atomic_write(args.json, json.dumps(doc, indent=1, default=str))
         say(f"wrote {args.json}")
     return 0
@@ -77,6 +91,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--per-iter", type=positive, default=TRIALS_PER_ITER,
                    help=f"--tune: trials measured and saved per search iteration (default {TRIALS_PER_ITER})")
     p.add_argument("--seed", type=int, help="--tune: MetaSchedule's random seed (default: random)")
+    p.add_argument("--vs-kernels", type=positive, metavar="BLOCKS", nargs="?", const=8, default=0,
+                   help="also time each 2-D matmul function alone against the canonical kernel of its shape under "
+                        "the same variant, interleaved in BLOCKS blocks (default 8) with an A/A copy")
     p.add_argument("--json", metavar="PATH", help="also save the table, the plans and the timings as JSON")
     p.set_defaults(func=_cmd_e2e)
 

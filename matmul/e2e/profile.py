@@ -42,6 +42,7 @@ class BuiltLayer:
     x: np.ndarray
     weights: dict[str, np.ndarray]
     build_s: float
+    scheduled: tvm.IRModule | None = None  # the module compiled, its PrimFuncs as the pass left them
 
     def call(self) -> object:
         return self.vm["forward"](*self.args)
@@ -71,7 +72,7 @@ def build_layer(spec: LayerSpec, schedule: str, *, facts: HostFacts | None = Non
     vm = relax.VirtualMachine(exe, tvm.cpu())
     w, x = weights(spec, seed), inputs(spec, seed)
     args = [tvm.runtime.tensor(x)] + [tvm.runtime.tensor(w[n]) for n in names]
-    return BuiltLayer(spec, schedule, plans, exe, vm, args, x, w, time.perf_counter() - start)
+    return BuiltLayer(spec, schedule, plans, exe, vm, args, x, w, time.perf_counter() - start, scheduled)
 
 
 def check_layer(built: BuiltLayer, expected: np.ndarray | None = None) -> float:
