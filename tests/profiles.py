@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from matmul import host_facts
+from matmul.core.hardware import HostFacts, facts_for
 
 HOST = host_facts()
 #: Zen 3: AVX2, 8 fp32 lanes, 16 vector registers, 32 KiB L1d, 512 KiB L2.
@@ -27,3 +28,16 @@ NEON = dataclasses.replace(AVX2, mcpu="neoverse-n1", triple="aarch64-unknown-lin
 BIG = dataclasses.replace(AVX2, runtime_threads=12, num_cores=12)
 
 PROFILES = {"avx2": AVX2, "avx512": AVX512, "neon": NEON, "12-threads": BIG}
+
+
+def _narrower() -> dict[str, HostFacts]:
+    """A target narrower than the host that the host still runs: on an AVX-512 x86 host, AVX2 (``haswell``)."""
+    if HOST.arch != "x86_64" or HOST.simd_lanes_fp32 <= 8:
+        return {}
+    facts = facts_for({"kind": "llvm", "mcpu": "haswell", "num-cores": HOST.num_cores})
+    return {"avx2-target": facts} if facts.simd_lanes_fp32 == 8 and not facts.missing_features else {}
+
+
+#: Targets this host can execute: its own, and where it has AVX-512 the AVX2 target too, so tests that run
+#: kernels check two ISAs on one machine. Their real caches are the host's; only the code differs.
+RUNNABLE = {"host": HOST, **_narrower()}

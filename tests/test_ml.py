@@ -39,7 +39,7 @@ from matmul.schedules.template import (
 
 pytestmark = pytest.mark.ml
 ROOT = Path(__file__).resolve().parents[1]
-from .profiles import HOST, PROFILES
+from .profiles import HOST, PROFILES, RUNNABLE
 
 FACTS = host_facts()
 PROFILES = {**PROFILES, "host": HOST}
@@ -255,12 +255,18 @@ def test_retraining_on_the_shipped_records_reproduces_every_shipped_model(name):
     assert sorted(set(t["profile"])) == meta["trained_profiles"]
 
 
+@pytest.mark.parametrize("target", RUNNABLE)
 @pytest.mark.parametrize("kernel,M", [("qkv", 16), ("mlp_reduce", 96)])
-def test_ml_guided_from_the_shipped_model_is_correct(kernel, M):
+def test_ml_guided_from_the_shipped_model_is_correct(kernel, M, target):
+    """On the host, and under the AVX2 target where the host has AVX-512 (a profile with no model of its
+    own: the cross model serves it)."""
     _shipped()
-    shape = kernel_shape(kernel, M)
-    assert verify(build("ml_guided", shape)).ok
-    assert variant_decisions("ml_guided", shape)["fallback"] is None
+    shape, facts = kernel_shape(kernel, M), RUNNABLE[target]
+    assert verify(build("ml_guided", shape, facts=facts)).ok
+    d = variant_decisions("ml_guided", shape, facts=facts)
+    assert d["fallback"] is None
+    if not ml.model_paths(facts)[0].is_file():
+        assert d["model_scope"] == "cross" and facts.profile not in d["trained_profiles"]
 
 
 # --------------------------------------------------------------------------- fallbacks

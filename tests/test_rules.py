@@ -41,7 +41,7 @@ from matmul.schedules.rules import (
     vector_registers,
 )
 
-from .profiles import AVX2, AVX512, BIG, HOST, PROFILES
+from .profiles import AVX2, AVX512, BIG, HOST, PROFILES, RUNNABLE
 from .strategies import shapes
 
 ZEN3, ZEN4 = AVX2, AVX512
@@ -257,12 +257,15 @@ def test_an_illegal_override_fails_before_scheduling():
 @example(shape=MatmulShape(1, 1, 1))
 @example(shape=MatmulShape(1, 96, 95))
 @example(shape=MatmulShape(7, 13, 97))
+@example(shape=MatmulShape(5, 100, 40))
+@pytest.mark.parametrize("target", RUNNABLE)
 @pytest.mark.parametrize("layout", ["NN", "NT"])
-def test_rule_based_is_exact_on_awkward_shapes(layout, shape):
-    kernel = build_cached("rule_based", shape, "float32", layout)
+def test_rule_based_is_exact_on_awkward_shapes(layout, target, shape):
+    kernel = (build_cached("rule_based", shape, "float32", layout) if target == "host" else
+              build("rule_based", shape, layout=layout, facts=RUNNABLE[target]))
     a, b = make_inputs(shape, layout=layout, kind="int", seed=shape.M + 31 * shape.K)
     check = compare(kernel.run(a, b), a, b, layout=layout, kind="int")
-    assert check.ok, f"rule_based {shape} {layout}: {check}"
+    assert check.ok, f"rule_based {shape} {layout} on {target}: {check}"
 
 
 @pytest.mark.parametrize("shape", ODD[:3] + [kernel_shape(k, 77, MODELS["bert-large"]) for k in ("qkv", "mlp_reduce")],
@@ -287,22 +290,25 @@ def test_rule_based_float64():
     assert verify(build("rule_based", MatmulShape(19, 70, 45), dtype="float64"), seed=2).ok
 
 
-def test_hot_loop_is_a_full_width_register_tile():
-    """The accumulate loop has mr x jpack/lanes packed FMAs at the host's width."""
+@pytest.mark.parametrize("target", RUNNABLE)
+def test_hot_loop_is_a_full_width_register_tile(target):
+    """The accumulate loop has mr x jpack/lanes packed FMAs at the target's width (the host's, and AVX2's
+    where the host has AVX-512)."""
     shape = kernel_shape("qkv", 64)
-    kernel = build_cached("rule_based", shape)
+    kernel = build_cached("rule_based", shape) if target == "host" else build("rule_based", shape,
+                                                                               facts=RUNNABLE[target])
     c = decide(shape, kernel.facts).config
     n = count_vector_fma(kernel.source("asm"), kernel.facts)
     assert n >= c.mr * c.jpack // c.vector
 
 
-@pytest.mark.parametrize("name", ["host", *sorted(FACTS)])
+@pytest.mark.parametrize("name", [*RUNNABLE, *sorted(FACTS)])
 @pytest.mark.parametrize("shape", [kernel_shape("qkv", 64), MatmulShape(5, 100, 40)], ids=str)
 def test_nt_packing_loads_rows_of_b_and_transposes_tiles(name, shape):
     """NT packs B by square tiles: vector loads along K (B's contiguous axis), an unrolled loop over rows.
     Vectorizing along j instead made every vector a gather of rows K apart (the layer's matmuls ran at
     half the speed of the same NN kernel)."""
-    facts = HOST if name == "host" else FACTS[name]
+    facts = RUNNABLE.get(name) or FACTS[name]
     c = decide(shape, facts, layout="NT").config
     lanes = math.gcd(c.vector, c.tk)
     tir = schedule("rule_based", shape, layout="NT", facts=facts).mod.script()
@@ -314,8 +320,8 @@ def test_nt_packing_loads_rows_of_b_and_transposes_tiles(name, shape):
     body = tir[at:].splitlines()
     k_axis = next(line for line in body if line.strip().startswith("v1 = "))
     assert k_axis.rstrip().endswith(f"+ {lane_var})"), k_axis  # the vector lanes walk along K
-    if name == "host":  # the only one this machine can run
-        assert verify(build("rule_based", shape, layout="NT"), seed=5).ok
+    if name in RUNNABLE:  # the targets this machine can run
+        assert verify(build("rule_based", shape, layout="NT", facts=facts), seed=5).ok
 
 
 def test_padding_keeps_the_hot_loop_free_of_predicates():
