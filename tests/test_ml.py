@@ -255,6 +255,16 @@ def test_retraining_on_the_shipped_records_reproduces_every_shipped_model(name):
     assert sorted(set(t["profile"])) == meta["trained_profiles"]
 
 
+def test_a_batched_block_keeps_the_rules_config_for_its_slices_and_says_why():
+    """The model knows single matmuls; attention's heads (slices) are outside what it was trained on."""
+    _shipped()
+    shape = MatmulShape(128, 64, 128)
+    pred = ml.predict(shape, FACTS, layout="NT", slices=12)
+    assert pred.fallback is None and pred.decisions["domain"].startswith("outside: a batched block of 12 slices")
+    assert pred.config == decide(shape, FACTS, layout="NT", slices=12).config
+    assert ml.predict(shape, FACTS, layout="NT").decisions["domain"] != pred.decisions["domain"]
+
+
 @pytest.mark.parametrize("target", RUNNABLE)
 @pytest.mark.parametrize("kernel,M", [("qkv", 16), ("mlp_reduce", 96)])
 def test_ml_guided_from_the_shipped_model_is_correct(kernel, M, target):

@@ -14,7 +14,10 @@ import math
 import re
 
 import pytest
+import tvm
 from hypothesis import example, given
+from tvm import te
+from tvm.s_tir import Schedule
 
 from matmul import (
     MatmulShape,
@@ -25,7 +28,7 @@ from matmul import (
     make_inputs,
     verify,
 )
-from matmul.core.registry import get_variant, schedule, variant_decisions
+from matmul.core.registry import ScheduleContext, get_variant, schedule, variant_decisions
 from matmul.core.runner import count_vector_fma
 from matmul.core.workloads import MODELS, bert_shapes
 from matmul.schedules.rules import (
@@ -36,6 +39,7 @@ from matmul.schedules.rules import (
     RULES,
     RuleConfig,
     RuleError,
+    apply_config,
     decide,
     parse_overrides,
     vector_registers,
@@ -405,3 +409,62 @@ def test_template_records_written_before_kparts_still_load_and_keep_their_names(
     loaded = config_from_dict(old)
     assert loaded.kparts == 1 and "kparts" not in config_name(loaded)
     assert get_variant(config_name(split)) is not None
+
+
+# --------------------------------------------------------------------------- batched blocks (attention's heads)
+ATTENTION = [MatmulShape(128, 64, 128), MatmulShape(128, 128, 64), MatmulShape(384, 64, 384)]
+
+
+@pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())
+@pytest.mark.parametrize("shape", ATTENTION, ids=str)
+def test_batch_slices_count_as_tasks_so_m_and_n_are_cut_no_finer_than_the_threads_need(facts, shape):
+    """With 12 heads there are tasks for every thread without cutting a slice; each cut repacks B per row
+    block (the attention functions ran 1.3x slower with 11 row blocks per head)."""
+    one, many = decide(shape, facts).config, decide(shape, facts, slices=12).config
+    assert (many.mr, many.jpack, many.tk) == (one.mr, one.jpack, one.tk)  # the register and L1 rules ignore slices
+    assert many.tm >= one.tm and many.tn >= one.tn
+    mp, np_, _ = many.padded(shape)
+    if 12 >= 4 * facts.runtime_threads:  # the slices alone give every thread its tasks: no cut at all
+        assert many.tm == mp or mp * many.tn * 4 > facts.l2_bytes // 2  # unless the C tile outgrows half of L2
+    assert 12 * many.tasks(shape) >= min(2 * facts.runtime_threads, 12 * one.tasks(shape))
+    assert decide(shape, facts, slices=1).config == one
+
+
+def test_the_pass_gives_the_rules_the_slices_and_the_decisions_count_their_tasks():
+    shape = ATTENTION[0]
+    ctx = ScheduleContext(shape, "float32", "NT", HOST, slices=12)
+    v = get_variant("rule_based")
+    d = v.decisions(ctx)
+    assert d["tm"] == decide(shape, HOST, layout="NT", slices=12).config.tm
+    assert d["parallel_tasks"] == 12 * decide(shape, HOST, layout="NT", slices=12).config.tasks(shape)
+
+
+@pytest.mark.parametrize("slices", [0, -1, 1.5, True])
+def test_bad_slices_are_refused(slices):
+    with pytest.raises(ValueError, match="slices must be a positive integer"):
+        decide(ATTENTION[0], HOST, slices=slices)
+
+
+def test_a_pinned_tile_wider_than_the_output_pads_it_instead_of_crashing():
+    """tn=128 on N=64 used to divide by zero counting tasks; now it pads N and computes the product."""
+    shape = MatmulShape(128, 128, 64)
+    assert decide(shape, HOST, overrides={"tn": 128}).config.tn == 128
+    assert verify(build("rule_based[tn=128]", shape), seed=6).ok
+
+
+def test_padding_copies_of_a_batched_block_run_in_parallel_over_batch_and_rows():
+    """The pad copies' outer loop was the leading batch loop, of extent 1 in attention: they ran on one thread."""
+    b = te.placeholder((1, 12, 13, 16), name="A")
+    w = te.placeholder((1, 12, 16, 13), name="B")
+    k = te.reduce_axis((0, 16), name="k")
+    c = te.compute((1, 12, 13, 13), lambda x, h, i, j: te.sum(b[x, h, i, k] * w[x, h, k, j], axis=k), name="C")
+    sch = Schedule(tvm.IRModule({"main": te.create_prim_func([b, w, c])}))
+    shape = MatmulShape(13, 16, 13)
+    cfg = decide(shape, AVX512, slices=12).config
+    apply_config(sch, cfg, shape, "NN", "C")
+    pads = [blk for blk in ("A_pad", "B_pad", "C_pad") if blk in sch.mod.script()]
+    assert pads
+    for name in pads:
+        outer = sch.get(sch.get_loops(sch.get_sblock(name))[0])
+        assert str(outer.kind).endswith("Parallel") or int(outer.kind) == 1, (name, outer.kind)
+        assert int(outer.extent) >= 12 * 13, (name, outer.extent)  # batch x heads x rows, fused

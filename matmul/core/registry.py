@@ -53,6 +53,8 @@ class ScheduleContext:
     block: str = BLOCK
     #: The GPU a ``cuda`` variant schedules for; None for the CPU variants.
     gpu: GpuSpec | None = None
+    #: How many matmuls of ``shape`` the block computes (the product of its batch loops); 1 for a kernel.
+    slices: int = 1
 
 
 #: Target kinds a variant can be for: ``llvm`` (the host CPU) or ``cuda``.

@@ -122,7 +122,7 @@ def schedule_matmul(func: tvm.tirx.PrimFunc, info: MatmulFunc, variant: str,
         The variant cannot schedule this block (the note names the function's matmul).
     """
     v = get_variant(variant)
-    ctx = ScheduleContext(info.shape, info.dtype, info.layout, facts, block=info.block)
+    ctx = ScheduleContext(info.shape, info.dtype, info.layout, facts, block=info.block, slices=info.slices)
     sch = Schedule(tvm.IRModule({"main": func}))
     try:
         v.apply(sch, ctx)

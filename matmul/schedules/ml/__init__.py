@@ -61,7 +61,7 @@ NAME = MODEL_NAME
 
 
 def _prediction(ctx: ScheduleContext) -> Prediction:
-    return predict(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout)
+    return predict(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, slices=ctx.slices)
 
 
 def _apply(sch: Schedule, ctx: ScheduleContext) -> None:

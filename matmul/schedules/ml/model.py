@@ -343,17 +343,22 @@ candidate_set: Callable[..., list[RuleConfig]] = candidate_configs
 
 
 def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = "float32", layout: str = "NN",
-            root: str | Path | None = None) -> Prediction:
-    """The model's config for a shape, or the rules' with the reason it fell back."""
+            root: str | Path | None = None, slices: int = 1) -> Prediction:
+    """The model's config for a shape, or the rules' with the reason it fell back.
+
+    ``slices`` > 1 (a batched block, attention's heads) lies outside what the model was trained on
+    (single matmuls): it keeps the rules' config, decided for the slices, and says so.
+    """
     facts = facts or host_facts()
-    rule = decide(shape, facts, dtype=dtype, layout=layout).config
+    rule = decide(shape, facts, dtype=dtype, layout=layout, slices=slices).config
     info: dict[str, Any] = {"profile": facts.profile, "threads": facts.runtime_threads, "search_trials": 0}
     try:
         model = _model_for(facts, root)
         info.update(model=str(model.path), model_sha256=model.meta.get("model_sha256"),
                     model_scope="cross" if model.meta.get("profile") == CROSS else "profile",
                     trained_profiles=list(model.meta.get("trained_profiles", [model.meta.get("profile")])))
-        away = outside(model.meta["domain"], shape, dtype, layout)
+        away = (f"a batched block of {slices} slices; the model knows single matmuls" if slices > 1 else
+                outside(model.meta["domain"], shape, dtype, layout))
         if away:  # no fallback: the model declines to extrapolate, and says why
             info.update(domain=f"outside: {away}", rules_config=True)
             return Prediction(rule, None, {"source": "model", "fallback": None, **rule.as_dict(), **info})

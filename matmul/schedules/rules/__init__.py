@@ -75,7 +75,7 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
     name = NAME + (f"[{','.join(f'{k}={v}' for k, v in pinned.items())}]" if pinned else "")
 
     def plan(ctx: ScheduleContext) -> Plan:
-        return decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, overrides=pinned)
+        return decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, overrides=pinned, slices=ctx.slices)
 
     def apply(sch: Schedule, ctx: ScheduleContext) -> None:
         apply_config(sch, plan(ctx).config, ctx.shape, ctx.layout, ctx.block)
@@ -87,7 +87,7 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
     def decisions(ctx: ScheduleContext) -> dict[str, Any]:
         p = plan(ctx)
         d = p.config.as_dict()
-        d["parallel_tasks"] = p.config.tasks(ctx.shape)
+        d["parallel_tasks"] = p.config.tasks(ctx.shape) * ctx.slices
         d["threads"] = ctx.facts.runtime_threads
         d["vector_width"] = p.config.vector
         return d

@@ -87,7 +87,14 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     grown = {"M": mp != shape.M, "N": np_ != shape.N, "K": kp != shape.K}
     for operand, axes in (("A", "MK"), ("B", "KN"), ("C", "MN")):
         if any(grown[a] for a in axes):
-            sch.parallel(sch.get_loops(sch.get_sblock(buffers[operand] + "_pad"))[0])
+            _parallel_copy(sch, sch.get_sblock(buffers[operand] + "_pad"))
+
+
+def _parallel_copy(sch: Schedule, block) -> None:
+    """A pad copy's loops are ``[batch..., row, col]``: the batch loops and the rows run in parallel, fused
+    (parallelising the first loop alone ran attention's copies on one thread: its leading batch is 1)."""
+    loops = sch.get_loops(block)
+    sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
 
 
 def _transpose_tiles(sch: Schedule, copy: list, vector: int, tk: int) -> None:

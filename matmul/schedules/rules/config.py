@@ -46,13 +46,16 @@ RULES: dict[str, str] = {
           "and one for the A broadcast, with mr <= M, preferring tiles that divide N (or, for N narrower than "
           "the widest tile, the narrowest tile that covers it), then tiles that pad M by "
           "at most 1/8 of the padded rows, then M's divisors",
-    "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop",
+    "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop; the pad copies run "
+          "in parallel over batch, heads and rows",
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
     "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them "
-          "(or the layout is NT): contiguous, no cache-set aliasing, NT transposed for free",
-    "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile",
+          "(or the layout is NT): contiguous, no cache-set aliasing; NT transposes by square tiles, each row "
+          "of a tile one vector load along K",
+    "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile; fewer when "
+          "the tasks (a batched block's slices included) would not give 4 per thread",
     "R7": "TM: the whole of M per task (B is packed once) unless that leaves fewer than 4 tasks per "
-          "thread; the C tile must fit in half of L2",
+          "thread (a batched block's slices count); the C tile must fit in half of L2",
     "R8": "loop order task > ko > jo > io > ki > ir > jv: the B micro-panel is reused from L1 by every row block",
     "R9": "unroll the ki loop by a small step; LLVM unrolls the register tile itself",
     "R10": "accumulate the task tile in a local buffer (cache_write), zero it outside the k loops "

@@ -106,15 +106,24 @@ def decide(
     dtype: str = "float32",
     layout: str = "NN",
     overrides: Mapping[str, Any] | None = None,
+    slices: int = 1,
 ) -> Plan:
     """Apply the rules to one shape. ``overrides`` pins knobs (for ablations).
+
+    ``slices`` is the number of independent matmuls of this shape the block computes (attention's heads):
+    their loops join the parallel task loop, so R6 and R7 count their tasks too and cut N and M no
+    finer than the threads need.
 
     Raises
     ------
     RuleError
         An override names an unknown knob or makes the config illegal.
+    ValueError
+        ``slices`` is not a positive integer.
     """
     check_layout(layout)
+    if isinstance(slices, bool) or not isinstance(slices, (int, np.integer)) or slices < 1:
+        raise ValueError(f"slices must be a positive integer, got {slices!r}")
     size = itemsize(dtype)
     overrides = check_overrides(overrides or {})
     decisions: list[Decision] = []
@@ -162,17 +171,19 @@ def decide(
     else:
         tn0 = _largest_dividing_multiple(np_, jpack, jpack * MAX_PANELS_PER_TASK)
         # Fewer columns per task before cutting M (cutting M repacks B per row block).
-        while np_ // tn0 < want and tn0 > jpack:
+        while slices * (np_ // tn0) < want and tn0 > jpack:
             tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
-        tn = note("tn", tn0, "R6", f"{tn0 // jpack} j-packs; {np_ // tn0} column tasks")
+        tn = note("tn", tn0, "R6", f"{tn0 // jpack} j-packs; {np_ // tn0} column tasks"
+                                   + (f" in each of {slices} slices" if slices > 1 else ""))
 
     tm_cap = max(mr, (l2 // 2) // (tn * size) // mr * mr)
     tm0 = _largest_dividing_multiple(mp, mr, min(mp, tm_cap))
-    while (mp // tm0) * (np_ // tn) < want and tm0 > mr and not gemv:
+    while slices * (mp // tm0) * (np_ // tn) < want and tm0 > mr and not gemv:
         tm0 = _largest_dividing_multiple(mp, mr, tm0 - mr)
-    tasks = (mp // tm0) * (np_ // tn)
-    tm = note("tm", tm0, "R12" if gemv else "R7", f"{mp // tm0} row block(s) x {np_ // tn} column tiles = "
-                                                  f"{tasks} tasks for {threads} threads")
+    tasks0 = slices * (mp // tm0) * (np_ // tn)
+    tm = note("tm", tm0, "R12" if gemv else "R7", (f"{slices} slices x " if slices > 1 else "")
+              + f"{mp // tm0} row block(s) x {np_ // tn} column tiles = {tasks0} tasks for {threads} threads")
+    tasks = slices * -(-mp // tm) * -(-np_ // tn)  # a pinned TM or TN larger than M or N pads it (RuleConfig.padded)
     kparts0, why_k = 1, f"{tasks} output tasks for {threads} threads: K stays whole"
     if tasks < threads:  # narrow N and M too small to split: the threads may share K instead
         kparts0 = max(1, min(-(-threads // tasks), shape.K // KPART_MIN_K))
