@@ -85,3 +85,23 @@ def test_each_speedup_comes_with_its_interval_and_significance():
     assert table.loc[0, "ci_lo"] <= table.loc[0, "speedup_b_over_a"] <= table.loc[0, "ci_hi"]
     assert table.loc[0, "ci_lo"] > 1.8 and bool(table.loc[0, "significant"])
     assert table.loc[1, "ci_lo"] <= 1.0 <= table.loc[1, "ci_hi"] and not bool(table.loc[1, "significant"])
+
+
+def test_before_after_times_a_change_beside_its_a_a_pair_and_writes_the_rows(tmp_path):
+    """The before/after form the evidence scripts use: a slow old build, the new one, and its second build."""
+    import csv
+    import time
+
+    from matmul.measure.paired import before_after, write_rows
+
+    shape = MatmulShape(4, 16, 16)
+    old, new, twin = (prepare("full", shape, fresh=True) for _ in range(3))
+    fast = new.call
+    old.call = lambda: (time.sleep(0.002), fast())
+    row = before_after(old, new, twin, blocks=2, calls=2)
+    assert row["old_ms"] > row["new_ms"] and row["speedup"] > 2 and row["ci_low"] <= row["speedup"] <= row["ci_high"]
+    assert 0 < row["aa_ratio"] < 2 and 0 <= row["p"] <= 1
+    path = tmp_path / "rows.csv"
+    write_rows(path, [{"shape": str(shape), **row}])
+    back = list(csv.DictReader(path.open()))
+    assert len(back) == 1 and list(back[0]) == ["shape", *row] and float(back[0]["speedup"]) == row["speedup"]

@@ -19,12 +19,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
+from ..core.store import atomic_write
 from ..core.tables import geomeans_by_kernel
 from ..core.workloads import Workload
-from .candidates import check_candidate, prepare
+from .candidates import Candidate, check_candidate, prepare
 from .interleave import time_interleaved
 from .stats import Ratio, ratio_of_medians
 
@@ -102,4 +104,21 @@ def paired_table(results: Sequence[PairedResult]) -> tuple[pd.DataFrame, pd.Data
     return table, geo
 
 
-__all__ = ["PairedResult", "paired", "paired_table"]
+def before_after(old: Candidate, new: Candidate, twin: Candidate, *, blocks: int = 8,
+                 calls: int = 10) -> dict[str, float]:
+    """One change measured in one process: ``old`` and ``new`` builds timed interleaved with ``twin``, a
+    second build of ``new`` (the A/A pair). ``speedup`` is old's time over new's (above 1: new is faster),
+    with its interval and Mann-Whitney p; ``aa_*`` is the twin over new, the floor that speedup must clear."""
+    t_old, t_new, t_twin = time_interleaved([old, new, twin], blocks=blocks, calls=calls)
+    r, aa = ratio_of_medians(t_old, t_new, paired=True), ratio_of_medians(t_twin, t_new, paired=True)
+    return {"old_ms": round(statistics.median(t_old) * 1e3, 4), "new_ms": round(statistics.median(t_new) * 1e3, 4),
+            "speedup": round(r.value, 3), "ci_low": round(r.lo, 3), "ci_high": round(r.hi, 3), "p": round(r.p, 4),
+            "aa_ratio": round(aa.value, 3), "aa_ci_low": round(aa.lo, 3), "aa_ci_high": round(aa.hi, 3)}
+
+
+def write_rows(path: str | Path, rows: Sequence[dict]) -> None:
+    """``rows`` as a CSV file, written atomically."""
+    atomic_write(path, pd.DataFrame(list(rows)).to_csv(index=False))
+
+
+__all__ = ["PairedResult", "before_after", "paired", "paired_table", "write_rows"]

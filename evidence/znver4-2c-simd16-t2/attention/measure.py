@@ -5,8 +5,6 @@ sequence length, the scores (NT, with the scale) and context (NN) functions of t
 scheduled by ``rule_based`` the old way and the new way and timed interleaved with an A/A copy of the new.
 """
 
-import csv
-import statistics
 import sys
 
 import numpy as np
@@ -19,8 +17,8 @@ from matmul.e2e.detect import find_matmul
 from matmul.e2e.layer import export, layer_spec, lower
 from matmul.e2e.schedule import _fuse_epilogue
 from matmul.e2e.versus import _function_candidate
-from matmul.measure.interleave import calls_for, time_interleaved
-from matmul.measure.stats import ratio_of_medians
+from matmul.measure.interleave import calls_for
+from matmul.measure.paired import before_after, write_rows
 from matmul.schedules.rules import apply as ap
 
 facts = host_facts()
@@ -56,15 +54,8 @@ for seq in (32, 128, 384):
         old = _function_candidate(scheduled(func, info, True), info, "old", facts, rng)
         new = _function_candidate(scheduled(func, info, False), info, "new", facts, rng)
         twin = _function_candidate(scheduled(func, info, False), info, "new (A/A)", facts, rng)
-        t_old, t_new, t_twin = time_interleaved([old, new, twin], blocks=8, calls=calls_for(new, 10))
-        r, aa = ratio_of_medians(t_old, t_new, paired=True), ratio_of_medians(t_twin, t_new, paired=True)
         row = dict(seq=seq, primfunc=gv.name_hint, matmul=info.describe(),
-                   old_ms=round(statistics.median(t_old) * 1e3, 4), new_ms=round(statistics.median(t_new) * 1e3, 4),
-                   speedup=round(r.value, 3), ci_low=round(r.lo, 3), ci_high=round(r.hi, 3), p=round(r.p, 4),
-                   aa_ratio=round(aa.value, 3), aa_ci_low=round(aa.lo, 3), aa_ci_high=round(aa.hi, 3))
+                   **before_after(old, new, twin, calls=calls_for(new, 10)))
         print(row, flush=True)
         rows.append(row)
-with open(sys.argv[1], "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
+write_rows(sys.argv[1], rows)
