@@ -60,7 +60,7 @@ def _cmd_e2e(args: argparse.Namespace) -> int:
         say(f"each matmul function alone against its kernel under {args.schedule}, interleaved "
             f"({args.vs_kernels} blocks, an A/A copy of the function beside)")
         versus = [r.row() for r in fused_vs_kernels(spec, args.schedule, facts=facts, blocks=args.vs_kernels,
-                                                    progress=say)]
+                                                    progress=say, built=built)]
         print("\n" + to_markdown(pd.DataFrame(versus)))
         timed = [r for r in versus if r["fused_over_kernel"] is not None]
         print(f"\n{sum(bool(r['within_10pct']) for r in timed)} of {len(timed)} 2-D matmul functions within "

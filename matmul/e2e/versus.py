@@ -26,7 +26,7 @@ from ..measure.interleave import calls_for, time_interleaved
 from ..measure.stats import Ratio, ratio_of_medians
 from .detect import MatmulFunc
 from .layer import LayerSpec
-from .profile import build_layer, check_layer
+from .profile import BuiltLayer, build_layer, check_layer
 from .schedule import METASCHEDULE, NONE, check_schedule, schedule_names
 
 #: The issue's bound: a fused function at most this much slower than its kernel alone.
@@ -101,8 +101,10 @@ def check_versus(schedule: str) -> str:
 
 
 def fused_vs_kernels(spec: LayerSpec, schedule: str, *, facts: HostFacts | None = None, blocks: int = 8,
-                     calls: int = 10, progress=None) -> list[FusedVsKernel]:
+                     calls: int = 10, progress=None, built: BuiltLayer | None = None) -> list[FusedVsKernel]:
     """Every matmul function of ``spec``'s layer under ``schedule`` against its kernel alone, in name order.
+
+    ``built`` is the layer already built with that schedule (the command's), so it is not built twice.
 
     Raises
     ------
@@ -114,7 +116,11 @@ def fused_vs_kernels(spec: LayerSpec, schedule: str, *, facts: HostFacts | None 
     check_versus(schedule)
     facts = facts or host_facts()
     configure_runtime_threads()
-    built = build_layer(spec, schedule, facts=facts)
+    if built is None:
+        built = build_layer(spec, schedule, facts=facts)
+    elif (built.spec, built.schedule) != (spec, schedule) or built.scheduled is None:
+        raise ValueError(f"the built layer is {built.spec.label()} under {built.schedule!r}, not {spec.label()} "
+                         f"under {schedule!r}")
     check_layer(built)
     rng = np.random.default_rng(spec.seq)
     results = []
