@@ -13,6 +13,7 @@ canonical kernel to stand beside; it is listed with the reason and not timed.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass
 
@@ -45,12 +46,12 @@ class FusedVsKernel:
     twin_blocks: tuple[float, ...] = ()
     skipped: str = ""  # why it was not timed
 
-    @property
+    @functools.cached_property
     def slowdown(self) -> Ratio | None:
         """The fused function's time over the kernel's (above 1: the function is slower), with its interval."""
         return ratio_of_medians(self.fused_blocks, self.kernel_blocks, paired=True) if self.fused_blocks else None
 
-    @property
+    @functools.cached_property
     def noise(self) -> Ratio | None:
         """The A/A pair: the function over its second build."""
         return ratio_of_medians(self.fused_blocks, self.twin_blocks, paired=True) if self.twin_blocks else None

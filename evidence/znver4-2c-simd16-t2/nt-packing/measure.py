@@ -13,10 +13,10 @@ from matmul.schedules.rules import apply as ap
 new_tiles = ap._transpose_tiles
 
 
-def old_tiles(sch, copy, vector, tk):  # the packing of b42caad: vectors along j, each a gather of rows
-    j, k = copy
+def old_tiles(sch, copy, lanes):  # the packing of b42caad: vectors along j, each a gather of rows
+    j, k = copy  # on these shapes TK is a multiple of the vector width, so lanes is that width
     sch.reorder(k, j)
-    _, lane = sch.split(j, [None, vector])
+    _, lane = sch.split(j, [None, lanes])
     sch.vectorize(lane)
 
 

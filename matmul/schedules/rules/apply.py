@@ -61,9 +61,12 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
         loops = sch.get_loops(packed)
         depth = next(n for n, loop in enumerate(loops) if sch.get(loop).same_as(ko_stmt))
         copy = loops[depth + 1:]  # (k, j) for NN, (j, k) for NT; unit loops may be gone
-        if layout == "NT" and len(copy) == 2:
-            _transpose_tiles(sch, copy, c.vector, c.tk)
+        transpose = layout == "NT" and len(copy) == 2
+        if transpose and math.gcd(c.vector, c.tk) >= 4:
+            _transpose_tiles(sch, copy, math.gcd(c.vector, c.tk))
         elif copy:
+            if transpose:  # K too ragged for vector loads along it: vectors along j, each a gather of rows
+                sch.reorder(copy[1], copy[0])
             _, lane = sch.split(sch.get_loops(packed)[-1], [None, c.vector])
             sch.vectorize(lane)
     jv_outer, jv = sch.split(jr, [None, c.vector])
@@ -97,17 +100,11 @@ def _parallel_copy(sch: Schedule, block) -> None:
     sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
 
 
-def _transpose_tiles(sch: Schedule, copy: list, vector: int, tk: int) -> None:
-    """NT packing as a transpose of ``lanes x lanes`` tiles: ``lanes`` contiguous vector loads along a row
-    of B (K-major), each element stored to its panel row. Vectorizing along j instead makes every vector a
-    gather of ``lanes`` rows K apart, 3-7x slower per element (``evidence/README.md``, NT packing)."""
+def _transpose_tiles(sch: Schedule, copy: list, lanes: int) -> None:
+    """NT packing as a transpose of ``lanes x lanes`` tiles (``lanes`` divides TK): ``lanes`` contiguous
+    vector loads along a row of B (K-major), each element stored to its panel row. Vectorizing along j
+    instead makes every vector a gather of rows K apart, 3-7x slower per element (``evidence/README.md``)."""
     j, k = copy
-    lanes = math.gcd(vector, tk)
-    if lanes < 4:  # K too ragged for vector loads: vectorize along j (gathers), as before
-        sch.reorder(k, j)
-        _, lane = sch.split(j, [None, vector])
-        sch.vectorize(lane)
-        return
     jo, ji = sch.split(j, [None, lanes])
     ko, ki = sch.split(k, [None, lanes])
     sch.reorder(jo, ko, ji, ki)
