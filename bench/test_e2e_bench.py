@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import pytest
 
+from matmul.core.hardware import host_facts
 from matmul.core.registry import Unavailable
+from matmul.core.workloads import MatmulShape
 from matmul.e2e.layer import layer_spec
 from matmul.e2e.profile import build_layer, check_layer, profile_layer
-from matmul.e2e.timing import TORCH, case_info
+from matmul.e2e.timing import TORCH, case_info, torch_candidate
 from matmul.measure.interleave import replay_timer
 from matmul.measure.peak import fp32_peak
 
@@ -31,9 +33,18 @@ def test_e2e(benchmark, e2e_model, seq, schedule, bench_settings, e2e_timer, req
     info.update(case_kind="e2e", model=spec.config.name, batch=spec.batch, tokens=spec.tokens,
                 hidden=spec.config.hidden, intermediate=spec.config.intermediate, heads=spec.config.heads,
                 matmul_flops=spec.matmul_flops(), peak_gflops=peak.gflops)
-    if not benchmark.enabled:  # --benchmark-disable: built and checked, not timed
-        if schedule != TORCH:
-            check_layer(build_layer(spec, schedule))
+    if not benchmark.enabled:  # --benchmark-disable: built, checked against NumPy and run once, not timed
+        if schedule == TORCH:
+            shape = MatmulShape(spec.tokens, spec.config.hidden, spec.config.hidden)
+            try:
+                call = torch_candidate(spec, shape, host_facts().runtime_threads).call
+            except Unavailable as err:
+                pytest.skip(str(err))
+        else:
+            built = build_layer(spec, schedule)
+            check_layer(built)
+            call = built.call
+        benchmark.pedantic(call, rounds=1, iterations=1)
         return
     group, built = e2e_timer.group(request.session, spec)
     try:

@@ -235,6 +235,20 @@ def test_an_end_to_end_case_checks_its_layer_before_timing(tmp_path):
     assert len(rule["samples_s"]) >= 4 and rule["noise_floor"] is not None
 
 
+def test_with_timing_disabled_each_layer_and_pytorchs_is_checked_and_run_once():
+    """CI's bench pass: the schedule's layer is built and checked, PyTorch's layer checked against the same
+    float64 NumPy layer, and each run once through the fixture (an unused fixture warns; here it is an error)."""
+    pytest.importorskip("torch")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/test_e2e_bench.py", "-q", "-p", "no:cacheprovider",
+         "--benchmark-disable", "--e2e-models", "t5-small", "--e2e-seqs", "16", "--e2e-schedules", "rule_based,torch",
+         "-W", "error::pytest_benchmark.logger.PytestBenchmarkWarning"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "2 passed" in proc.stdout and "warning" not in proc.stdout, out
+
+
 def test_the_gpu_grid_is_collected_only_with_target_cuda_and_skips_without_a_gpu():
     from matmul.core.gpu import gpu_present
 

@@ -35,7 +35,8 @@ def check_e2e_name(name: str) -> str:
     return name if name == TORCH else check_schedule(name)
 
 
-def _torch_candidate(spec: LayerSpec, shape: MatmulShape, threads: int) -> Candidate:
+def torch_candidate(spec: LayerSpec, shape: MatmulShape, threads: int) -> Candidate:
+    """PyTorch eager's layer on ``threads`` threads, checked against the float64 NumPy layer, as a timing candidate."""
     ref = get_reference(TORCH)
     reason = ref.unavailable()
     if reason:
@@ -76,7 +77,7 @@ def time_layer(spec: LayerSpec, names: list[str], *, settings: RoundSettings = D
     for name in names:
         try:
             if name == TORCH:
-                cands.append(_torch_candidate(spec, shape, threads))
+                cands.append(torch_candidate(spec, shape, threads))
                 continue
             b = build_layer(spec, check_e2e_name(name), facts=facts)
             cands.insert(len(built), _tvm_candidate(b, shape, threads, check_layer(b), name))
@@ -120,4 +121,4 @@ def case_info(group: GroupTiming, name: str) -> dict[str, Any]:
     return info
 
 
-__all__ = ["TORCH", "case_info", "check_e2e_name", "speedup", "time_layer"]
+__all__ = ["TORCH", "case_info", "check_e2e_name", "speedup", "time_layer", "torch_candidate"]
