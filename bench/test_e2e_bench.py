@@ -15,10 +15,9 @@ import pytest
 
 from matmul.core.hardware import host_facts
 from matmul.core.registry import Unavailable
-from matmul.core.workloads import MatmulShape
 from matmul.e2e.layer import layer_spec
 from matmul.e2e.profile import build_layer, check_layer, profile_layer
-from matmul.e2e.timing import TORCH, case_info, torch_candidate
+from matmul.e2e.timing import TORCH, case_info, layer_shape, torch_candidate
 from matmul.measure.interleave import replay_timer
 from matmul.measure.peak import fp32_peak
 
@@ -35,9 +34,8 @@ def test_e2e(benchmark, e2e_model, seq, schedule, bench_settings, e2e_timer, req
                 matmul_flops=spec.matmul_flops(), peak_gflops=peak.gflops)
     if not benchmark.enabled:  # --benchmark-disable: built, checked against NumPy and run once, not timed
         if schedule == TORCH:
-            shape = MatmulShape(spec.tokens, spec.config.hidden, spec.config.hidden)
             try:
-                call = torch_candidate(spec, shape, host_facts().runtime_threads).call
+                call = torch_candidate(spec, layer_shape(spec), host_facts().runtime_threads).call
             except Unavailable as err:
                 pytest.skip(str(err))
         else:

@@ -35,6 +35,11 @@ def check_e2e_name(name: str) -> str:
     return name if name == TORCH else check_schedule(name)
 
 
+def layer_shape(spec: LayerSpec) -> MatmulShape:
+    """The shape a layer's group and candidates are labelled with: tokens x hidden x hidden."""
+    return MatmulShape(spec.tokens, spec.config.hidden, spec.config.hidden)
+
+
 def torch_candidate(spec: LayerSpec, shape: MatmulShape, threads: int) -> Candidate:
     """PyTorch eager's layer on ``threads`` threads, checked against the float64 NumPy layer, as a timing candidate."""
     ref = get_reference(TORCH)
@@ -70,7 +75,7 @@ def time_layer(spec: LayerSpec, names: list[str], *, settings: RoundSettings = D
     """
     facts = facts or host_facts()
     threads = facts.runtime_threads
-    shape = MatmulShape(spec.tokens, spec.config.hidden, spec.config.hidden)
+    shape = layer_shape(spec)
     group = GroupTiming(shape, "NT")
     built: dict[str, BuiltLayer] = {}
     cands: list[Candidate] = []
@@ -121,4 +126,4 @@ def case_info(group: GroupTiming, name: str) -> dict[str, Any]:
     return info
 
 
-__all__ = ["TORCH", "case_info", "check_e2e_name", "speedup", "time_layer", "torch_candidate"]
+__all__ = ["TORCH", "case_info", "check_e2e_name", "layer_shape", "speedup", "time_layer", "torch_candidate"]
