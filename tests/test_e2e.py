@@ -27,7 +27,7 @@ from matmul.e2e.layer import (
     weights,
 )
 from matmul.e2e.profile import build_layer, check_layer, profile_layer
-from matmul.e2e.schedule import NONE, check_schedule, schedule_module, schedule_names
+from matmul.e2e.schedule import NONE, check_schedule, schedule_module, schedule_names, split_schedule
 from matmul.e2e.versus import check_versus, fused_vs_kernels
 
 TINY = ModelConfig("tiny", 64, 160, 4)
@@ -84,7 +84,7 @@ def test_detection_reads_structure_not_names(layout):
 # --------------------------------------------------------------------------- the pass
 def test_the_pass_records_what_every_function_got(lowered):
     _, mod = lowered
-    _, plans = schedule_module(mod, "rule_based")
+    _, plans, _ = schedule_module(mod, "rule_based")
     by_kind = {}
     for p in plans:
         by_kind.setdefault(p.kind, []).append(p)
@@ -93,13 +93,14 @@ def test_the_pass_records_what_every_function_got(lowered):
     assert all(p.epilogue == "fused into the write-back" for p in by_kind["matmul"] if p.matmul.epilogue)
     assert {p.schedule for p in by_kind["reduction"]} <= {"dlight.cpu.Reduction", "dlight.cpu.GEMV"}
     assert len(by_kind["reduction"]) == 2 and by_kind["injective"]  # softmax + layer norm; the transposes
-    _, plans = schedule_module(mod, NONE)
+    _, plans, packed = schedule_module(mod, NONE)
+    assert not packed
     assert {p.schedule for p in plans} == {NONE}
 
 
 def test_a_fused_epilogue_makes_no_pass_of_its_own(lowered):
     _, mod = lowered
-    scheduled, plans = schedule_module(mod, "rule_based")
+    scheduled, plans, _ = schedule_module(mod, "rule_based")
     for p in plans:
         if p.kind == "matmul" and p.matmul.epilogue:
             text = scheduled[p.name].script()
@@ -128,7 +129,8 @@ def test_bad_layer_specs_are_refused():
 
 
 # --------------------------------------------------------------------------- correctness
-SCHEDULES = [NONE, "rule_based", "ml_guided", "rule_based[tk=16]", "full", "parallel", "baseline"]
+SCHEDULES = [NONE, "rule_based", "ml_guided", "rule_based[tk=16]", "rule_based@repack", "full", "parallel",
+             "baseline"]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -136,7 +138,7 @@ def test_every_schedule_is_correct(schedule):
     spec = layer_spec(TINY, 24, 2)
     built = build_layer(spec, schedule)
     assert check_layer(built) <= tolerance(spec)
-    assert all(p.schedule == schedule for p in built.plans if p.kind == "matmul")
+    assert all(p.schedule == split_schedule(schedule)[0] for p in built.plans if p.kind == "matmul")
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -55,6 +55,9 @@ class ScheduleContext:
     gpu: GpuSpec | None = None
     #: How many matmuls of ``shape`` the block computes (the product of its batch loops); 1 for a kernel.
     slices: int = 1
+    #: B is a constant (a model's weight) whose layout the caller chooses: a variant that packs B may read it
+    #: pre-packed instead, and the caller packs it once (see ``matmul.schedules.rules.apply_config``).
+    b_constant: bool = False
 
 
 #: Target kinds a variant can be for: ``llvm`` (the host CPU) or ``cuda``.

@@ -25,6 +25,7 @@ from ..core.hardware import HostFacts, configure_runtime_threads, host_facts
 from ..core.verify import VerificationError
 from ..schedules.metaschedule.database import NoRecordError
 from .layer import SEED, LayerSpec, export, inputs, lower, reference, tolerance, weights
+from .prepack import Packed, pack_args
 from .schedule import FuncPlan, schedule_module
 from .tune import tune_layer_command
 
@@ -43,6 +44,7 @@ class BuiltLayer:
     weights: dict[str, np.ndarray]
     build_s: float
     scheduled: tvm.IRModule | None = None  # the module compiled, its PrimFuncs as the pass left them
+    packed: list[Packed] = field(default_factory=list)  # the weights ``args`` holds packed (see ``.prepack``)
 
     def call(self) -> object:
         return self.vm["forward"](*self.args)
@@ -55,6 +57,9 @@ def build_layer(spec: LayerSpec, schedule: str, *, facts: HostFacts | None = Non
                 root: str | Path | None = None) -> BuiltLayer:
     """Export, lower, schedule (see :func:`~.schedule.schedule_module`) and compile the layer for the host.
 
+    The weights that the matmuls would pack on every call are packed here, once (see :mod:`.prepack`);
+    under a ``@repack`` schedule name every forward pass packs them again.
+
     Raises
     ------
     NoRecordError
@@ -64,15 +69,15 @@ def build_layer(spec: LayerSpec, schedule: str, *, facts: HostFacts | None = Non
     start = time.perf_counter()
     mod, names = export(spec)
     try:
-        scheduled, plans = schedule_module(lower(mod), schedule, facts=facts, root=root)
+        scheduled, plans, packed = schedule_module(lower(mod), schedule, facts=facts, root=root)
     except NoRecordError as err:
         raise NoRecordError(f"{err}; tune the layer with `{tune_layer_command(spec)}`") from None
     configure_runtime_threads()
     exe = tvm.compile(scheduled, facts.target())
     vm = relax.VirtualMachine(exe, tvm.cpu())
     w, x = weights(spec, seed), inputs(spec, seed)
-    args = [tvm.runtime.tensor(x)] + [tvm.runtime.tensor(w[n]) for n in names]
-    return BuiltLayer(spec, schedule, plans, exe, vm, args, x, w, time.perf_counter() - start, scheduled)
+    args = [tvm.runtime.tensor(a) for a in pack_args([x] + [w[n] for n in names], packed)]
+    return BuiltLayer(spec, schedule, plans, exe, vm, args, x, w, time.perf_counter() - start, scheduled, packed)
 
 
 def check_layer(built: BuiltLayer, expected: np.ndarray | None = None) -> float:

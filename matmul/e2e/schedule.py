@@ -28,6 +28,7 @@ from tvm.s_tir import dlight as dl
 from ..core.hardware import HostFacts, host_facts
 from ..core.registry import ScheduleContext, get_variant, variant_names
 from .detect import MatmulFunc, find_matmul
+from .prepack import Packed, b_position, constant_args, relayout
 from .tune import task_of, tuned_function
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ METASCHEDULE = "metaschedule"
 #: Variant families that schedule the matmul block directly; MetaSchedule replays records made on the
 #: canonical kernel's block and loops, which a fused function does not have.
 FAMILIES = ("rule", "learned", "manual")
+#: Suffix of a schedule whose build packs the weights again on every forward pass, as a kernel packs B on
+#: every call (``rule_based@repack``); without it the weights are packed once, when loaded (:mod:`.prepack`).
+REPACK = "@repack"
 #: dlight's CPU rules (0.27 has no CPU matmul rule), tried in order on every non-matmul PrimFunc.
 DLIGHT_RULES = ("GEMV", "Reduction")
 
@@ -53,6 +57,9 @@ class FuncPlan:
     matmul: MatmulFunc | None = None
     epilogue: str = ""
     decisions: dict[str, Any] = field(default_factory=dict)
+    #: The weights this function reads pre-packed (``forward``'s parameter names); empty: B packed per call,
+    #: or not packed at all.
+    prepacked: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,8 +75,23 @@ def schedule_names() -> list[str]:
     return [NONE] + [n for f in FAMILIES for n in variant_names(legal_only=True, family=f)] + [METASCHEDULE]
 
 
+def split_schedule(name: str) -> tuple[str, bool]:
+    """``(schedule, prepack)``: the name without :data:`REPACK`, and whether the weights are packed once."""
+    return (name[:-len(REPACK)], False) if name.endswith(REPACK) else (name, True)
+
+
 def check_schedule(name: str) -> str:
     """``name`` if the pass can use it; a ValueError naming the choices otherwise."""
+    base, prepack = split_schedule(name)
+    if not prepack:
+        if base in (NONE, METASCHEDULE):
+            raise ValueError(f"schedule {name!r}: {REPACK} applies to a variant of the rule template's families "
+                             f"(the ones that pack B); {base!r} never packs the weights")
+        check_schedule(base)
+        if get_variant(base).family == "manual":
+            raise ValueError(f"schedule {name!r}: {REPACK} applies to the rule template's families; the manual "
+                             f"recipe {base!r} does not pack the weights")
+        return name
     if name in (NONE, METASCHEDULE):
         return name
     choices = ", ".join(schedule_names())
@@ -112,9 +134,10 @@ def _fuse_epilogue(sch: Schedule, info: MatmulFunc) -> str:
 
 
 def schedule_matmul(func: tvm.tirx.PrimFunc, info: MatmulFunc, variant: str,
-                    facts: HostFacts) -> tuple[tvm.tirx.PrimFunc, str, dict[str, Any]]:
+                    facts: HostFacts, *, b_constant: bool = False) -> tuple[tvm.tirx.PrimFunc, str, dict[str, Any]]:
     """``func`` with its matmul scheduled by ``variant`` and its epilogue fused; also where the epilogue
-    went and the variant's decisions.
+    went and the variant's decisions. ``b_constant``: B is a weight the caller packs once (see
+    :mod:`.prepack`), so a variant that packs B may read it pre-packed.
 
     Raises
     ------
@@ -122,7 +145,8 @@ def schedule_matmul(func: tvm.tirx.PrimFunc, info: MatmulFunc, variant: str,
         The variant cannot schedule this block (the note names the function's matmul).
     """
     v = get_variant(variant)
-    ctx = ScheduleContext(info.shape, info.dtype, info.layout, facts, block=info.block, slices=info.slices)
+    ctx = ScheduleContext(info.shape, info.dtype, info.layout, facts, block=info.block, slices=info.slices,
+                          b_constant=b_constant)
     sch = Schedule(tvm.IRModule({"main": func}))
     try:
         v.apply(sch, ctx)
@@ -153,8 +177,9 @@ def _injective(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
 
 def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None = None,
                     target: tvm.target.Target | None = None,
-                    root: str | Path | None = None) -> tuple[tvm.IRModule, list[FuncPlan]]:
-    """Schedule every PrimFunc of a lowered module (see :func:`~.layer.lower`); the plans in name order.
+                    root: str | Path | None = None) -> tuple[tvm.IRModule, list[FuncPlan], list[Packed]]:
+    """Schedule every PrimFunc of a lowered module (see :func:`~.layer.lower`); the plans in name order, and
+    the weights the compiled module takes packed (see :mod:`.prepack`; none under a :data:`REPACK` name).
 
     ``root`` is the tuning root the ``metaschedule`` schedule reads (default: the shipped one).
 
@@ -164,9 +189,12 @@ def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None
         ``metaschedule``: a matmul function has no record of its own and no kernel record that replays on it.
     """
     check_schedule(schedule)
+    schedule, prepack = split_schedule(schedule)
     facts = facts or host_facts()
     plans: dict[str, FuncPlan] = {}
     out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    constant = constant_args(mod) if prepack else {}
+    changed: dict[str, tuple[int, int, str]] = {}
     for gv, func in mod.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
@@ -179,9 +207,13 @@ def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None
             out[gv] = new
             plans[name] = FuncPlan(name, "matmul", schedule, info, where, decisions)
         elif info is not None:
-            new, where, decisions = schedule_matmul(func, info, schedule, facts)
+            b = b_position(func, info)
+            new, where, decisions = schedule_matmul(func, info, schedule, facts,
+                                                    b_constant=b is not None and b in constant.get(name, ()))
             out[gv] = new
             plans[name] = FuncPlan(name, "matmul", schedule, info, where, decisions)
+            if b is not None and list(new.params[b].shape) != list(func.params[b].shape):  # B's layout changed
+                changed[name] = (b, decisions["jpack"], info.layout)
     if schedule != NONE:
         target = target or facts.target()
         with target:
@@ -199,8 +231,11 @@ def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None
                 else:
                     out[gv] = new
                     plans[gv.name_hint] = FuncPlan(gv.name_hint, "injective", "inline + parallel outer loops")
-    return out, [plans[k] for k in sorted(plans)]
+    out, packed = relayout(out, changed)
+    for p in packed:
+        plans[p.primfunc].prepacked += (p.name,)
+    return out, [plans[k] for k in sorted(plans)], packed
 
 
-__all__ = ["DLIGHT_RULES", "FAMILIES", "METASCHEDULE", "NONE", "FuncPlan", "check_schedule", "schedule_matmul",
-           "schedule_module", "schedule_names"]
+__all__ = ["DLIGHT_RULES", "FAMILIES", "METASCHEDULE", "NONE", "REPACK", "FuncPlan", "check_schedule",
+           "schedule_matmul", "schedule_module", "schedule_names", "split_schedule"]

@@ -7,7 +7,9 @@ the right thing), then compiles each 2-D matmul function of it on its own and ti
 (:func:`~matmul.measure.interleave.time_interleaved`) with the canonical kernel of the same M, K, N and
 layout under the same variant, and with a second build of the function as the A/A control. The fused
 function does more than the kernel (its epilogue: bias, GELU, residual), so a ratio near 1 says the
-epilogue rides free on the write-back. A batched function (attention's ``heads x (S x d x S)``) has no
+epilogue rides free on the write-back. Where the function reads its weight pre-packed (``b_prepacked``,
+see :mod:`.prepack`) it does less than the kernel, which packs B on every call; under a ``@repack``
+schedule both pack. A batched function (attention's ``heads x (S x d x S)``) has no
 canonical kernel to stand beside; it is listed with the reason and not timed.
 """
 
@@ -28,7 +30,7 @@ from ..measure.stats import Ratio, ratio_of_medians
 from .detect import MatmulFunc
 from .layer import LayerSpec
 from .profile import BuiltLayer, build_layer, check_layer
-from .schedule import METASCHEDULE, NONE, check_schedule, schedule_names
+from .schedule import METASCHEDULE, NONE, check_schedule, schedule_names, split_schedule
 
 #: The issue's bound: a fused function at most this much slower than its kernel alone.
 WITHIN = 1.10
@@ -41,6 +43,7 @@ class FusedVsKernel:
     name: str
     matmul: MatmulFunc
     epilogue: str
+    prepacked: bool = False  # the function reads its weight pre-packed (the kernel packs B on every call)
     fused_blocks: tuple[float, ...] = ()
     kernel_blocks: tuple[float, ...] = ()
     twin_blocks: tuple[float, ...] = ()
@@ -61,7 +64,7 @@ class FusedVsKernel:
         shape = self.matmul.shape
         return {
             "primfunc": self.name, "M": shape.M, "K": shape.K, "N": shape.N, "layout": self.matmul.layout,
-            "epilogue": self.epilogue or "-",
+            "epilogue": self.epilogue or "-", "b_prepacked": self.prepacked,
             "fused_ms": 1e3 * statistics.median(self.fused_blocks) if s else None,
             "kernel_ms": 1e3 * statistics.median(self.kernel_blocks) if s else None,
             "fused_over_kernel": s.value if s else None, "ci_lo": s.lo if s else None, "ci_hi": s.hi if s else None,
@@ -136,10 +139,10 @@ def fused_vs_kernels(spec: LayerSpec, schedule: str, *, facts: HostFacts | None 
         func = built.scheduled[plan.name]
         fused = _function_candidate(func, info, plan.name, facts, rng)
         twin = _function_candidate(func, info, plan.name + " (A/A)", facts, rng)
-        kernel = prepare(schedule, info.shape, layout=info.layout, facts=facts, fresh=True)
+        kernel = prepare(split_schedule(schedule)[0], info.shape, layout=info.layout, facts=facts, fresh=True)
         n = calls_for(fused, calls)
         f, k, t = time_interleaved([fused, kernel, twin], blocks=blocks, calls=n)
-        res = FusedVsKernel(plan.name, info, plan.epilogue, tuple(f), tuple(k), tuple(t))
+        res = FusedVsKernel(plan.name, info, plan.epilogue, bool(plan.prepacked), tuple(f), tuple(k), tuple(t))
         results.append(res)
         if progress:
             progress(f"{plan.name} ({info.describe()}): fused {1e3 * statistics.median(f):.3f} ms, kernel "

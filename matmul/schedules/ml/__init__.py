@@ -15,7 +15,7 @@ from __future__ import annotations
 from tvm.s_tir import Schedule
 
 from ...core.registry import ScheduleContext, Variant, register
-from ..rules import apply_config
+from ..rules import apply_config, prepacks
 from . import data, domain, evaluate, features, model
 from .data import (
     SCHEMA,
@@ -65,7 +65,14 @@ def _prediction(ctx: ScheduleContext) -> Prediction:
 
 
 def _apply(sch: Schedule, ctx: ScheduleContext) -> None:
-    apply_config(sch, _prediction(ctx).config, ctx.shape, ctx.layout, ctx.block)
+    apply_config(sch, _prediction(ctx).config, ctx.shape, ctx.layout, ctx.block, prepack_b=ctx.b_constant)
+
+
+def _decisions(ctx: ScheduleContext) -> dict:
+    pred = _prediction(ctx)
+    if not ctx.b_constant:
+        return pred.decisions
+    return {**pred.decisions, "b_prepacked": prepacks(pred.config, ctx.shape, batched=ctx.slices > 1)}
 
 
 register(Variant(
@@ -73,7 +80,7 @@ register(Variant(
     lambda facts: (f"the rule template with the config a LightGBM regressor picks for the shape (the "
                    f"{facts.profile} model, else the one trained on every profile's records); no search; the "
                    "rules' config when the model is missing, broken or illegal"),
-    decisions=lambda ctx: _prediction(ctx).decisions,
+    decisions=_decisions,
     info_keys=("fallback", "model_scope", "trained_profiles", "domain"),
 ))
 

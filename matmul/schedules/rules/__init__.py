@@ -24,7 +24,7 @@ from ...core.registry import (
     parse_name,
     register_parametric,
 )
-from .apply import apply_config
+from .apply import apply_config, pack_panels, prepacks
 from .config import (
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
@@ -78,7 +78,7 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
         return decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, overrides=pinned, slices=ctx.slices)
 
     def apply(sch: Schedule, ctx: ScheduleContext) -> None:
-        apply_config(sch, plan(ctx).config, ctx.shape, ctx.layout, ctx.block)
+        apply_config(sch, plan(ctx).config, ctx.shape, ctx.layout, ctx.block, prepack_b=ctx.b_constant)
 
     def summary(facts: HostFacts) -> str:
         return ("register-blocked GEMM from hardware rules: pad, pack B, task tiles TM x TN in parallel, "
@@ -90,6 +90,8 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
         d["parallel_tasks"] = p.config.tasks(ctx.shape) * ctx.slices
         d["threads"] = ctx.facts.runtime_threads
         d["vector_width"] = p.config.vector
+        if ctx.b_constant:
+            d["b_prepacked"] = prepacks(p.config, ctx.shape, batched=ctx.slices > 1)
         return d
 
     return Variant(name, "rule", apply, summary, None, decisions)
@@ -111,7 +113,9 @@ __all__ = [
     "apply_config",
     "check_overrides",
     "decide",
+    "pack_panels",
     "parse_overrides",
+    "prepacks",
     "vector_lanes",
     "vector_registers",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from tvm.s_tir import Schedule
 
 from ...core.kernel import BLOCK
@@ -11,13 +12,36 @@ from ...core.workloads import MatmulShape
 from .config import RuleConfig
 
 
+def prepacks(config: RuleConfig, shape: MatmulShape, batched: bool = False) -> bool:
+    """Whether ``config`` takes a constant B pre-packed (see :func:`apply_config`'s ``prepack_b``): it packs
+    B (R5), B is one matrix (no batch) and R3 pads neither of B's axes, so B's panels are B itself re-laid."""
+    _, np_, kp = config.padded(shape)
+    return config.pack_b and not batched and (np_, kp) == (shape.N, shape.K)
+
+
+def pack_panels(b: np.ndarray, jpack: int, layout: str = "NN") -> np.ndarray:
+    """B as the panels a pre-packed kernel reads: ``[N / jpack, K, jpack]`` from ``[K, N]`` (NN) or ``[N, K]``
+    (NT), the NumPy twin of the layout R5 packs into (a model's weights are packed so once, when loaded)."""
+    k, n = b.shape if layout == "NN" else b.shape[::-1]
+    if n % jpack:
+        raise ValueError(f"N = {n} is not a multiple of the panel width {jpack}")
+    panels = b.reshape(k, n // jpack, jpack).transpose(1, 0, 2) if layout == "NN" else \
+        b.reshape(n // jpack, jpack, k).transpose(0, 2, 1)
+    return np.ascontiguousarray(panels)
+
+
 def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: str = "NN",
-                 block_name: str = BLOCK) -> None:
+                 block_name: str = BLOCK, *, prepack_b: bool = False) -> None:
     """Schedule the matmul block ``block_name`` (``C`` in the canonical kernel) with ``config``.
 
     The block reads A then B and writes C; its loops are ``[batch..., i, j, k]``. ``shape`` is one batch
     slice's. Batch loops stay outermost and join the parallel task loop, so a batched matmul (attention's
     ``heads x (S x d x S)``) spreads its slices and tiles over the threads together.
+
+    ``prepack_b``: B is a constant (a model's weight) whose layout the caller chooses. Where the config
+    :func:`prepacks`, B's own buffer takes R5's panel layout, so the function reads B already packed
+    (:func:`pack_panels`, done once by the caller) instead of packing it on every call; elsewhere the
+    flag changes nothing.
 
     Raises
     ------
@@ -33,7 +57,9 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     if (mp, np_, kp) != (shape.M, shape.N, shape.K):  # R3
         sch.pad_einsum(block, [1] * nb + [c.tm, c.tn, c.tk * c.kparts])
     packed = None
-    if c.pack_b:  # R5: panels [N / jpack, K, jpack] of B
+    if prepack_b and prepacks(c, shape, batched=nb > 0):  # R5 done by the caller, once: B's own layout
+        sch.transform_layout(block, ("read", 1), _panels(nb, c.jpack, layout))
+    elif c.pack_b:  # R5: panels [N / jpack, K, jpack] of B, copied per call
         packed = sch.cache_read(block, 1, "global")
         jp = c.jpack
         sch.transform_layout(block, ("read", 1), _panels(nb, jp, layout))
@@ -121,4 +147,4 @@ def _panels(nb: int, jp: int, layout: str):
     return pack
 
 
-__all__ = ["apply_config"]
+__all__ = ["apply_config", "pack_panels", "prepacks"]

@@ -51,7 +51,8 @@ RULES: dict[str, str] = {
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
     "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them "
           "(or the layout is NT): contiguous, no cache-set aliasing; NT transposes by square tiles, each row "
-          "of a tile one vector load along K",
+          "of a tile one vector load along K. A constant B (a model's weight) is packed into the same panels "
+          "once, when loaded, and read so on every call",
     "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile; fewer when "
           "the tasks (a batched block's slices included) would not give 4 per thread",
     "R7": "TM: the whole of M per task (B is packed once) unless that leaves fewer than 4 tasks per "

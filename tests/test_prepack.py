@@ -1,0 +1,201 @@
+"""Weights packed once: the rule template reading a constant B pre-packed, and the model taking its weights so."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, te
+from tvm.s_tir import Schedule
+
+from matmul.cli import main
+from matmul.core.kernel import BLOCK, matmul_module
+from matmul.core.runner import compile_module
+from matmul.core.workloads import MatmulShape, ModelConfig
+from matmul.e2e.layer import export, layer_spec, lower
+from matmul.e2e.prepack import constant_args, pack_args
+from matmul.e2e.profile import build_layer, check_layer
+from matmul.e2e.schedule import REPACK, check_schedule, schedule_module, split_schedule
+from matmul.e2e.versus import fused_vs_kernels
+from matmul.schedules.rules import apply_config, decide, pack_panels, prepacks
+
+from .profiles import PROFILES, RUNNABLE
+
+TINY = ModelConfig("tiny", 64, 160, 4)
+PROJECTIONS = ("q.weight", "k.weight", "v.weight", "o.weight", "up.weight", "down.weight")
+
+
+# --------------------------------------------------------------------------- the panels
+@pytest.mark.parametrize("layout", ["NN", "NT"])
+def test_pack_panels_puts_column_j_of_row_k_at_panel_j_over_width(layout):
+    k, n, jp = 5, 12, 4
+    b = np.arange(k * n, dtype="float32").reshape((k, n) if layout == "NN" else (n, k))
+    p = pack_panels(b, jp, layout)
+    assert p.shape == (n // jp, k, jp) and p.flags["C_CONTIGUOUS"]
+    for kk in range(k):
+        for j in range(n):
+            assert p[j // jp, kk, j % jp] == (b[kk, j] if layout == "NN" else b[j, kk])
+    with pytest.raises(ValueError, match="not a multiple of the panel width 5"):
+        pack_panels(b, 5, layout)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_prepacks_needs_packing_one_matrix_and_no_padding_of_b(profile):
+    facts = PROFILES[profile]
+    lanes = facts.simd_lanes_fp32
+    plain = MatmulShape(64, 16 * lanes, 48 * lanes)
+    cfg = decide(plain, facts, layout="NT").config  # NT always packs B
+    assert cfg.pack_b and prepacks(cfg, plain)
+    assert not prepacks(cfg, plain, batched=True)
+    assert not prepacks(dataclasses.replace(cfg, pack_b=False), plain)
+    ragged = MatmulShape(64, 16 * lanes, 48 * lanes + 1)  # N padded to the tile: B is no longer B re-laid
+    assert not prepacks(decide(ragged, facts, layout="NT").config, ragged)
+
+
+# --------------------------------------------------------------------------- the kernel
+def _prepacked_kernel(shape: MatmulShape, layout: str, facts):
+    cfg = decide(shape, facts, layout=layout).config
+    sch = Schedule(matmul_module(shape, layout=layout), debug_mask="all")
+    apply_config(sch, cfg, shape, layout, BLOCK, prepack_b=True)
+    return cfg, sch.mod, compile_module(sch, facts.target())
+
+
+@pytest.mark.parametrize("target", RUNNABLE)
+@pytest.mark.parametrize("layout", ["NN", "NT"])
+@pytest.mark.parametrize("m", [16, 37])  # 37: R3 pads M, which leaves B alone
+def test_a_prepacked_kernel_reads_b_as_panels_and_computes_the_product(m, layout, target):
+    facts = RUNNABLE[target]
+    lanes = facts.simd_lanes_fp32
+    shape = MatmulShape(m, 8 * lanes, 12 * lanes)
+    cfg, mod, exe = _prepacked_kernel(shape, layout, facts)
+    assert cfg.pack_b and prepacks(cfg, shape)
+    b_param = mod["main"].params[1]
+    assert [int(d) for d in b_param.shape] == [shape.N // cfg.jpack, shape.K, cfg.jpack]
+    assert "_global" not in mod["main"].script()  # no copy of B inside the function
+    rng = np.random.default_rng(m)
+    a = rng.standard_normal((shape.M, shape.K)).astype("float32")
+    b = rng.standard_normal((shape.K, shape.N) if layout == "NN" else (shape.N, shape.K)).astype("float32")
+    c = tvm.runtime.tensor(np.full((shape.M, shape.N), np.nan, "float32"))  # must be overwritten, not added to
+    exe.mod["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(pack_panels(b, cfg.jpack, layout)), c)
+    want = a.astype("float64") @ (b if layout == "NN" else b.T).astype("float64")
+    np.testing.assert_allclose(c.numpy(), want, rtol=1e-4, atol=1e-4 * shape.K ** 0.5)
+
+
+def test_where_the_config_does_not_prepack_the_flag_changes_nothing():
+    facts = PROFILES["avx512"]
+    shape = MatmulShape(16, 256, 16 * 24 + 1)  # N padded: B keeps its own layout and is packed per call
+    cfg = decide(shape, facts, layout="NT").config
+    sch = Schedule(matmul_module(shape, layout="NT"))
+    apply_config(sch, cfg, shape, "NT", BLOCK, prepack_b=True)
+    ref = Schedule(matmul_module(shape, layout="NT"))
+    apply_config(ref, cfg, shape, "NT", BLOCK)
+    tvm.ir.assert_structural_equal(sch.mod, ref.mod)
+
+
+# --------------------------------------------------------------------------- which arguments are weights
+def _nt(a: te.Tensor, b: te.Tensor) -> te.Tensor:
+    k = te.reduce_axis((0, a.shape[1]))
+    return te.compute((a.shape[0], b.shape[0]), lambda i, j: te.sum(a[i, k] * b[j, k], axis=k), name="NT_matmul")
+
+
+def _module(twice: bool, num_input: int | None = 1) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([8, 16], "float32"))
+    w = relax.Var("w", relax.TensorType([24, 16], "float32"))
+    v = relax.Var("v", relax.TensorType([16, 24], "float32"))
+    with bb.function("forward", [x, w, v], attrs=None if num_input is None else {"num_input": num_input}):
+        with bb.dataflow():
+            y = bb.emit_te(_nt, x, w)
+            z = bb.emit_te(_nt, y, v)
+            out = bb.emit_output(bb.emit_te(_nt, y, w) if twice else z)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_a_weight_is_an_argument_past_num_input_used_once():
+    args = constant_args(_module(twice=False))
+    assert sorted(args.values(), key=len) == [{1}, {1}]  # w in the first call, v in the second; never x or y
+    assert constant_args(_module(twice=True)) == {"_nt": set(), "_nt1": {1}, "_nt2": set()}  # w read twice: not taken
+    assert all(not s for s in constant_args(_module(twice=False, num_input=None)).values())  # inputs unknown
+    assert all(not s for s in constant_args(_module(twice=False, num_input=3)).values())  # every param an input
+
+
+def test_the_layers_constant_arguments_are_its_parameters_past_the_input():
+    mod = lower(export(layer_spec(TINY, 12, 2))[0])
+    args, forward = constant_args(mod), mod["forward"]
+    weights = forward.params[1:]
+    for block in forward.body.blocks:
+        for binding in block.bindings:
+            callee, fields = binding.value.args[0].name_hint, binding.value.args[1].fields
+            assert args[callee] == {i for i, a in enumerate(fields) if any(a.same_as(w) for w in weights)}
+            if callee.startswith("fused_NT_matmul") and len(fields[0].ty.shape) == 2:  # a projection: B is a weight
+                assert 1 in args[callee]
+
+
+# --------------------------------------------------------------------------- the layer
+@pytest.mark.parametrize("schedule", ["rule_based", "ml_guided", "rule_based[tk=16]"])
+def test_the_layer_takes_its_projection_weights_packed_and_stays_correct(schedule):
+    spec = layer_spec(TINY, 24, 2)
+    built = build_layer(spec, schedule)
+    check_layer(built)
+    assert sorted(p.name for p in built.packed) == sorted(PROJECTIONS)
+    assert sorted(n for plan in built.plans for n in plan.prepacked) == sorted(PROJECTIONS)
+    forward = built.scheduled["forward"]
+    for p in built.packed:
+        shape = [int(d) for d in forward.params[p.position].ty.shape]
+        assert list(built.args[p.position].shape) == shape and len(shape) == 3 and shape[2] == p.jpack
+        assert p.layout == "NT"
+    for plan in built.plans:
+        if plan.prepacked:
+            text = built.scheduled[plan.name].script()
+            assert not re.search(r'sblock\("[^"]*weight_global"\)', text), plan.name  # no copy per call
+            assert plan.decisions["b_prepacked"] is True
+
+
+def test_repack_packs_on_every_call_and_agrees_with_the_prepacked_layer():
+    spec = layer_spec(TINY, 24, 2)
+    once, every = build_layer(spec, "rule_based"), build_layer(spec, "rule_based" + REPACK)
+    assert not every.packed and not any(plan.prepacked for plan in every.plans)
+    plain = [every.x] + [every.weights[n] for n in export(spec)[1]]
+    assert [tuple(a.shape) for a in every.args] == [a.shape for a in plain] == [a.shape for a in pack_args(plain, [])]
+    assert [tuple(a.shape) for a in once.args] == [a.shape for a in pack_args(plain, once.packed)] != \
+        [a.shape for a in plain]
+    text = every.scheduled["fused_NT_matmul_add"].script()
+    assert re.search(r'sblock\("q\.weight_global"\)', text)  # the per-call copy is back
+    np.testing.assert_allclose(once.run(), every.run(), rtol=1e-5, atol=1e-5)
+    assert check_layer(every) <= check_layer(once) * 10 + 1e-6
+
+
+@pytest.mark.parametrize("bad, phrase", [
+    ("none" + REPACK, "never packs the weights"),
+    ("metaschedule" + REPACK, "never packs the weights"),
+    ("full" + REPACK, "does not pack the weights"),
+    ("nope" + REPACK, "unknown schedule"),
+])
+def test_repack_applies_to_the_rule_template_only(bad, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        check_schedule(bad)
+
+
+def test_repack_names_split_and_pass_the_check():
+    for name in ("rule_based", "ml_guided", "rule_based[tk=16]"):
+        assert check_schedule(name + REPACK) == name + REPACK
+        assert split_schedule(name + REPACK) == (name, False) and split_schedule(name) == (name, True)
+    mod = lower(export(layer_spec(TINY, 8))[0])
+    _, plans, packed = schedule_module(mod, "ml_guided" + REPACK)
+    assert not packed and {p.schedule for p in plans if p.kind == "matmul"} == {"ml_guided"}
+
+
+def test_the_command_refuses_repack_of_a_schedule_without_packing(capsys):
+    assert main(["e2e", "--seq", "2", "--schedule", "none" + REPACK]) == 2
+    assert "never packs the weights" in capsys.readouterr().err
+
+
+def test_each_function_beside_its_kernel_says_whether_it_read_its_weight_packed():
+    spec = layer_spec(TINY, 16)
+    for schedule, packed in (("rule_based", True), ("rule_based" + REPACK, False)):
+        rows = [r.row() for r in fused_vs_kernels(spec, schedule, blocks=2, calls=1) if not r.skipped]
+        assert len(rows) == 4 and all(r["b_prepacked"] is packed for r in rows)
