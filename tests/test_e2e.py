@@ -10,6 +10,7 @@ import tvm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tvm import te
+from tvm.s_tir import dlight as dl
 
 from matmul.cli import main
 from matmul.core.kernel import matmul_func
@@ -27,7 +28,14 @@ from matmul.e2e.layer import (
     weights,
 )
 from matmul.e2e.profile import build_layer, check_layer, profile_layer
-from matmul.e2e.schedule import NONE, check_schedule, schedule_module, schedule_names, split_schedule
+from matmul.e2e.schedule import (
+    NONE,
+    check_schedule,
+    repeated_work,
+    schedule_module,
+    schedule_names,
+    split_schedule,
+)
 from matmul.e2e.versus import check_versus, fused_vs_kernels
 
 TINY = ModelConfig("tiny", 64, 160, 4)
@@ -106,6 +114,24 @@ def test_a_fused_epilogue_makes_no_pass_of_its_own(lowered):
             text = scheduled[p.name].script()
             for block in p.matmul.epilogue:
                 assert f'sblock("{block}")' not in text, (p.name, block)
+
+
+def test_a_dlight_schedule_that_repeats_a_reduction_in_every_parallel_iteration_is_refused():
+    """dlight's Reduction on a one-row layer norm runs the feature loop in parallel and recomputes the row's mean
+    and variance under each feature; such a function is left as lowered, with the reason in its plan."""
+    one = lower(export(layer_spec(TINY, 1))[0])
+    raw = _funcs(one)["layer_norm"]
+    with tvm.target.Target("llvm"):
+        by_dlight = dl.ApplyDefaultSchedule(dl.cpu.Reduction())(tvm.IRModule({"main": raw}))["main"]
+    assert "recomputed in each of the 64 iterations" in repeated_work(by_dlight)
+    assert repeated_work(raw) is None  # serial: nothing repeated
+    _, plans, _ = schedule_module(one, "rule_based")
+    norm = next(p for p in plans if p.name == "layer_norm")
+    assert (norm.kind, norm.schedule) == ("other", "as lowered") and "dlight.cpu.Reduction refused" in \
+        norm.decisions["refused"]
+    _, plans, _ = schedule_module(lower(export(layer_spec(TINY, 4))[0]), "rule_based")  # rows to run in parallel
+    assert {p.schedule for p in plans if p.name in ("layer_norm", "fast_softmax")} == {"dlight.cpu.Reduction"}
+    assert all(repeated_work(f) is None for f in _funcs(schedule_module(one, "rule_based")[0]).values())
 
 
 def test_bad_schedules_name_the_choices():

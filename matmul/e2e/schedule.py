@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import tvm
+import tvm_ffi
 from tvm.s_tir import Schedule, ScheduleError
 from tvm.s_tir import dlight as dl
+from tvm.tirx import ForKind
+from tvm.tirx.analysis import undefined_vars
 
 from ..core.hardware import HostFacts, host_facts
 from ..core.registry import ScheduleContext, get_variant, variant_names
@@ -43,8 +46,10 @@ FAMILIES = ("rule", "learned", "manual")
 #: Suffix of a schedule whose build packs the weights again on every forward pass, as a kernel packs B on
 #: every call (``rule_based@repack``); without it the weights are packed once, when loaded (:mod:`.prepack`).
 REPACK = "@repack"
-#: dlight's CPU rules (0.27 has no CPU matmul rule), tried in order on every non-matmul PrimFunc.
+#: dlight's CPU rules (0.27 has no CPU matmul rule), tried in order on every non-matmul PrimFunc; a result
+#: that repeats work in every iteration of a parallel loop (:func:`repeated_work`) is refused.
 DLIGHT_RULES = ("GEMV", "Reduction")
+_realize = tvm_ffi.get_global_func("s_tir.schedule.GetSBlockRealize")
 
 
 @dataclass
@@ -158,6 +163,32 @@ def schedule_matmul(func: tvm.tirx.PrimFunc, info: MatmulFunc, variant: str,
     return sch.mod["main"].with_attr("tirx.is_scheduled", True), where, decisions
 
 
+def repeated_work(func: tvm.tirx.PrimFunc) -> str | None:
+    """Which block, if any, sits under a parallel loop that none of its spatial axes is bound to.
+
+    Every iteration of that loop then computes the block's whole output again, and where the buffer is
+    shared they race on it. dlight's ``Reduction`` does this to a layer norm of one row: it runs the
+    feature loop in parallel and recomputes the row's mean and variance under every feature (768 times,
+    0.7 ms a call where the serial function takes microseconds).
+    """
+    sch = Schedule(tvm.IRModule({"main": func}))
+    pending = list(sch.get_child_blocks(sch.get_sblock("root")))
+    while pending:
+        block = pending.pop()
+        pending += sch.get_child_blocks(block)
+        stmt = sch.get(block)
+        spatial = [v for iv, v in zip(stmt.iter_vars, _realize(sch, block).iter_values) if int(iv.iter_type) == 0]
+        for loop in map(sch.get, sch.get_loops(block)):
+            static = isinstance(loop.extent, tvm.tirx.IntImm)
+            extent = int(loop.extent) if static else loop.extent
+            if int(loop.kind) != int(ForKind.PARALLEL) or (static and extent == 1):
+                continue
+            if not any(u.same_as(loop.loop_var) for v in spatial for u in undefined_vars(v, [])):
+                return (f"block {stmt.name_hint!r} would be recomputed in each of the {extent} iterations of the "
+                        f"parallel loop {loop.loop_var.name!r}, which none of its spatial axes is bound to")
+    return None
+
+
 def _injective(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
     """The stated default for a function of spatial blocks only: inline producers, parallel outer loops."""
     sch = Schedule(tvm.IRModule({"main": func}))
@@ -216,18 +247,25 @@ def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None
                 changed[name] = (b, decisions["jpack"], info.layout)
     if schedule != NONE:
         target = target or facts.target()
+        refused: dict[str, str] = {}
         with target:
             for rule in DLIGHT_RULES:
                 before = {gv.name_hint: f for gv, f in out.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
                 out = dl.ApplyDefaultSchedule(getattr(dl.cpu, rule)())(out)
-                for gv, f in out.functions.items():
+                for gv, f in list(out.functions.items()):
                     if gv.name_hint in before and gv.name_hint not in plans and not f.same_as(before[gv.name_hint]):
+                        repeated = repeated_work(f)
+                        if repeated:  # keep the function as it was; the next rule or the default may do better
+                            out[gv] = before[gv.name_hint]
+                            refused[gv.name_hint] = f"dlight.cpu.{rule} refused: {repeated}"
+                            continue
                         plans[gv.name_hint] = FuncPlan(gv.name_hint, "reduction", f"dlight.cpu.{rule}")
         for gv, func in list(out.functions.items()):
             if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint not in plans:
                 new = _injective(func)
                 if new is None:
-                    plans[gv.name_hint] = FuncPlan(gv.name_hint, "other", "as lowered")
+                    why = {"refused": refused[gv.name_hint]} if gv.name_hint in refused else {}
+                    plans[gv.name_hint] = FuncPlan(gv.name_hint, "other", "as lowered", decisions=why)
                 else:
                     out[gv] = new
                     plans[gv.name_hint] = FuncPlan(gv.name_hint, "injective", "inline + parallel outer loops")
@@ -238,4 +276,4 @@ def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None
 
 
 __all__ = ["DLIGHT_RULES", "FAMILIES", "METASCHEDULE", "NONE", "REPACK", "FuncPlan", "check_schedule",
-           "schedule_matmul", "schedule_module", "schedule_names", "split_schedule"]
+           "repeated_work", "schedule_matmul", "schedule_module", "schedule_names", "split_schedule"]
