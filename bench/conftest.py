@@ -413,8 +413,9 @@ def pytest_terminal_summary(terminalreporter, config):
         floor = "-" if s["noise_floor"] is None else f"{100 * s['noise_floor']:.1f}%"
         aa = "-" if s["aa_ratio"] is None else f"{s['aa_ratio']:.3f}"
         flag = "  INCONCLUSIVE" if s["inconclusive"] else ""
+        peak = "" if s.get("peak_gflops_in_rounds") is None else f", peak {s['peak_gflops_in_rounds']:.0f} GFLOP/s"
         tr.write_line(f"  {s['shape']:<24} A/A {aa:>6}  floor {floor:>6}  +-{100 * s['widest_half_width']:.1f}% "
-                      f"after {s['rounds']} rounds, {s['seconds']:.1f} s{flag}")
+                      f"after {s['rounds']} rounds, {s['seconds']:.1f} s{peak}{flag}")
     if summary["inconclusive"]:
         tr.write_line(f"{summary['inconclusive']} of {summary['groups']} shapes are inconclusive: their intervals "
                       f"stayed wider than +-{100 * summary['ci_width']:.0f}% within --group-budget")

@@ -10,7 +10,9 @@ pytest-benchmark, so saving, comparing and histograms work unchanged. Each
 saved case carries in ``extra_info``: its raw samples (``samples_s``), its
 ratio to the group's anchor with a bootstrap interval (``to_anchor``),
 whether the group stayed ``inconclusive``, the group's A/A ratio and
-``noise_floor``, GFLOP/s and its IQR, percent of the measured FP32 peak, the
+``noise_floor``, GFLOP/s and its IQR, percent of the FP32 peak (``pct_peak``, with
+``pct_peak_ci``, against the peak probe timed in the group's own rounds;
+``pct_peak_run`` against the peak measured once for the run), the
 schedule's decisions and promoted keys (for ``ml_guided``: ``fallback``),
 the speedup over NumPy timed in the same rounds, and an agreement figure
 (TVM's own ``time_evaluator`` sampled right after each block; for
@@ -86,7 +88,7 @@ def test_matmul(benchmark, workload, variant, layout, bench_settings, grid_timer
     info.update(settle_s=settle.seconds, quiet=settle.quiet)
     if not timed:  # --benchmark-disable: verified, not timed
         return
-    median = _rates(info, benchmark.stats.stats, shape, peak)
+    median = _rates(info, benchmark.stats.stats, shape, peak.gflops)
     if numpy_before is not None:
         numpy_s = geomean([numpy_before, _numpy_median(shape, layout, cand.threads)])
         info.update(numpy_median_s=numpy_s, speedup_vs_numpy=numpy_s / median)
@@ -104,16 +106,17 @@ def _numpy_alone(cand, rounds: int) -> float:
     return numpy_alone([cand.shape], layout=cand.layout, threads=cand.threads, calls=rounds)[cand.shape]
 
 
-def _rates(info: dict, stats, shape, peak) -> float:
-    """GFLOP/s, its IQR, percent of peak and the roofline limit (compute or memory, with the read bandwidth
-    measured at the shape's working set) from pytest-benchmark's stats, into ``info``; returns the median."""
+def _rates(info: dict, stats, shape, peak_gflops: float) -> float:
+    """GFLOP/s, its IQR, percent of ``peak_gflops`` and the roofline limit (compute or memory, with the read
+    bandwidth measured at the shape's working set) from pytest-benchmark's stats, into ``info``; returns the
+    median."""
     median = stats.median
     info.update(
         gflops=shape.flops / median / 1e9,
         gflops_iqr=shape.flops / stats.q1 / 1e9 - shape.flops / stats.q3 / 1e9,
-        pct_peak=100 * shape.flops / median / 1e9 / peak.gflops,
+        pct_peak=100 * shape.flops / median / 1e9 / peak_gflops,
     )
-    info.update(roofline(shape, median, peak.gflops, read_bandwidth(bytes_moved(shape))).as_dict())
+    info.update(roofline(shape, median, peak_gflops, read_bandwidth(bytes_moved(shape))).as_dict())
     return median
 
 
@@ -131,7 +134,13 @@ def _timed_in_group(benchmark, group, variant: str, shape, peak) -> None:
         info.update(to_anchor=case.to_anchor.as_dict())
     benchmark._timer = replay_timer(case.samples)
     benchmark.pedantic(lambda: None, rounds=len(case.samples), warmup_rounds=0, iterations=1)
-    median = _rates(info, benchmark.stats.stats, shape, peak)
+    # The peak probe timed in the same rounds sets percent of peak and the compute ceiling: the clock it ran at
+    # is this case's. The run's once-measured peak stays in peak_gflops, its percent in pct_peak_run.
+    median = _rates(info, benchmark.stats.stats, shape, group.peak_gflops or peak.gflops)
+    info.update(pct_peak_run=100 * shape.flops / median / 1e9 / peak.gflops)
+    pct = case.pct_peak(shape.flops, group.probe_flops)
+    if pct is not None:
+        info.update(pct_peak_ci=[pct.lo, pct.hi])
     if case.vs_numpy is not None:
         info.update(numpy_median_s=group.cases["numpy"].median_s, speedup_vs_numpy=case.vs_numpy.value,
                     speedup_vs_numpy_ci=[case.vs_numpy.lo, case.vs_numpy.hi])

@@ -17,8 +17,9 @@ import pytest
 
 from matmul import MatmulShape
 from matmul.core.registry import Unavailable
-from matmul.measure.grid import AA_SUFFIX, time_group
-from matmul.measure.interleave import RoundSettings
+from matmul.measure.grid import AA_SUFFIX, CaseTiming, GroupTiming, time_group
+from matmul.measure.interleave import RoundSettings, Rounds
+from matmul.measure.peak import PROBE
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = RoundSettings(min_rounds=4, budget_s=1.0)
@@ -56,6 +57,11 @@ def test_a_shape_is_timed_as_one_group_with_its_aa_copy(tmp_path):
         if name != "numpy":
             lo, hi = info["speedup_vs_numpy_ci"]
             assert lo <= info["speedup_vs_numpy"] <= hi
+        # percent of the peak probe timed in these rounds, and of the peak measured once for the run
+        peak = info["peak_gflops_in_rounds"]
+        assert info["pct_peak"] == pytest.approx(100 * info["gflops"] / peak)
+        assert info["pct_peak_run"] == pytest.approx(100 * info["gflops"] / info["peak_gflops"])
+        assert info["pct_peak_ci"][0] <= info["pct_peak"] <= info["pct_peak_ci"][1]
     noise = data["machine_info"]["matmul"]["noise_floor"]
     assert noise["groups"] == 1 and noise["per_shape"][0]["shape"] == "qkv-M8-NN"
     assert noise["floor_max"] == pytest.approx(cases["full"]["extra_info"]["noise_floor"])
@@ -108,4 +114,37 @@ def test_a_group_times_tvm_kernels_first_with_the_aa_copy_beside_its_original(mo
     monkeypatch.setattr(grid, "_alone", lambda *a: None)
     with pytest.raises(RuntimeError, match="stop here"):
         time_group(["numpy", "full", "rule_based", "torch", "ml_guided"], shape)
-    assert seen == ["full", "rule_based", "rule_based" + AA_SUFFIX, "ml_guided", "numpy", "torch"]
+    assert seen == ["full", "rule_based", "rule_based" + AA_SUFFIX, "ml_guided", PROBE, "numpy", "torch"]
+
+
+def _finished(probe: list[float], case: list[float]) -> GroupTiming:
+    g = GroupTiming(MatmulShape(8, 8, 8), "NN", probe_flops=1e9)
+    g.cases = {"k": CaseTiming("k", case, 1, None), PROBE: CaseTiming(PROBE, probe, 1, None)}
+    g.finish(Rounds([case, probe], [1, 1], None, [None, None], True, 1.0, TINY))
+    return g
+
+
+def test_percent_of_peak_follows_the_clock_of_its_own_rounds():
+    """Synthetic samples: the clock drops by a third in the second half of the rounds and both the kernel and
+    the probe slow down with it. Against the probe of the same rounds the kernel stays at exactly 40% of peak;
+    against a peak measured once, before the drop, it would read 30% to 40% depending on when it ran."""
+    clock = [1.0] * 8 + [1.5] * 8
+    probe = [1e-3 * c for c in clock]  # 1 GFLOP per call: 1000 GFLOP/s at full clock
+    case = [2.5e-3 * c for c in clock]  # 1 GFLOP per call at 40% of it
+    g = _finished(probe, case)
+    assert PROBE not in g.cases and g.peak is not None
+    pct = g.cases["k"].pct_peak(1e9, g.probe_flops)
+    assert pct.value == pytest.approx(40.0) and pct.lo == pytest.approx(40.0) and pct.hi == pytest.approx(40.0)
+    assert g.peak_gflops == pytest.approx(1e9 / 1.25e-3 / 1e9)  # the median clock's peak
+    late = _finished(probe[8:], case[8:])  # the kernel timed only after the drop: still 40% of its own peak
+    assert late.cases["k"].pct_peak(1e9, late.probe_flops).value == pytest.approx(40.0)
+    assert 100 * 1e9 / statistics.median(case[8:]) / 1e9 / (1e9 / probe[0] / 1e9) == pytest.approx(100 / 3.75)
+
+
+def test_a_group_times_the_peak_probe_in_its_rounds():
+    g = time_group(["full"], MatmulShape(8, 32, 32), settings=TINY)
+    assert set(g.cases) == {"full"} and g.peak is not None and len(g.peak.samples) == g.rounds
+    assert g.peak_gflops > 0 and g.summary()["peak_gflops_in_rounds"] == g.peak_gflops
+    pct = g.cases["full"].pct_peak(MatmulShape(8, 32, 32).flops, g.probe_flops)
+    assert 0 < pct.lo <= pct.value <= pct.hi
+    assert time_group(["full"], MatmulShape(8, 32, 32), settings=TINY, probe=False).peak is None

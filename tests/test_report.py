@@ -46,6 +46,21 @@ def test_fixtures_are_real_runs_of_this_suite():
     assert all(b["stats"]["rounds"] >= 20 for b in data["benchmarks"])
 
 
+def test_percent_of_peak_takes_the_peak_probe_of_the_cases_own_rounds(tmp_path):
+    """A run that saved the probe timed in each group's rounds: percent of peak against it, not the run's peak."""
+    data = json.loads(TWO.read_text())
+    peak = data["machine_info"]["matmul"]["fp32_peak"]["gflops"]
+    for n, b in enumerate(data["benchmarks"]):
+        b["extra_info"]["peak_gflops_in_rounds"] = peak * (0.5 if n % 2 else 2.0)
+    path = tmp_path / "probed.json"
+    path.write_text(json.dumps(data))
+    _, rows = load_run(path)
+    _, plain = load_run(TWO)
+    assert len(rows) == len(plain)
+    for n, (probed, once) in enumerate(zip(rows, plain)):
+        assert probed["pct_peak"] == pytest.approx(once["pct_peak"] * (2.0 if n % 2 else 0.5))
+
+
 def test_runs_are_found_in_storage_per_profile():
     assert set(find_runs([], storage=FIXTURES)) == {TWO, ONE}
     assert find_runs([str(FIXTURES / "*-t1" / "*.json")]) == [ONE]

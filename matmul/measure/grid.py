@@ -13,6 +13,11 @@ Two controls ride along in the same rounds:
 - the **anchor**: the A/A original (see :func:`time_group`). Sampling goes on until every case's ratio to the anchor has a confidence
   interval within ``+-ci_width`` or the shape's time budget is spent; then
   the group is *inconclusive*, and says so.
+- a **peak probe**: the FMA loop of :func:`~matmul.measure.peak.peak_probe`,
+  timed like a TVM case. Each case's time over the probe's, round by round,
+  is its share of the FP32 peak in the same machine state (``vs_peak``),
+  which a peak measured once per run cannot give on a host whose clock moves
+  with its neighbours' load.
 
 The agreement check rides along too: each TVM case is also sampled by TVM's
 own ``time_evaluator`` right after each of its blocks; NumPy is timed alone
@@ -28,6 +33,7 @@ from ..core.registry import Unavailable
 from ..core.workloads import MatmulShape
 from .candidates import Candidate, prepare
 from .interleave import DEFAULT_ROUNDS, Rounds, RoundSettings, time_rounds
+from .peak import PROBE, peak_probe
 from .references import numpy_alone
 from .stats import Ratio, noise_floor, ratio_of_medians
 from .timing import wait_for_quiet
@@ -48,12 +54,21 @@ class CaseTiming:
     to_anchor: Ratio | None  # this case's time over the anchor's (None: the anchor itself)
     described: dict = field(default_factory=dict)  # Candidate.describe(): kind, family, decisions, ...
     vs_numpy: Ratio | None = None  # NumPy's time over this case's, in the same rounds: the speedup over NumPy
+    vs_peak: Ratio | None = None  # the peak probe's time over this case's, in the same rounds (see pct_peak)
     agreement_check: str | None = None
     agreement_median_s: float | None = None
 
     @property
     def median_s(self) -> float:
         return statistics.median(self.samples)
+
+    def pct_peak(self, flops: float, probe_flops: float) -> Ratio | None:
+        """Percent of the FP32 peak reached, against the probe timed in the same rounds, with its interval."""
+        if self.vs_peak is None:
+            return None
+        scale = 100 * flops / probe_flops
+        r = self.vs_peak
+        return Ratio(r.value * scale, r.lo * scale, r.hi * scale, r.p, r.n_x, r.n_y)
 
 
 @dataclass
@@ -71,6 +86,13 @@ class GroupTiming:
     widest: float = 0.0
     rounds: int = 0
     seconds: float = 0.0
+    peak: CaseTiming | None = None  # the peak probe's samples (None: no probe was timed)
+    probe_flops: float = 0.0  # the probe's flops per call
+
+    @property
+    def peak_gflops(self) -> float | None:
+        """The FP32 peak measured by the probe in this group's rounds (median), or None."""
+        return None if self.peak is None else self.probe_flops / self.peak.median_s / 1e9
 
     @property
     def floor(self) -> float | None:
@@ -90,12 +112,16 @@ class GroupTiming:
         if self.aa_of is not None:
             orig, copy = self.cases[self.aa_of], self.cases.pop(self.aa_of + AA_SUFFIX)
             self.aa = ratio_of_medians(copy.samples, orig.samples, paired=True)
+        if PROBE in self.cases:
+            self.peak = self.cases.pop(PROBE)
+            for case in self.cases.values():
+                case.vs_peak = ratio_of_medians(self.peak.samples, case.samples, paired=True)
 
     def brief(self, label: str) -> dict:
         """One line of the run's noise-floor summary (``machine_info`` and the end of the terminal output)."""
         return {"shape": label, "aa_variant": self.aa_of, "aa_ratio": None if self.aa is None else self.aa.value,
                 "noise_floor": self.floor, "inconclusive": not self.converged, "widest_half_width": self.widest,
-                "rounds": self.rounds, "seconds": self.seconds}
+                "rounds": self.rounds, "seconds": self.seconds, "peak_gflops_in_rounds": self.peak_gflops}
 
     def summary(self) -> dict:
         """What every case of the group carries in its ``extra_info``."""
@@ -103,6 +129,7 @@ class GroupTiming:
             "interleaved": True, "group_rounds": self.rounds, "group_seconds": self.seconds, "anchor": self.anchor,
             "inconclusive": not self.converged, "group_widest_half_width": self.widest,
             "aa_variant": self.aa_of, "aa": None if self.aa is None else self.aa.as_dict(), "noise_floor": self.floor,
+            "peak_gflops_in_rounds": self.peak_gflops,
         }
 
 
@@ -118,8 +145,9 @@ def _aa_source(prepared: dict[str, Candidate], aa: str | None) -> str | None:
 
 def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
                settings: RoundSettings = DEFAULT_ROUNDS, aa: str | None = "auto",
-               anchor: str | None = None) -> GroupTiming:
-    """Build, verify and time ``names`` on ``shape`` together, with an A/A copy of one TVM case.
+               anchor: str | None = None, probe: bool = True) -> GroupTiming:
+    """Build, verify and time ``names`` on ``shape`` together, with an A/A copy of one TVM case and (``probe``)
+    the FP32 peak probe.
 
     ``aa``: the case to copy ("auto": rule_based if present, else the first
     TVM case; None: no A/A pair). ``anchor``: the case every ratio is taken
@@ -147,6 +175,10 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
         twin = prepare(group.aa_of, shape, layout=layout, fresh=True)
         twin.name = group.aa_of + AA_SUFFIX
         order.insert(order.index(prepared[group.aa_of]) + 1, twin)
+    if probe:  # with the TVM kernels: the same thread pool, no switch
+        call, group.probe_flops = peak_probe()
+        threads = next(iter(prepared.values())).threads
+        order.append(Candidate(PROBE, "tvm", shape, layout, call, threads, {"probe": "FP32 FMA loop"}, "control"))
     order += [c for c in prepared.values() if c.kind != "tvm"]
     names_in = [c.name for c in order]
     group.anchor = anchor if anchor in prepared else group.aa_of or next(iter(prepared))
@@ -155,7 +187,7 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
     alone_before = _alone(prepared, shape, layout)
 
     def shadow(n: int, calls: int):
-        return order[n].native_timer(calls) if order[n].kind == "tvm" else None
+        return order[n].native_timer(calls) if order[n].kind == "tvm" and order[n].kernel is not None else None
 
     rounds = time_rounds(order, anchor=anchor, settings=settings, shadows=shadow)
     alone_after = _alone(prepared, shape, layout)
@@ -166,7 +198,7 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
         elif cand.name == "numpy" and alone_before is not None and alone_after is not None:
             case.agreement_check = "numpy_alone"
             case.agreement_median_s = statistics.geometric_mean([alone_before, alone_after])
-        if "numpy" in names_in and cand.name != "numpy":
+        if "numpy" in names_in and cand.name not in ("numpy", PROBE):
             case.vs_numpy = ratio_of_medians(rounds.samples[names_in.index("numpy")], case.samples, paired=True)
         group.cases[cand.name] = case
     group.finish(rounds)

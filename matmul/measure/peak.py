@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -146,4 +147,42 @@ def fp32_peak() -> Peak:
     return measure_fp32_peak()
 
 
-__all__ = ["CHAINS", "FMA_PIPES", "Peak", "computed_fp32_peak", "cpu_mhz", "fp32_peak", "measure_fp32_peak"]
+#: The peak probe's name among a group's candidates, and its iterations per call (about 50 us at
+#: 340 GFLOP/s: short beside a sample, so the interleaved timer runs it many times per round).
+PROBE = "fp32-peak"
+PROBE_ITERS = 20_000
+
+
+@functools.cache
+def _probe(facts: HostFacts, chains: int, iters: int) -> tuple[Callable[[], object], float]:
+    threads, lanes = facts.runtime_threads, facts.simd_lanes_fp32
+    ex = compile_module(_fma_loop(threads, lanes, chains, iters), facts.target())
+    fmas = count_vector_fma(ex.mod.inspect_source("asm"), facts)
+    if fmas < chains:
+        raise HardwareError(f"the FMA peak probe compiled to {fmas} packed {lanes}-lane FMAs (need >= {chains}) "
+                            f"for {facts.mcpu}; it would not measure the peak")
+    acc = tvm.runtime.tensor(np.ones((threads, chains, lanes), np.float32))
+    fn = ex.mod["fma_loop"]
+    return (lambda: fn(acc, 0.999, 0.001)), 2.0 * lanes * chains * iters * threads
+
+
+def peak_probe(facts: HostFacts | None = None, *, chains: int = CHAINS,
+               iters: int = PROBE_ITERS) -> tuple[Callable[[], object], float]:
+    """A call of the FMA peak loop and the flops it does, to be timed beside kernels in the same rounds.
+
+    The peak measured once per run moves with the clock: on a 2-core VM the same loop read 343 and
+    446 GFLOP/s in two runs minutes apart (the neighbours' load sets the turbo clock), so a kernel's
+    percent of a once-measured peak moved as much. Timed in the kernels' own rounds, the probe sees
+    their clock: a kernel's time over the probe's, round by round, is its share of the peak in the same
+    machine state (:attr:`~matmul.measure.grid.CaseTiming.vs_peak`).
+
+    Raises
+    ------
+    HardwareError
+        The loop does not compile to packed FMAs at the host's SIMD width.
+    """
+    return _probe(facts or host_facts(), chains, iters)
+
+
+__all__ = ["CHAINS", "FMA_PIPES", "PROBE", "PROBE_ITERS", "Peak", "computed_fp32_peak", "cpu_mhz", "fp32_peak",
+           "measure_fp32_peak", "peak_probe"]

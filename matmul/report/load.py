@@ -126,7 +126,10 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             bandwidth_gbs=_number(extra.get("bandwidth_gbs")),
             samples=_samples(extra.get("samples_s"), path, case),
         )
-        row["pct_peak"] = 100 * row["gflops"] / peak if peak else None
+        # the peak probe timed in the case's own rounds where the run has one (its clock is the case's); else the
+        # peak measured once for the run
+        case_peak = _number(extra.get("peak_gflops_in_rounds")) or peak
+        row["pct_peak"] = 100 * row["gflops"] / case_peak if case_peak else None
         row["pct_limit"] = 100 * row["gflops"] / row["limit_gflops"] if row["limit_gflops"] else None
         rows.append(row)
     if not rows and not any(is_e2e_case(b) for b in data["benchmarks"]):

@@ -8,7 +8,8 @@ Tables (pandas DataFrames, also written as CSV and Markdown):
 
 ``latency``
     kernel x M x variant x layout per run: median, IQR and CV of the
-    latency, GFLOP/s and percent of the run's measured FP32 peak; a case
+    latency, GFLOP/s and percent of the FP32 peak (the peak probe timed in the
+    case's own rounds where the run has one, else the run's measured peak); a case
     whose CV exceeds the threshold is flagged ``noisy``, one whose group
     never got its intervals tight is flagged ``inconclusive``, and the
     group's A/A ``noise_floor`` is given.
