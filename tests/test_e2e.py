@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tvm import te
 from tvm.s_tir import dlight as dl
 
+from matmul import host_facts
 from matmul.cli import main
 from matmul.core.kernel import matmul_func
 from matmul.core.verify import VerificationError
@@ -28,8 +29,11 @@ from matmul.e2e.layer import (
     weights,
 )
 from matmul.e2e.profile import build_layer, check_layer, profile_layer
+from matmul.e2e import schedule as schedule_mod
+from matmul.e2e.rows import row_schedule
 from matmul.e2e.schedule import (
     NONE,
+    ROWS,
     check_schedule,
     repeated_work,
     schedule_module,
@@ -99,7 +103,7 @@ def test_the_pass_records_what_every_function_got(lowered):
     assert {p.name for p in plans} == set(_funcs(mod))
     assert all(p.schedule == "rule_based" and p.decisions.get("tm") for p in by_kind["matmul"])
     assert all(p.epilogue == "fused into the write-back" for p in by_kind["matmul"] if p.matmul.epilogue)
-    assert {p.schedule for p in by_kind["reduction"]} <= {"dlight.cpu.Reduction", "dlight.cpu.GEMV"}
+    assert {p.schedule for p in by_kind["reduction"]} <= {ROWS, "dlight.cpu.Reduction", "dlight.cpu.GEMV"}
     assert len(by_kind["reduction"]) == 2 and by_kind["injective"]  # softmax + layer norm; the transposes
     _, plans, packed = schedule_module(mod, NONE)
     assert not packed
@@ -116,7 +120,7 @@ def test_a_fused_epilogue_makes_no_pass_of_its_own(lowered):
                 assert f'sblock("{block}")' not in text, (p.name, block)
 
 
-def test_a_dlight_schedule_that_repeats_a_reduction_in_every_parallel_iteration_is_refused():
+def test_a_dlight_schedule_that_repeats_a_reduction_in_every_parallel_iteration_is_refused(monkeypatch):
     """dlight's Reduction on a one-row layer norm runs the feature loop in parallel and recomputes the row's mean
     and variance under each feature; such a function is left as lowered, with the reason in its plan."""
     one = lower(export(layer_spec(TINY, 1))[0])
@@ -125,13 +129,44 @@ def test_a_dlight_schedule_that_repeats_a_reduction_in_every_parallel_iteration_
         by_dlight = dl.ApplyDefaultSchedule(dl.cpu.Reduction())(tvm.IRModule({"main": raw}))["main"]
     assert "recomputed in each of the 64 iterations" in repeated_work(by_dlight)
     assert repeated_work(raw) is None  # serial: nothing repeated
-    _, plans, _ = schedule_module(one, "rule_based")
-    norm = next(p for p in plans if p.name == "layer_norm")
-    assert (norm.kind, norm.schedule) == ("other", "as lowered") and "dlight.cpu.Reduction refused" in \
-        norm.decisions["refused"]
-    _, plans, _ = schedule_module(lower(export(layer_spec(TINY, 4))[0]), "rule_based")  # rows to run in parallel
-    assert {p.schedule for p in plans if p.name in ("layer_norm", "fast_softmax")} == {"dlight.cpu.Reduction"}
+    with monkeypatch.context() as m:  # the row schedule, which the pass tries first, set aside
+        m.setattr(schedule_mod, "row_schedule", lambda func, lanes: None)
+        _, plans, _ = schedule_module(one, "rule_based")
+        norm = next(p for p in plans if p.name == "layer_norm")
+        assert (norm.kind, norm.schedule) == ("other", "as lowered") and "dlight.cpu.Reduction refused" in \
+            norm.decisions["refused"]
+        _, plans, _ = schedule_module(lower(export(layer_spec(TINY, 4))[0]), "rule_based")  # rows in parallel
+        assert {p.schedule for p in plans if p.name in ("layer_norm", "fast_softmax")} == {"dlight.cpu.Reduction"}
     assert all(repeated_work(f) is None for f in _funcs(schedule_module(one, "rule_based")[0]).values())
+
+
+def _run_alone(func: tvm.tirx.PrimFunc, seed: int = 0) -> np.ndarray:
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=host_facts().target())
+    rng = np.random.default_rng(seed)
+    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(p.dtype)) for p in func.params]
+    lib["main"](*args)
+    return args[-1].numpy()
+
+
+@pytest.mark.parametrize("seq, hidden", [(12, 64), (7, 36), (1, 48), (32, 64)])  # 36: no vector width divides it
+def test_row_reductions_run_rows_in_parallel_with_vector_wide_partials(seq, hidden):
+    mod = lower(export(layer_spec(ModelConfig("r", hidden, 2 * hidden, 4), seq, 2))[0])
+    lanes = host_facts().simd_lanes_fp32
+    for name in ("fast_softmax", "layer_norm"):
+        raw = _funcs(mod)[name]
+        new = row_schedule(raw, lanes)
+        text = new.script()
+        assert "T.parallel(" in text and repeated_work(new) is None
+        width = int(raw.params[0].shape[-1])
+        if width % lanes == 0 and width > lanes:  # each reduction of a row as lanes partials, one vector
+            assert text.count('_rf_update"') == 2  # softmax: max and sum; layer norm: sum and squares
+            assert f"T.vectorized(T.int64({lanes}))" in text
+        np.testing.assert_allclose(_run_alone(new), _run_alone(raw), rtol=2e-6, atol=2e-6)
+    assert row_schedule(matmul_func(MatmulShape(8, 16, 24)), lanes) is None  # one block: not row-wise
+    a = te.placeholder((8, 16), name="a")
+    assert row_schedule(te.create_prim_func([a, te.compute((8, 16), lambda i, j: a[i, j] * 2)]), lanes) is None
+    _, plans, _ = schedule_module(mod, "rule_based")
+    assert {p.schedule for p in plans if p.name in ("layer_norm", "fast_softmax")} == {ROWS}
 
 
 def test_bad_schedules_name_the_choices():

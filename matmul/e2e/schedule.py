@@ -5,9 +5,10 @@ gets the chosen variant (``rule_based``, ``ml_guided``, a manual recipe, pinned 
 block, exactly as the variant schedules the canonical kernel of the same slice shape and layout; the
 epilogue (bias, GELU, scaling, residual) is then inlined into the variant's write-back, so it costs no
 extra pass over memory. A variant without a write-back stage (the manual recipes) gets the epilogue
-computed under the matmul's outer loop instead. Other PrimFuncs (softmax, layer norm) get dlight's CPU
-rules; the injective ones left over (reshape, transpose) get one stated default: producers inlined, the
-outer loops fused and run in parallel. :class:`FuncPlan` records what each function got.
+computed under the matmul's outer loop instead. Other PrimFuncs (softmax, layer norm) get the row
+schedule of :mod:`.rows` (rows in parallel, reductions one vector wide), else dlight's CPU rules; the
+injective ones left over (reshape, transpose) get one stated default: producers inlined, the outer loops
+fused and run in parallel. :class:`FuncPlan` records what each function got.
 
 The schedule ``none`` leaves every function as TVM's default build lowers it: the baseline. The schedule
 ``metaschedule`` replays, on each matmul function, the fastest record of that function tuned as its own
@@ -32,6 +33,7 @@ from ..core.hardware import HostFacts, host_facts
 from ..core.registry import ScheduleContext, get_variant, variant_names
 from .detect import MatmulFunc, find_matmul
 from .prepack import Packed, b_position, constant_args, relayout
+from .rows import row_schedule
 from .tune import task_of, tuned_function
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,10 @@ FAMILIES = ("rule", "learned", "manual")
 #: Suffix of a schedule whose build packs the weights again on every forward pass, as a kernel packs B on
 #: every call (``rule_based@repack``); without it the weights are packed once, when loaded (:mod:`.prepack`).
 REPACK = "@repack"
-#: dlight's CPU rules (0.27 has no CPU matmul rule), tried in order on every non-matmul PrimFunc; a result
-#: that repeats work in every iteration of a parallel loop (:func:`repeated_work`) is refused.
+#: The row-wise reductions' own schedule (:mod:`.rows`), tried first on every non-matmul PrimFunc.
+ROWS = "rows: parallel, vector-wide reductions"
+#: dlight's CPU rules (0.27 has no CPU matmul rule), tried in order on what the row schedule does not take; a
+#: result that repeats work in every iteration of a parallel loop (:func:`repeated_work`) is refused.
 DLIGHT_RULES = ("GEMV", "Reduction")
 _realize = tvm_ffi.get_global_func("s_tir.schedule.GetSBlockRealize")
 
@@ -248,6 +252,12 @@ def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None
     if schedule != NONE:
         target = target or facts.target()
         refused: dict[str, str] = {}
+        for gv, func in list(out.functions.items()):
+            if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint not in plans:
+                new = row_schedule(func, facts.simd_lanes_fp32)
+                if new is not None and repeated_work(new) is None:
+                    out[gv] = new
+                    plans[gv.name_hint] = FuncPlan(gv.name_hint, "reduction", ROWS)
         with target:
             for rule in DLIGHT_RULES:
                 before = {gv.name_hint: f for gv, f in out.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
@@ -275,5 +285,5 @@ def schedule_module(mod: tvm.IRModule, schedule: str, *, facts: HostFacts | None
     return out, [plans[k] for k in sorted(plans)], packed
 
 
-__all__ = ["DLIGHT_RULES", "FAMILIES", "METASCHEDULE", "NONE", "REPACK", "FuncPlan", "check_schedule",
+__all__ = ["DLIGHT_RULES", "FAMILIES", "METASCHEDULE", "NONE", "REPACK", "ROWS", "FuncPlan", "check_schedule",
            "repeated_work", "schedule_matmul", "schedule_module", "schedule_names", "split_schedule"]
