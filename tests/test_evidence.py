@@ -42,7 +42,7 @@ def test_rule_ablations_pin_one_knob_legally_on_every_bert_shape(knob, facts):
         assert a == "rule_based"
         base, pinned = parse_overrides(b)
         assert base == "rule_based" and list(pinned) == [knob]
-        for w in bert_shapes():
+        for w in study.loads():  # the BERT shapes (pack_b: those where R5 packs)
             plan = decide(w.shape, facts, overrides=pinned)
             default = decide(w.shape, facts).config
             assert plan.config != default, f"{b} changes nothing on {w.id}"

@@ -126,6 +126,40 @@ def test_sweep_keeps_one_record_per_config_and_resumes(tiny_root):
     assert record_path(TINY[0], root=tiny_root).read_bytes() == before
 
 
+def test_records_over_an_older_rules_config_are_linked_to_the_current_one_or_left_out():
+    now, old, other = (_rule(TINY[0]), dataclasses.replace(_rule(TINY[0]), unroll=1),
+                       dataclasses.replace(_rule(TINY[0]), unroll=2))
+
+    def rec(cfg, speedup, basis=None):
+        return {"config": cfg.as_dict(), "speedup": speedup, **({"rule_config": basis.as_dict()} if basis else {})}
+
+    # a sweep before rule_config: its first record is the rules' config then, the basis of every record
+    swept = [rec(old, 1.0), rec(now, 1.25), rec(other, 0.5)]
+    out = ml.rebased(swept, now)
+    assert [r["speedup"] for r in out] == pytest.approx([0.8, 1.0, 0.4])  # over the current rules' config
+    assert ml.rebased([rec(old, 1.0), rec(other, 0.5)], now) == []  # the current config never measured: out
+    again = swept + [rec(now, 1.01, now), rec(other, 0.45, now)]  # measured again over the current one
+    assert ml.rebased(again, now) == again[3:]
+    assert ml.rebased(swept, old) == swept  # nothing changed: the records as they are
+
+
+def test_after_a_rule_change_the_sweep_measures_over_the_new_rules_config(tiny_root, tmp_path):
+    root = tmp_path / "t"
+    shutil.copytree(tiny_root, root)
+    path = record_path(TINY[0], root=root)
+    data = json.loads(path.read_text())
+    old = dataclasses.replace(_rule(TINY[0]), unroll=1)  # as if the rules chose this when the sweep ran
+    data["records"] = [{**r, "rule_config": old.as_dict()} for r in data["records"][1:]]  # the rule not measured
+    path.write_text(json.dumps(data))
+    assert ml.rebased(read_records(path)["records"], _rule(TINY[0])) == []
+    out = sweep_workload(TINY[0], configs=6, calls=1, root=root)
+    assert out.measured == 6 and out.total == 11  # the 5 older records kept on file
+    recs = read_records(path)["records"]
+    assert all(r["rule_config"] == _rule(TINY[0]).as_dict() for r in recs[5:])
+    assert ml.rebased(recs, _rule(TINY[0])) == recs[5:]
+    assert sweep_workload(TINY[0], configs=6, calls=1, root=root).measured == 0
+
+
 def test_a_corrupt_or_foreign_record_file_is_named_and_left_alone(tiny_root, tmp_path):
     root = tmp_path / "t"
     shutil.copytree(tiny_root, root)

@@ -36,7 +36,9 @@ from matmul.schedules.rules import (
     GEMV_STREAMS,
     KPART_MIN_K,
     PAD_ROWS_MAX,
+    PAGE_BYTES,
     RULES,
+    UNPACKED_MAX_ROWS,
     RuleConfig,
     RuleError,
     apply_config,
@@ -171,8 +173,27 @@ def test_tiny_m_gets_a_tile_of_m_rows_and_reads_b_in_place(M):
     assert decide(kernel_shape("mlp_expand", M), ZEN3, layout="NT").config.pack_b  # NT still needs the transpose
 
 
-def test_b_is_packed_once_two_row_blocks_share_it():
-    assert decide(kernel_shape("qkv", 8), ZEN3).config.pack_b  # 2 row blocks of 4
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_b_is_packed_where_enough_rows_reuse_it_or_its_rows_lie_whole_pages_apart(profile):
+    """R5 over several facts profiles: a few rows (at most UNPACKED_MAX_ROWS) read B in place unless B's rows
+    are a whole number of pages apart; more rows, in two or more row blocks, pack it."""
+    facts = PROFILES[profile]
+    for kernel in ("qkv", "mlp_expand", "mlp_reduce"):
+        for M in (8, UNPACKED_MAX_ROWS, 2 * UNPACKED_MAX_ROWS):
+            shape = kernel_shape(kernel, M)
+            plan = decide(shape, facts)
+            c = plan.config
+            row_blocks = c.padded(shape)[0] // c.mr
+            aliased = shape.N * 4 % PAGE_BYTES == 0  # mlp_expand: 3072 floats, 3 pages
+            want = row_blocks >= 2 and (M > UNPACKED_MAX_ROWS or aliased)
+            assert c.pack_b == want, (kernel, M, c)
+            why = next(d.why for d in plan.decisions if d.knob == "pack_b")
+            if row_blocks >= 2 and not want:
+                assert f"only {M} rows reuse B" in why
+            if want and aliased:
+                assert "pages apart" in why
+    assert not decide(kernel_shape("qkv", 16), ZEN3).config.pack_b and decide(kernel_shape("qkv", 32), ZEN3).config.pack_b
+    assert decide(kernel_shape("qkv", 8), ZEN3, layout="NT").config.pack_b  # NT always packs: the transpose
 
 
 def test_float64_halves_the_lanes():

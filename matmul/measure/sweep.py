@@ -22,6 +22,7 @@ from ..core.hardware import HostFacts, host_facts
 from ..core.kernel import check_dtype, check_layout
 from ..core.store import atomic_write, target_key, utc_now, write_profile_facts
 from ..core.workloads import MatmulShape, Workload
+from ..schedules.rules import decide
 from ..schedules.template import (
     CONFIGS_DEFAULT,
     SCHEMA,
@@ -30,6 +31,7 @@ from ..schedules.template import (
     config_key,
     config_name,
     read_records,
+    record_basis,
     record_path,
 )
 from .candidates import prepare
@@ -73,7 +75,11 @@ def sweep_workload(
         "workload": {"M": shape.M, "K": shape.K, "N": shape.N, "dtype": dtype, "layout": layout},
         "records": [],
     }
-    done = {config_key(config_from_dict(r["config"])) for r in data["records"]}
+    # Done: configs measured over the rules' config in force now. After a rule change moved it, the workload is
+    # measured again over the new one; the older records stay on file (the dataset links them where it can).
+    base = decide(shape, facts, dtype=dtype, layout=layout).config  # what the speedups are over
+    recs = data["records"]
+    done = {config_key(config_from_dict(r["config"])) for r in recs if record_basis(r, recs) == config_key(base)}
     todo = [c for c in candidate_configs(shape, facts, dtype=dtype, layout=layout, limit=configs)
             if config_key(c) not in done]
     measured = 0
@@ -86,14 +92,16 @@ def sweep_workload(
             ta, tb = time_interleaved([rule, cand], blocks=2, calls=calls)
             rule_s, cfg_s = statistics.median(ta), statistics.median(tb)
             data["records"].append({
-                "config": cfg.as_dict(), "rule_s": rule_s, "config_s": cfg_s, "speedup": rule_s / cfg_s,
+                "config": cfg.as_dict(), "rule_config": base.as_dict(), "rule_s": rule_s, "config_s": cfg_s,
+                "speedup": rule_s / cfg_s,
                 "calls": calls, "blocks": "ABBA", "target": list(target_key(facts.target())),
                 "date": utc_now(),
             })
             atomic_write(path, json.dumps(data, indent=1) + "\n")  # after each config: a kill loses one
             measured += 1
-    best = max((float(r["speedup"]) for r in data["records"]), default=float("nan"))
-    return SweepOutcome(shape, path, measured, len(data["records"]), best)
+    recs = data["records"]
+    best = max((float(r["speedup"]) for r in recs if record_basis(r, recs) == config_key(base)), default=float("nan"))
+    return SweepOutcome(shape, path, measured, len(recs), best)
 
 
 def sweep(

@@ -180,10 +180,18 @@ def read_records(path: Path, facts: HostFacts | None = None) -> dict[str, Any]:
     for n, rec in enumerate(data["records"]):
         try:
             config_from_dict(rec["config"])
+            if "rule_config" in rec:  # the rules' config the speedup is over (records of later sweeps)
+                config_from_dict(rec["rule_config"])
             float(rec["speedup"])
         except (KeyError, TypeError, ValueError) as err:
             raise TemplateError(f"record {n} of {path} is malformed ({err}); the file was left untouched") from None
     return data
+
+
+def record_basis(rec: dict, recs: list[dict]) -> tuple:
+    """The key of the rules' config a record's speedup is over: its ``rule_config``, else the first record's
+    config (sweeps before ``rule_config`` measured the rules' config first, against itself)."""
+    return config_key(config_from_dict(rec.get("rule_config") or recs[0]["config"]))
 
 
 def workload_files(facts: HostFacts | None = None, root: str | Path | None = None) -> list[Path]:
@@ -201,6 +209,7 @@ __all__ = [
     "config_key",
     "config_name",
     "read_records",
+    "record_basis",
     "record_path",
     "template_dir",
     "workload_files",

@@ -24,6 +24,7 @@ from .data import (
     dataset,
     profile_facts,
     read_dataset,
+    rebased,
     write_dataset,
 )
 from .domain import domain_of, outside, self_pair_noise
@@ -123,6 +124,7 @@ __all__ = [
     "predict",
     "profile_facts",
     "read_dataset",
+    "rebased",
     "self_pair_noise",
     "target",
     "train",

@@ -23,10 +23,13 @@ from ...core.store import (
 from ...core.workloads import MatmulShape
 from ..metaschedule.database import NoRecordError, read_ledger, records
 from ..metaschedule.traces import trace_features
+from ..rules import RuleConfig, decide
 from ..template import (
     TEMPLATE_DIR,
     config_from_dict,
+    config_key,
     read_records,
+    record_basis,
     template_dir,
     workload_files,
 )
@@ -36,13 +39,32 @@ from .features import feature_rows, shape_features, target
 SCHEMA = 1
 
 
+def rebased(recs: list[dict], rule: RuleConfig) -> list[dict]:
+    """The records with every speedup over ``rule``, the rules' config now.
+
+    Records measured over ``rule`` serve as they are; where a workload has any, they are the only ones used.
+    Otherwise (a rule change moved the rules' config since the sweep) the records over the older config are
+    divided by the speedup that sweep measured for ``rule``, so the rules' config reads 1 again and the
+    others keep their order. A workload whose sweeps never measured ``rule`` gives nothing (sweep it again).
+    """
+    if not recs:
+        return []
+    now = config_key(rule)
+    basis = [record_basis(r, recs) for r in recs]
+    current = [r for r, b in zip(recs, basis) if b == now]
+    if current:
+        return current
+    links = {b: float(r["speedup"]) for r, b in zip(recs, basis) if config_key(config_from_dict(r["config"])) == now}
+    return [{**r, "speedup": float(r["speedup"]) / links[b]} for r, b in zip(recs, basis) if b in links]
+
+
 def _template_rows(facts: HostFacts, root: str | Path | None) -> list[dict]:
     rows = []
     for path in workload_files(facts, root):
         data = read_records(path, facts)
         w = data["workload"]
         shape, dtype, layout = MatmulShape(w["M"], w["K"], w["N"]), w["dtype"], w["layout"]
-        recs = data["records"]
+        recs = rebased(data["records"], decide(shape, facts, dtype=dtype, layout=layout).config)
         if not recs:
             continue
         configs = [config_from_dict(r["config"]) for r in recs]
@@ -209,4 +231,5 @@ def read_dataset(path: Path) -> pd.DataFrame:
         raise ValueError(f"dataset {path} does not parse ({err})") from None
 
 
-__all__ = ["SCHEMA", "cross_dataset", "data_hash", "dataset", "profile_facts", "read_dataset", "write_dataset"]
+__all__ = ["SCHEMA", "cross_dataset", "data_hash", "dataset", "profile_facts", "read_dataset", "rebased",
+           "write_dataset"]

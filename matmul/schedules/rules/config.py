@@ -49,8 +49,9 @@ RULES: dict[str, str] = {
     "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop; the pad copies run "
           "in parallel over batch, heads and rows",
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
-    "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them "
-          "(or the layout is NT): contiguous, no cache-set aliasing; NT transposes by square tiles, each row "
+    "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them and "
+          "either more than 16 rows do or B's rows lie whole pages apart (or the layout is NT): contiguous, no "
+          "cache-set aliasing; NT transposes by square tiles, each row "
           "of a tile one vector load along K. A constant B (a model's weight) is packed into the same panels "
           "once, when loaded, and read so on every call",
     "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile; fewer when "
@@ -103,6 +104,15 @@ GEMV_STREAMS = 8
 #: AVX-512 host, splitting K in two read 0.44-0.91x when each part had at most
 #: 1536 iterations and 1.10-1.49x from 3072 up (evidence/README.md, R13).
 KPART_MIN_K = 2048
+#: R5: B reused by at most this many rows is read in place (not packed) unless its rows lie a whole number of
+#: pages apart. In the shipped sweeps, not packing at M = 16 read 1.24-1.63x faster at qkv and 1.01-1.30x at
+#: mlp_reduce on all four profiles (Zen 3, Rocket Lake, Zen 4, Emerald Rapids); at M = 32 and 64 the four
+#: split (0.67-1.30x).
+UNPACKED_MAX_ROWS = 16
+#: R5: rows of B this many bytes apart (or a multiple) keep their packing at any M: the prefetchers stop at a
+#: page, and on a virtually indexed L1 of one page per way every row lands in the same sets. mlp_expand's
+#: 3072-float rows (3 pages) read 0.77x and 0.89x unpacked at M = 16 on Zen 3 and Emerald Rapids.
+PAGE_BYTES = 4096
 
 
 class RuleError(ValueError):

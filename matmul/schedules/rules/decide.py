@@ -28,7 +28,9 @@ from .config import (
     MAX_PANELS_PER_TASK,
     ORDERS,
     PAD_ROWS_MAX,
+    PAGE_BYTES,
     TASKS_PER_THREAD,
+    UNPACKED_MAX_ROWS,
     UNROLL_STEP,
     Decision,
     Plan,
@@ -199,8 +201,13 @@ def decide(
         pack0, why_pack = True, "NT: B transposed into contiguous panels while packing"
     elif gemv:
         pack0, why_pack = False, "GEMV: B is read once per call; a packed copy would double its traffic"
+    elif row_blocks >= 2 and shape.M <= UNPACKED_MAX_ROWS and (shape.N * size) % PAGE_BYTES:
+        pack0, why_pack = False, (f"only {shape.M} rows reuse B and its rows are not whole pages apart: the copy "
+                                  "costs more than contiguous panels save")
     elif row_blocks >= 2:
-        pack0, why_pack = True, f"each panel reused by {row_blocks} row blocks; contiguous, no set aliasing"
+        aliased = (shape.N * size) % PAGE_BYTES == 0
+        pack0, why_pack = True, (f"each panel reused by {row_blocks} row blocks; contiguous, no set aliasing"
+                                 + (f" (B's rows are {shape.N * size // PAGE_BYTES} pages apart)" if aliased else ""))
     else:
         pack0, why_pack = False, "one row block: a packed panel would be read once, the copy is pure cost"
     pack_b = note("pack_b", pack0, "R5", why_pack)
