@@ -4,8 +4,9 @@ Every schedule of one layer is built, checked against the float64 NumPy layer, a
 with PyTorch in interleaved rounds beside an A/A copy of the first schedule (see
 :mod:`matmul.e2e.timing`); each case hands its own samples to pytest-benchmark. ``extra_info`` holds
 the samples, the speedups over PyTorch (and over ``none``, the unscheduled build, when it is timed)
-with their intervals, the A/A noise floor, matmul GFLOP/s over the pass and percent of the measured
-peak, what every PrimFunc got from the schedule pass, and the per-PrimFunc profile with the matmuls'
+with their intervals, the A/A noise floor, matmul GFLOP/s over the pass and percent of the FP32 peak
+(``pct_peak`` and ``pct_peak_ci`` against the peak probe timed in the layer's rounds, ``pct_peak_run``
+against the run's peak), what every PrimFunc got from the schedule pass, and the per-PrimFunc profile with the matmuls'
 share of the time (from a separate instrumented run).
 """
 
@@ -60,4 +61,10 @@ def test_e2e(benchmark, e2e_model, seq, schedule, bench_settings, e2e_timer, req
     benchmark._timer = replay_timer(case.samples)
     benchmark.pedantic(lambda: None, rounds=len(case.samples), warmup_rounds=0, iterations=1)
     median = benchmark.stats.stats.median
-    info.update(gflops=spec.matmul_flops() / median / 1e9, pct_peak=100 * spec.matmul_flops() / median / 1e9 / peak.gflops)
+    gflops = spec.matmul_flops() / median / 1e9
+    # percent of the peak probe timed in the layer's own rounds; pct_peak_run: of the run's once-measured peak
+    info.update(gflops=gflops, pct_peak=100 * gflops / (group.peak_gflops or peak.gflops),
+                pct_peak_run=100 * gflops / peak.gflops)
+    pct = case.pct_peak(spec.matmul_flops(), group.probe_flops)
+    if pct is not None:
+        info.update(pct_peak_ci=[pct.lo, pct.hi])

@@ -233,6 +233,11 @@ def test_an_end_to_end_case_checks_its_layer_before_timing(tmp_path):
     assert rule["speedup_vs_none"] > 1 and rule["max_error"] < 1e-3 and rule["aa_variant"] == "rule_based"
     assert 0 < rule["matmul_share"] < 1 and {op["name"] for op in rule["ops"]} == {p["name"] for p in rule["plans"]}
     assert len(rule["samples_s"]) >= 4 and rule["noise_floor"] is not None
+    # percent of the peak probe timed in the layer's rounds, and of the run's once-measured peak
+    assert rule["pct_peak"] == pytest.approx(100 * rule["gflops"] / rule["peak_gflops_in_rounds"])
+    assert rule["pct_peak_run"] == pytest.approx(100 * rule["gflops"] / rule["peak_gflops"])
+    assert rule["pct_peak_ci"][0] <= rule["pct_peak"] <= rule["pct_peak_ci"][1]
+    assert set(cases) == {"rule_based", "none"}  # the probe is a control, not a case
 
 
 def test_with_timing_disabled_each_layer_and_pytorchs_is_checked_and_run_once():
