@@ -18,7 +18,7 @@ import pytest
 from matmul import MatmulShape
 from matmul.core.registry import Unavailable
 from matmul.measure.grid import AA_SUFFIX, CaseTiming, GroupTiming, time_group
-from matmul.measure.interleave import RoundSettings, Rounds
+from matmul.measure.interleave import Rounds, RoundSettings
 from matmul.measure.peak import PROBE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,6 +17,7 @@ from matmul.cli import main
 from matmul.core.kernel import matmul_func
 from matmul.core.verify import VerificationError
 from matmul.core.workloads import MODELS, MatmulShape, ModelConfig
+from matmul.e2e import schedule as schedule_mod
 from matmul.e2e.detect import find_matmul
 from matmul.e2e.layer import (
     export,
@@ -29,7 +30,6 @@ from matmul.e2e.layer import (
     weights,
 )
 from matmul.e2e.profile import build_layer, check_layer, profile_layer
-from matmul.e2e import schedule as schedule_mod
 from matmul.e2e.rows import row_schedule
 from matmul.e2e.schedule import (
     NONE,
