@@ -20,7 +20,6 @@ from ..core.workloads import MatmulShape
 from ..measure.candidates import Candidate
 from ..measure.grid import AA_SUFFIX, CaseTiming, GroupTiming
 from ..measure.interleave import DEFAULT_ROUNDS, RoundSettings, time_rounds
-from ..measure.peak import PROBE, peak_probe
 from ..measure.references import get_reference
 from ..measure.stats import Ratio, ratio_of_medians
 from .layer import LayerSpec, inputs, reference, tolerance, torch_layer, weights
@@ -99,9 +98,7 @@ def time_layer(spec: LayerSpec, names: list[str], *, settings: RoundSettings = D
         group.aa_of = first
         cands.insert(1, _tvm_candidate(twin, shape, threads, check_layer(twin), first + AA_SUFFIX))
     if probe:  # the FMA peak in the same rounds, after the TVM layers (their thread pool: no switch)
-        call, group.probe_flops = peak_probe(facts)
-        cands.insert(sum(c.kind == "tvm" for c in cands),
-                     Candidate(PROBE, "tvm", shape, "NT", call, threads, {"probe": "FP32 FMA loop"}, "control"))
+        cands.insert(sum(c.kind == "tvm" for c in cands), group.probe(threads, facts))
     order = [c.name for c in cands]
     group.anchor = TORCH if TORCH in order else order[0]
     rounds = time_rounds(cands, anchor=order.index(group.anchor) if len(cands) > 1 else None, settings=settings)

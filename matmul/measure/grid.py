@@ -29,6 +29,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from ..core.hardware import HostFacts
 from ..core.registry import Unavailable
 from ..core.workloads import MatmulShape
 from .candidates import Candidate, prepare
@@ -88,6 +89,12 @@ class GroupTiming:
     seconds: float = 0.0
     peak: CaseTiming | None = None  # the peak probe's samples (None: no probe was timed)
     probe_flops: float = 0.0  # the probe's flops per call
+
+    def probe(self, threads: int, facts: HostFacts | None = None) -> Candidate:
+        """The FP32 peak probe as one more TVM candidate of this group's rounds (its flops noted here);
+        :meth:`finish` turns its samples into every case's ``vs_peak``."""
+        call, self.probe_flops = peak_probe(facts)
+        return Candidate(PROBE, "tvm", self.shape, self.layout, call, threads, {"probe": "FP32 FMA loop"}, "control")
 
     @property
     def peak_gflops(self) -> float | None:
@@ -176,9 +183,7 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
         twin.name = group.aa_of + AA_SUFFIX
         order.insert(order.index(prepared[group.aa_of]) + 1, twin)
     if probe:  # with the TVM kernels: the same thread pool, no switch
-        call, group.probe_flops = peak_probe()
-        threads = next(iter(prepared.values())).threads
-        order.append(Candidate(PROBE, "tvm", shape, layout, call, threads, {"probe": "FP32 FMA loop"}, "control"))
+        order.append(group.probe(next(iter(prepared.values())).threads))
     order += [c for c in prepared.values() if c.kind != "tvm"]
     names_in = [c.name for c in order]
     group.anchor = anchor if anchor in prepared else group.aa_of or next(iter(prepared))
