@@ -174,6 +174,25 @@ def test_tiny_m_gets_a_tile_of_m_rows_and_reads_b_in_place(M):
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_a_gemv_tile_takes_all_rows_where_that_costs_no_accumulators(profile):
+    """R2 on R12's path: of tiles with as many accumulators, the one of all M rows, so B is streamed once."""
+    facts = PROFILES[profile]
+    lanes, regs = facts.simd_lanes_fp32, vector_registers(facts)
+    for M in range(1, GEMV_MAX_ROWS + 1):
+        for N in (768, 1024, 4096):
+            c = decide(MatmulShape(M, 1024, N), facts).config
+            nv = c.jpack // lanes
+            acc = min(c.mr * nv, regs - nv - 1)
+            whole = [v for v in range(1, 5) if M * v + v + 1 <= regs and N % (v * lanes) == 0
+                     and min(M * v, regs - v - 1) >= acc]
+            assert (c.mr == M) == bool(whole), (M, N, c, whole)
+    if regs == 16:  # AVX2 at M = 4: 4 rows x 2 vectors (8 accumulators), not 2 rows x 4 in two row blocks
+        shape = MatmulShape(4, 1024, 1024)
+        c = decide(shape, facts).config
+        assert (c.mr, c.jpack // lanes, c.padded(shape)[0] // c.mr) == (4, 2, 1)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_b_is_packed_where_enough_rows_reuse_it_or_its_rows_lie_whole_pages_apart(profile):
     """R5 over several facts profiles: a few rows (at most UNPACKED_MAX_ROWS) read B in place unless B's rows
     are a whole number of pages apart; more rows, in two or more row blocks, pack it."""

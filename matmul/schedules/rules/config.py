@@ -45,7 +45,7 @@ RULES: dict[str, str] = {
     "R2": "register tile: the most accumulators (mr x j-pack / lanes) that leave one register per B vector "
           "and one for the A broadcast, with mr <= M, preferring tiles that divide N (or, for N narrower than "
           "the widest tile, the narrowest tile that covers it), then tiles that pad M by "
-          "at most 1/8 of the padded rows, then M's divisors",
+          "at most 1/8 of the padded rows, then (GEMV, M <= 4) a tile of all M rows, then M's divisors",
     "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop; the pad copies run "
           "in parallel over batch, heads and rows",
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
