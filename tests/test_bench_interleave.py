@@ -62,6 +62,10 @@ def test_a_shape_is_timed_as_one_group_with_its_aa_copy(tmp_path):
         assert info["pct_peak"] == pytest.approx(100 * info["gflops"] / peak)
         assert info["pct_peak_run"] == pytest.approx(100 * info["gflops"] / info["peak_gflops"])
         assert info["pct_peak_ci"][0] <= info["pct_peak"] <= info["pct_peak_ci"][1]
+        # the probe's own samples, one per round, for report --normalize peak
+        probe = info["peak_samples_s"]
+        assert len(probe) == len(info["samples_s"])
+        assert peak == pytest.approx(info["peak_probe_flops"] / statistics.median(probe) / 1e9)
     noise = data["machine_info"]["matmul"]["noise_floor"]
     assert noise["groups"] == 1 and noise["per_shape"][0]["shape"] == "qkv-M8-NN"
     assert noise["floor_max"] == pytest.approx(cases["full"]["extra_info"]["noise_floor"])

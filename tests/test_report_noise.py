@@ -2,7 +2,8 @@
 
 Runs are written here from known sample streams, so each test knows the
 truth: a 10% slowdown, an A/A pair, and a drift that both the case and NumPy
-share (which ``--normalize numpy`` must cancel).
+share (which ``--normalize numpy`` must cancel), and a clock that drops between runs for the case and the
+peak probe timed in its rounds alike (which ``--normalize peak`` must cancel).
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from matmul.report import ReportError, build_report
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _case(variant: str, samples: list[float], floor: float, inconclusive: bool = False) -> dict:
+def _case(variant: str, samples: list[float], floor: float, inconclusive: bool = False,
+          peak: list[float] | None = None) -> dict:
     q1, q3 = np.quantile(samples, [0.25, 0.75])
+    extra = {} if peak is None else {"peak_samples_s": peak, "peak_probe_flops": 1e7}
     return {
         "params": {"kernel": "qkv", "M": 16, "variant": variant, "layout": "NN"},
         "stats": {"median": statistics.median(samples), "mean": statistics.fmean(samples), "q1": q1, "q3": q3,
                   "iqr": q3 - q1, "stddev": statistics.stdev(samples), "rounds": len(samples)},
         "extra_info": {"K": 768, "N": 768, "interleaved": True, "samples_s": samples, "noise_floor": floor,
-                       "inconclusive": inconclusive},
+                       "inconclusive": inconclusive, **extra},
     }
 
 
@@ -82,6 +85,32 @@ def test_normalize_without_numpy_in_the_rounds_says_what_is_needed(tmp_path):
         build_report([base, run], normalize="numpy")
 
 
+def test_normalizing_by_the_peak_probe_cancels_a_clock_drop_and_keeps_a_slower_kernel(tmp_path, capsys):
+    # the second run's clock is 20% slower: the FMA probe in each group's rounds slows with the kernels.
+    # rule_based only follows the clock; full also needs 10% more cycles, a real regression.
+    probe0, probe1 = _stream(0.5, 10), _stream(0.6, 11)
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02, peak=probe0),
+                                                          _case("full", _stream(1.0, 2), 0.02, peak=probe0)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.2, 3), 0.02, peak=probe1),
+                                                         _case("full", _stream(1.32, 4), 0.02, peak=probe1)])
+    raw = build_report([base, run]).comparison.set_index("variant")
+    assert raw.loc["rule_based"].regression and raw.loc["full"].regression  # both slower in seconds
+    comp = build_report([base, run], normalize="peak").comparison.set_index("variant")
+    clock, slower = comp.loc["rule_based"], comp.loc["full"]
+    assert clock.ratio == pytest.approx(1.0, abs=0.03) and not clock.regression
+    assert slower.ratio == pytest.approx(1.1, abs=0.03) and slower.regression
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert cli_main(["report", str(base), str(run), "--normalize", "peak"]) == 1
+    assert "1 regression(s)" in out.getvalue() and "relative to the FP32 peak probe" in out.getvalue()
+
+
+def test_normalize_peak_without_probe_samples_says_what_is_needed(tmp_path):
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.0, 2), 0.02)])
+    with pytest.raises(ReportError, match="peak probe's samples from the cases' own rounds"):
+        build_report([base, run], normalize="peak")
+
+
 def test_inconclusive_cases_are_named_in_the_report_and_its_text(tmp_path, capsys):
     run = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02, True)])
     assert cli_main(["report", str(run)]) == 0
@@ -104,4 +133,8 @@ def test_bad_samples_in_a_run_are_named(tmp_path):
     bad["extra_info"]["samples_s"] = [1e-4, -1]
     run = _run(tmp_path / "0001_a.json", "2026-01-01", [bad])
     with pytest.raises(ReportError, match="samples_s that are not a list of positive seconds"):
+        build_report([run])
+    bad = _case("rule_based", _stream(1.0, 1), 0.02, peak=[1e-4, "x"])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [bad])
+    with pytest.raises(ReportError, match="peak_samples_s that are not a list of positive seconds"):
         build_report([run])

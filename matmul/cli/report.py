@@ -53,7 +53,8 @@ def add_parsers(sub) -> None:
                           f"whole rule, default {REGRESSION_THRESHOLD})")
     rep.add_argument("--normalize", choices=NORMALIZE, default="none",
                      help="numpy: compare each case relative to numpy timed in its own rounds, which removes "
-                          "drift both runs share (default: %(default)s)")
+                          "drift both runs share; peak: relative to the FP32 peak probe timed in its own rounds, "
+                          "which removes a clock that moved between runs (default: %(default)s)")
     rep.add_argument("--cv-threshold", type=float, default=CV_THRESHOLD,
                      help="flag cases whose CV exceeds this (default: %(default)s)")
     rep.add_argument("--out", type=Path, help="write CSV and Markdown (and PNG with --plots) here")

@@ -10,7 +10,13 @@ shape (and of ``threshold``, when one is given).
 With ``normalize="numpy"`` each sample is first divided by NumPy's sample
 from the same round of the same run, so drift that both runs share (a
 slower machine, a busier neighbour) cancels; what is left is the case's
-speed relative to NumPy, compared across runs.
+speed relative to NumPy, compared across runs. With ``normalize="peak"``
+each sample is divided by the FP32 peak probe's sample from the same round
+(the grid times the FMA loop in every group's rounds): a case's time in
+units of the probe's call, that is, in clock cycles rather than seconds, so
+a clock that drops between runs (turbo, a neighbour's load) cancels while
+a kernel that needs more cycles does not. Memory-bound cases keep the part
+of the drift that is not the clock.
 
 Older runs without samples fall back to the interquartile rule: a ratio
 above ``1 + threshold`` (default 10%) whose IQR lies wholly above the base's.
@@ -29,25 +35,28 @@ from .load import CASE, ReportError
 
 #: Without raw samples: a latency ratio above 1 + this (and IQRs apart) is a regression.
 FALLBACK_THRESHOLD = 0.10
-NORMALIZE = ("none", "numpy")
+NORMALIZE = ("none", "numpy", "peak")
 COLUMNS = ["base", "run", *CASE, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "method",
            "inconclusive", "noisy", "iqr_separated", "significant", "regression"]
 
 
 def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
-    """Each case's samples over NumPy's from the same rounds (same run, kernel, shape, layout)."""
+    """Each case's samples over NumPy's (``numpy``) or the peak probe's (``peak``) from the same rounds."""
     if normalize not in NORMALIZE:
         raise ReportError(f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZE)}")
     if normalize == "none":
         return cases
-    shape = ["run", "kernel", "M", "K", "N", "layout"]
-    numpy = cases[cases["variant"] == "numpy"].set_index(shape)["samples"]
-    out = cases[cases["variant"] != "numpy"].copy()
+    if normalize == "numpy":
+        shape = ["run", "kernel", "M", "K", "N", "layout"]
+        numpy = cases[cases["variant"] == "numpy"].set_index(shape)["samples"]
+        out = cases[cases["variant"] != "numpy"].copy()
+        refs = [numpy.get(tuple(r[k] for k in shape)) for _, r in out.iterrows()]
+    else:
+        out = cases.copy()
+        refs = list(out["peak_samples"]) if "peak_samples" in out else [None] * len(out)
     normed = []
-    for _, r in out.iterrows():
-        ref = numpy.get(tuple(r[k] for k in shape))
-        s = r["samples"]
-        if ref is None or s is None or not isinstance(ref, (list, tuple)) or len(ref) != len(s):
+    for s, ref in zip(out["samples"], refs, strict=True):
+        if not isinstance(ref, (list, tuple)) or not isinstance(s, (list, tuple)) or len(ref) != len(s):
             normed.append(None)
         else:
             normed.append([a / b for a, b in zip(s, ref, strict=True)])
@@ -55,8 +64,11 @@ def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
     out["median_s"] = [float(np.median(s)) if s else math.nan for s in normed]
     missing = out["samples"].isna()
     if missing.all():
-        raise ReportError("--normalize numpy needs numpy timed in the same interleaved rounds as the cases "
-                          "(runs saved by the interleaved grid with numpy among --variants)")
+        need = ("numpy timed in the same interleaved rounds as the cases (runs saved by the interleaved grid with "
+                "numpy among --variants)" if normalize == "numpy" else
+                "the FP32 peak probe's samples from the cases' own rounds (runs saved by the interleaved grid "
+                "since peak_samples_s was added)")
+        raise ReportError(f"--normalize {normalize} needs {need}")
     return out[~missing]
 
 

@@ -51,12 +51,12 @@ def _number(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
-def _samples(raw, path: Path, case: str) -> list[float] | None:
+def _samples(raw, path: Path, case: str, field: str = "samples_s") -> list[float] | None:
     """A case's raw samples (seconds per call, one per interleaved round), checked; None if the run has none."""
     if raw is None:
         return None
     if not isinstance(raw, list) or not all(_number(x) is not None and x > 0 for x in raw):
-        raise ReportError(f"{path}: case {case} has samples_s that are not a list of positive seconds")
+        raise ReportError(f"{path}: case {case} has {field} that are not a list of positive seconds")
     return [float(x) for x in raw]
 
 
@@ -125,6 +125,7 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             limit_gflops=_number(extra.get("limit_gflops")),
             bandwidth_gbs=_number(extra.get("bandwidth_gbs")),
             samples=_samples(extra.get("samples_s"), path, case),
+            peak_samples=_samples(extra.get("peak_samples_s"), path, case, "peak_samples_s"),
         )
         # the peak probe timed in the case's own rounds where the run has one (its clock is the case's); else the
         # peak measured once for the run

@@ -38,7 +38,8 @@ def to_text(report: Report) -> str:
                     f"{report.settings['threshold'] or REGRESSION_THRESHOLD:.0%} with IQRs apart)")
         what = f"{n} regression(s)" if n else "no regression"
         parts.append(f"{what} against {report.settings['base']} ({how}"
-                     + (", each case relative to numpy in its own rounds)" if norm == "numpy" else ")"))
+                     + {"numpy": ", each case relative to numpy in its own rounds)",
+                        "peak": ", each case relative to the FP32 peak probe in its own rounds)"}.get(norm, ")"))
     parts += [f"skipped {path}: {reason}" for path, reason in report.settings.get("skipped", [])]
     return "\n\n".join(parts)
 
