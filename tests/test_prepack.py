@@ -12,9 +12,12 @@ from tvm import relax, te
 from tvm.s_tir import Schedule
 
 from matmul.cli import main
+from matmul.core.hardware import host_facts
 from matmul.core.kernel import BLOCK, matmul_module
 from matmul.core.runner import compile_module
+from matmul.core.verify import VerificationError
 from matmul.core.workloads import MatmulShape, ModelConfig
+from matmul.e2e import versus
 from matmul.e2e.layer import export, layer_spec, lower
 from matmul.e2e.prepack import constant_args, pack_args
 from matmul.e2e.profile import build_layer, check_layer
@@ -199,3 +202,17 @@ def test_each_function_beside_its_kernel_says_whether_it_read_its_weight_packed(
     for schedule, packed in (("rule_based", True), ("rule_based" + REPACK, False)):
         rows = [r.row() for r in fused_vs_kernels(spec, schedule, blocks=2, calls=1) if not r.skipped]
         assert len(rows) == 4 and all(r["b_prepacked"] is packed for r in rows)
+        # like for like: a function that reads its weight packed stands beside a kernel that reads B packed
+        assert {r["kernel"] for r in rows} == {"rule_based (B pre-packed)" if packed else "rule_based"}
+
+
+def test_the_prepacked_kernel_beside_a_function_checks_its_product(monkeypatch):
+    info = next(p.matmul for p in build_layer(layer_spec(TINY, 16), "rule_based").plans if p.prepacked)
+    cand = versus._prepacked_kernel("rule_based", info, host_facts(), 0)
+    assert cand.decisions["b_prepacked"] is True and cand.shape == info.shape
+    # panels of the wrong rows: the check after the calls must catch it
+    monkeypatch.setattr(versus, "pack_panels", lambda b, jp, layout: pack_panels(np.roll(b, 1, axis=0), jp, layout))
+    with pytest.raises(VerificationError):
+        versus._prepacked_kernel("rule_based", info, host_facts(), 0)
+    with pytest.raises(ValueError, match="does not read B pre-packed"):
+        versus._prepacked_kernel("rule_based[pack_b=False]", info, host_facts(), 0)

@@ -8,8 +8,9 @@ the right thing), then compiles each 2-D matmul function of it on its own and ti
 layout under the same variant, and with a second build of the function as the A/A control. The fused
 function does more than the kernel (its epilogue: bias, GELU, residual), so a ratio near 1 says the
 epilogue rides free on the write-back. Where the function reads its weight pre-packed (``b_prepacked``,
-see :mod:`.prepack`) it does less than the kernel, which packs B on every call; under a ``@repack``
-schedule both pack. A batched function (attention's ``heads x (S x d x S)``) has no
+see :mod:`.prepack`), so does its kernel: built with the same constant-B context and given B packed once,
+outside the timed calls, so the two do the same work; under a ``@repack`` schedule both pack on every
+call. A batched function (attention's ``heads x (S x d x S)``) has no
 canonical kernel to stand beside; it is listed with the reason and not timed.
 """
 
@@ -21,12 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
+from tvm.s_tir import Schedule
 
 from ..core.hardware import HostFacts, configure_runtime_threads, host_facts
-from ..core.verify import VerificationError
+from ..core.kernel import matmul_module
+from ..core.registry import ScheduleContext, get_variant
+from ..core.runner import compile_module
+from ..core.verify import VerificationError, check_calls, garbage, make_inputs
 from ..measure.candidates import Candidate, prepare
 from ..measure.interleave import calls_for, time_interleaved
 from ..measure.stats import Ratio, ratio_of_medians
+from ..schedules.rules import pack_panels
 from .detect import MatmulFunc
 from .layer import LayerSpec
 from .profile import BuiltLayer, build_layer, check_layer
@@ -43,11 +49,12 @@ class FusedVsKernel:
     name: str
     matmul: MatmulFunc
     epilogue: str
-    prepacked: bool = False  # the function reads its weight pre-packed (the kernel packs B on every call)
+    prepacked: bool = False  # the function reads its weight pre-packed, and so does its kernel
     fused_blocks: tuple[float, ...] = ()
     kernel_blocks: tuple[float, ...] = ()
     twin_blocks: tuple[float, ...] = ()
     skipped: str = ""  # why it was not timed
+    kernel: str = ""  # the kernel it was timed beside
 
     @functools.cached_property
     def slowdown(self) -> Ratio | None:
@@ -64,7 +71,7 @@ class FusedVsKernel:
         shape = self.matmul.shape
         return {
             "primfunc": self.name, "M": shape.M, "K": shape.K, "N": shape.N, "layout": self.matmul.layout,
-            "epilogue": self.epilogue or "-", "b_prepacked": self.prepacked,
+            "epilogue": self.epilogue or "-", "b_prepacked": self.prepacked, "kernel": self.kernel or None,
             "fused_ms": 1e3 * statistics.median(self.fused_blocks) if s else None,
             "kernel_ms": 1e3 * statistics.median(self.kernel_blocks) if s else None,
             "fused_over_kernel": s.value if s else None, "ci_lo": s.lo if s else None, "ci_hi": s.hi if s else None,
@@ -92,6 +99,30 @@ def _function_candidate(func: tvm.tirx.PrimFunc, info: MatmulFunc, name: str, fa
     if not np.all(np.isfinite(out)):
         raise VerificationError(f"{name} alone wrote non-finite values")
     return Candidate(name, "tvm", info.shape, info.layout, lambda: fn(*args), facts.runtime_threads)
+
+
+def _prepacked_kernel(variant: str, info: MatmulFunc, facts: HostFacts, seed: int) -> Candidate:
+    """The canonical kernel of ``info``'s shape under ``variant`` reading B pre-packed, as the layer's function
+    reads its weight: scheduled with a constant-B context, B packed once here, the output checked."""
+    v = get_variant(variant)
+    ctx = ScheduleContext(info.shape, info.dtype, info.layout, facts, b_constant=True)
+    sch = Schedule(matmul_module(info.shape, info.dtype, info.layout))
+    v.apply(sch, ctx)
+    decisions = v.decisions(ctx) if v.decisions else {}
+    if not decisions.get("b_prepacked"):
+        raise ValueError(f"{variant!r} does not read B pre-packed on {info.describe()}; its function in the layer "
+                         "should not have been marked prepacked")
+    fn = compile_module(sch, facts.target())["main"]
+    a, b = make_inputs(info.shape, dtype=info.dtype, layout=info.layout, seed=seed)
+    ta, tb = tvm.runtime.tensor(a), tvm.runtime.tensor(pack_panels(b, decisions["jpack"], info.layout))
+    tc = tvm.runtime.tensor(garbage((info.shape.M, info.shape.N), info.dtype))
+
+    def call() -> object:
+        return fn(ta, tb, tc)
+
+    name = f"{variant} (B pre-packed)"
+    check_calls(call, tc.numpy, a, b, layout=info.layout, what=f"{name} on {info.shape} ({info.layout})")
+    return Candidate(name, "tvm", info.shape, info.layout, call, facts.runtime_threads, decisions, v.family)
 
 
 def check_versus(schedule: str) -> str:
@@ -139,10 +170,13 @@ def fused_vs_kernels(spec: LayerSpec, schedule: str, *, facts: HostFacts | None 
         func = built.scheduled[plan.name]
         fused = _function_candidate(func, info, plan.name, facts, rng)
         twin = _function_candidate(func, info, plan.name + " (A/A)", facts, rng)
-        kernel = prepare(split_schedule(schedule)[0], info.shape, layout=info.layout, facts=facts, fresh=True)
+        variant = split_schedule(schedule)[0]
+        kernel = (_prepacked_kernel(variant, info, facts, spec.seq) if plan.prepacked else
+                  prepare(variant, info.shape, layout=info.layout, facts=facts, fresh=True))
         n = calls_for(fused, calls)
         f, k, t = time_interleaved([fused, kernel, twin], blocks=blocks, calls=n)
-        res = FusedVsKernel(plan.name, info, plan.epilogue, bool(plan.prepacked), tuple(f), tuple(k), tuple(t))
+        res = FusedVsKernel(plan.name, info, plan.epilogue, bool(plan.prepacked), tuple(f), tuple(k), tuple(t),
+                            kernel=kernel.name)
         results.append(res)
         if progress:
             progress(f"{plan.name} ({info.describe()}): fused {1e3 * statistics.median(f):.3f} ms, kernel "
