@@ -14,14 +14,15 @@ from tvm.s_tir import Schedule
 from matmul.cli import main
 from matmul.core.hardware import host_facts
 from matmul.core.kernel import BLOCK, matmul_module
-from matmul.core.runner import compile_module
-from matmul.core.verify import VerificationError
+from matmul.core.registry import relayout_b, variant_decisions
+from matmul.core.runner import build, compile_module
+from matmul.core.verify import VerificationError, make_inputs, verify
 from matmul.core.workloads import MatmulShape, ModelConfig
 from matmul.e2e import versus
 from matmul.e2e.layer import export, layer_spec, lower
 from matmul.e2e.prepack import constant_args, pack_args
 from matmul.e2e.profile import build_layer, check_layer
-from matmul.e2e.schedule import REPACK, check_schedule, schedule_module, split_schedule
+from matmul.e2e.schedule import REPACK, check_schedule, schedule_module, schedule_names, split_schedule
 from matmul.e2e.versus import fused_vs_kernels
 from matmul.schedules.rules import apply_config, decide, pack_panels, prepacks
 
@@ -85,6 +86,40 @@ def test_a_prepacked_kernel_reads_b_as_panels_and_computes_the_product(m, layout
     exe.mod["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(pack_panels(b, cfg.jpack, layout)), c)
     want = a.astype("float64") @ (b if layout == "NN" else b.T).astype("float64")
     np.testing.assert_allclose(c.numpy(), want, rtol=1e-4, atol=1e-4 * shape.K ** 0.5)
+
+
+@pytest.mark.parametrize("target", RUNNABLE)
+@pytest.mark.parametrize("layout", ["NN", "NT"])
+def test_the_prepacked_kernel_variant_takes_b_packed_once_by_the_caller(layout, target):
+    """``rule_based_prepacked`` in the kernel grid: B's panels packed by the caller (tensors), no copy inside."""
+    facts = RUNNABLE[target]
+    shape = MatmulShape(40, 8 * facts.simd_lanes_fp32, 12 * facts.simd_lanes_fp32)
+    kernel = build("rule_based_prepacked", shape, layout=layout, facts=facts)
+    cfg = decide(shape, facts, layout=layout).config
+    a, b = make_inputs(shape, layout=layout, seed=3)
+    _, tb, _ = kernel.tensors(a, b)
+    assert tuple(tb.shape) == (shape.N // cfg.jpack, shape.K, cfg.jpack)
+    assert "_global" not in kernel.tir.script()  # B is not copied on every call
+    assert verify(kernel, seed=2).ok  # the check packs B as the caller must, then compares with NumPy
+    assert variant_decisions("rule_based_prepacked", shape, layout=layout, facts=facts)["b_prepacked"] is True
+
+
+def test_where_r5_reads_b_in_place_the_prepacked_variant_is_rule_based():
+    facts = PROFILES["avx512"]
+    for shape in (MatmulShape(16, 768, 768), MatmulShape(1, 768, 3072)):  # R5's few rows; R12's GEMV
+        b = np.ones((shape.K, shape.N), "float32")
+        assert relayout_b("rule_based_prepacked", shape, b, facts=facts) is b
+        prepacked = variant_decisions("rule_based_prepacked", shape, facts=facts)
+        assert prepacked.pop("b_prepacked") is False
+        assert prepacked == variant_decisions("rule_based", shape, facts=facts)
+    b = np.ones((768, 768), "float32")  # a variant that takes B as it is: B itself
+    assert relayout_b("rule_based", MatmulShape(64, 768, 768), b, facts=facts) is b
+
+
+def test_the_layer_pass_refuses_the_prepacked_kernel_variant():
+    assert "rule_based_prepacked" not in schedule_names()
+    with pytest.raises(ValueError, match="takes B pre-packed; in a model the pass packs the weights once"):
+        check_schedule("rule_based_prepacked")
 
 
 def test_where_the_config_does_not_prepack_the_flag_changes_nothing():

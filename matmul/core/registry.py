@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from tvm.s_tir import Schedule, ScheduleError
 
 from .gpu import GpuSpec, gpu_spec
@@ -111,6 +112,11 @@ class Variant:
     dtypes, layouts : tuple of str
         The element types and layouts the variant declares legal; any other
         is refused with a ``ValueError`` naming these.
+    b_constant : bool
+        The variant takes B as a constant packed once by the caller (a
+        model's weight, packed when the model is loaded): its context says
+        so, and ``relayout_b(b, ctx)`` turns the caller's B into the array
+        the kernel reads, outside any timed call (see :func:`relayout_b`).
     """
 
     name: str
@@ -125,6 +131,8 @@ class Variant:
     target: str = "llvm"
     dtypes: tuple[str, ...] = DTYPES
     layouts: tuple[str, ...] = LAYOUTS
+    b_constant: bool = False
+    relayout_b: Callable[[np.ndarray, ScheduleContext], np.ndarray] | None = None
 
     @property
     def legal(self) -> bool:
@@ -252,7 +260,17 @@ def _context(
     elif gpu is not None:
         raise ValueError(f"variant {v.name!r} is for the CPU (llvm), not {gpu.arch}; "
                          f"CUDA variants: {', '.join(variant_names(target='cuda')) or 'none registered'}")
-    return ScheduleContext(shape, dtype, layout, facts or host_facts(), gpu=gpu)
+    return ScheduleContext(shape, dtype, layout, facts or host_facts(), gpu=gpu, b_constant=v.b_constant)
+
+
+def relayout_b(variant: str, shape: MatmulShape, b: np.ndarray, *, dtype: str = "float32", layout: str = "NN",
+               facts: HostFacts | None = None) -> np.ndarray:
+    """B as ``variant``'s kernel reads it: re-laid once by the caller for a ``b_constant`` variant (its
+    weight-packing, done when a model is loaded), else ``b`` itself."""
+    v = get_variant(variant)
+    if not v.b_constant or v.relayout_b is None:
+        return b
+    return v.relayout_b(b, _context(v, shape, dtype, layout, facts))
 
 
 def variant_decisions(
@@ -337,6 +355,7 @@ __all__ = [
     "parse_name",
     "register",
     "register_parametric",
+    "relayout_b",
     "schedule",
     "unavailable",
     "unregister",

@@ -80,8 +80,11 @@ class FuncPlan:
 
 
 def schedule_names() -> list[str]:
-    """Every schedule the pass takes: ``none``, the legal variants of :data:`FAMILIES`, ``metaschedule``."""
-    return [NONE] + [n for f in FAMILIES for n in variant_names(legal_only=True, family=f)] + [METASCHEDULE]
+    """Every schedule the pass takes: ``none``, the legal variants of :data:`FAMILIES`, ``metaschedule``. A
+    variant that takes B pre-packed (``rule_based_prepacked``) is left out: the pass itself decides which
+    weights are packed once (:mod:`.prepack`), for every variant."""
+    return [NONE] + [n for f in FAMILIES for n in variant_names(legal_only=True, family=f)
+                     if not get_variant(n).b_constant] + [METASCHEDULE]
 
 
 def split_schedule(name: str) -> tuple[str, bool]:
@@ -114,6 +117,10 @@ def check_schedule(name: str) -> str:
                          f"`python -m matmul e2e --tune` and replayed by {METASCHEDULE!r}); choose one of: {choices}")
     if not v.legal:
         raise ValueError(f"schedule {name!r} is declared illegal ({v.illegal_because}); choose one of: {choices}")
+    if v.b_constant:
+        raise ValueError(f"schedule {name!r} is a kernel variant that takes B pre-packed; in a model the pass packs "
+                         f"the weights once for every variant (add {REPACK} to pack per call); choose one of: "
+                         f"{choices}")
     return name
 
 

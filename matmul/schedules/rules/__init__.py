@@ -6,7 +6,9 @@
 * :mod:`.apply`: any legal config -> a TIR schedule.
 
 Importing this package registers ``rule_based`` and its pinned forms
-``rule_based[knob=value,...]`` (ablations, the template's configs).
+``rule_based[knob=value,...]`` (ablations, the template's configs), and
+``rule_based_prepacked``: the same kernel taking B as a model's weight,
+packed into R5's panels once by the caller instead of on every call.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ...core.registry import (
     Variant,
     VariantNameError,
     parse_name,
+    register,
     register_parametric,
 )
 from .apply import apply_config, pack_panels, prepacks
@@ -101,6 +104,26 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
 
 register_parametric(NAME, _rule_based)
 
+#: ``rule_based`` with B a constant (a model's weight): where R5 packs B, the kernel reads B's panels, packed once
+#: by the caller (:func:`pack_panels`) outside any timed call; elsewhere it is ``rule_based`` itself.
+PREPACKED = NAME + "_prepacked"
+
+
+def _prepacked() -> Variant:
+    base = _rule_based({})
+
+    def relayout(b, ctx: ScheduleContext):
+        config = decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, slices=ctx.slices).config
+        return pack_panels(b, config.jpack, ctx.layout) if prepacks(config, ctx.shape) else b
+
+    def summary(facts: HostFacts) -> str:
+        return base.summary(facts) + "; B a weight packed once by the caller, not on every call"
+
+    return dataclasses.replace(base, name=PREPACKED, summary=summary, b_constant=True, relayout_b=relayout)
+
+
+register(_prepacked())
+
 __all__ = [
     "GEMV_MAX_ROWS",
     "GEMV_STREAMS",
@@ -108,6 +131,7 @@ __all__ = [
     "ORDERS",
     "PAD_ROWS_MAX",
     "PAGE_BYTES",
+    "PREPACKED",
     "RULES",
     "UNPACKED_MAX_ROWS",
     "Decision",
