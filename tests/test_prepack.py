@@ -24,6 +24,7 @@ from matmul.e2e.prepack import constant_args, pack_args
 from matmul.e2e.profile import build_layer, check_layer
 from matmul.e2e.schedule import REPACK, check_schedule, schedule_module, schedule_names, split_schedule
 from matmul.e2e.versus import fused_vs_kernels
+from matmul.schedules import rules
 from matmul.schedules.rules import apply_config, decide, pack_panels, prepacks
 
 from .profiles import PROFILES, RUNNABLE
@@ -243,11 +244,28 @@ def test_each_function_beside_its_kernel_says_whether_it_read_its_weight_packed(
 
 def test_the_prepacked_kernel_beside_a_function_checks_its_product(monkeypatch):
     info = next(p.matmul for p in build_layer(layer_spec(TINY, 16), "rule_based").plans if p.prepacked)
-    cand = versus._prepacked_kernel("rule_based", info, host_facts(), 0)
+    cand = versus._kernel("rule_based", info, True, host_facts())
     assert cand.decisions["b_prepacked"] is True and cand.shape == info.shape
+    assert cand.name == "rule_based (B pre-packed)"
     # panels of the wrong rows: the check after the calls must catch it
-    monkeypatch.setattr(versus, "pack_panels", lambda b, jp, layout: pack_panels(np.roll(b, 1, axis=0), jp, layout))
+    real = rules.pack_panels
+    monkeypatch.setattr(rules, "pack_panels", lambda b, jp, layout: real(np.roll(b, 1, axis=0), jp, layout))
     with pytest.raises(VerificationError):
-        versus._prepacked_kernel("rule_based", info, host_facts(), 0)
+        versus._kernel("rule_based", info, True, host_facts())
     with pytest.raises(ValueError, match="does not read B pre-packed"):
-        versus._prepacked_kernel("rule_based[pack_b=False]", info, host_facts(), 0)
+        versus._kernel("rule_based[pack_b=False]", info, True, host_facts())
+
+
+@pytest.mark.parametrize("variant", ["rule_based", "ml_guided"])
+def test_any_template_variant_builds_with_b_packed_once(variant):
+    """``b_constant`` is a build option of every template variant, not only of ``rule_based_prepacked``."""
+    facts = host_facts()
+    shape = MatmulShape(40, 8 * facts.simd_lanes_fp32, 12 * facts.simd_lanes_fp32)
+    kernel = build(variant, shape, facts=facts, b_constant=True)
+    d = variant_decisions(variant, shape, facts=facts, b_constant=True)
+    a, b = make_inputs(shape, seed=5)
+    _, tb, _ = kernel.tensors(a, b)
+    assert (tuple(tb.shape) == (shape.N // d["jpack"], shape.K, d["jpack"])) is d["b_prepacked"]
+    assert verify(kernel, seed=4).ok
+    plain = build(variant, shape, facts=facts)
+    assert tuple(plain.tensors(a, b)[1].shape) == (shape.K, shape.N)

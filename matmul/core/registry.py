@@ -113,10 +113,15 @@ class Variant:
         The element types and layouts the variant declares legal; any other
         is refused with a ``ValueError`` naming these.
     b_constant : bool
-        The variant takes B as a constant packed once by the caller (a
-        model's weight, packed when the model is loaded): its context says
-        so, and ``relayout_b(b, ctx)`` turns the caller's B into the array
-        the kernel reads, outside any timed call (see :func:`relayout_b`).
+        The default of the context's ``b_constant`` for this variant: B a
+        constant packed once by the caller (a model's weight, packed when
+        the model is loaded). Callers may also ask any variant for it
+        (``schedule(..., b_constant=True)``).
+    relayout_b : callable, optional
+        ``relayout_b(b, ctx) -> array``: the caller's B as the kernel built
+        under ``ctx`` reads it (B itself unless ``ctx.b_constant`` made the
+        variant read B re-laid); applied once, outside any timed call (see
+        :func:`relayout_b`).
     """
 
     name: str
@@ -249,7 +254,8 @@ def get_variant(name: str) -> Variant:
 
 
 def _context(
-    v: Variant, shape: MatmulShape, dtype: str, layout: str, facts: HostFacts | None, gpu: GpuSpec | None = None
+    v: Variant, shape: MatmulShape, dtype: str, layout: str, facts: HostFacts | None, gpu: GpuSpec | None = None,
+    b_constant: bool | None = None,
 ) -> ScheduleContext:
     check_dtype(dtype, v.dtypes)
     check_layout(layout)
@@ -260,28 +266,29 @@ def _context(
     elif gpu is not None:
         raise ValueError(f"variant {v.name!r} is for the CPU (llvm), not {gpu.arch}; "
                          f"CUDA variants: {', '.join(variant_names(target='cuda')) or 'none registered'}")
-    return ScheduleContext(shape, dtype, layout, facts or host_facts(), gpu=gpu, b_constant=v.b_constant)
+    return ScheduleContext(shape, dtype, layout, facts or host_facts(), gpu=gpu,
+                           b_constant=v.b_constant if b_constant is None else b_constant)
 
 
 def relayout_b(variant: str, shape: MatmulShape, b: np.ndarray, *, dtype: str = "float32", layout: str = "NN",
-               facts: HostFacts | None = None) -> np.ndarray:
-    """B as ``variant``'s kernel reads it: re-laid once by the caller for a ``b_constant`` variant (its
-    weight-packing, done when a model is loaded), else ``b`` itself."""
+               facts: HostFacts | None = None, b_constant: bool | None = None) -> np.ndarray:
+    """B as ``variant``'s kernel reads it: re-laid once by the caller where B is a constant the variant reads
+    pre-packed (its weight-packing, done when a model is loaded), else ``b`` itself. ``b_constant`` None: the
+    variant's default."""
     v = get_variant(variant)
-    if not v.b_constant or v.relayout_b is None:
-        return b
-    return v.relayout_b(b, _context(v, shape, dtype, layout, facts))
+    ctx = _context(v, shape, dtype, layout, facts, b_constant=b_constant)
+    return v.relayout_b(b, ctx) if ctx.b_constant and v.relayout_b is not None else b
 
 
 def variant_decisions(
     variant: str, shape: MatmulShape, *, dtype: str = "float32", layout: str = "NN", facts: HostFacts | None = None,
-    gpu: GpuSpec | None = None,
+    gpu: GpuSpec | None = None, b_constant: bool | None = None,
 ) -> dict[str, Any]:
     """A variant's concrete choices for one shape (empty if it records none)."""
     v = get_variant(variant)
     if v.decisions is None:
         return {}
-    return v.decisions(_context(v, shape, dtype, layout, facts, gpu))
+    return v.decisions(_context(v, shape, dtype, layout, facts, gpu, b_constant))
 
 
 def unavailable(
@@ -304,6 +311,7 @@ def schedule(
     facts: HostFacts | None = None,
     debug_mask: str | int = "all",
     gpu: GpuSpec | None = None,
+    b_constant: bool | None = None,
 ) -> Schedule:
     """Build the canonical kernel and apply a variant to it.
 
@@ -321,6 +329,10 @@ def schedule(
     gpu : GpuSpec, optional
         The GPU a ``cuda`` variant schedules for (default: this machine's GPU,
         else the nominal part of the default arch); refused for CPU variants.
+    b_constant : bool, optional
+        B is a constant the caller packs once (a model's weight): a variant
+        that packs B reads it pre-packed instead (:func:`relayout_b` gives
+        the array to pass). None: the variant's default.
 
     Raises
     ------
@@ -332,7 +344,7 @@ def schedule(
         always raise; the note added to the error says so).
     """
     v = get_variant(variant)
-    ctx = _context(v, shape, dtype, layout, facts, gpu)
+    ctx = _context(v, shape, dtype, layout, facts, gpu, b_constant)
     sch = Schedule(matmul_module(shape, ctx.dtype, ctx.layout), debug_mask=debug_mask)
     try:
         done = v.apply(sch, ctx)

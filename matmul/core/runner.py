@@ -52,7 +52,7 @@ class CompiledKernel:
     facts: HostFacts
     executable: Any
     tir: tvm.IRModule
-    #: B as the kernel reads it, from the caller's B: set for a variant that takes B pre-packed (``b_constant``),
+    #: B as the kernel reads it, from the caller's B (re-laid where the kernel takes B pre-packed, ``b_constant``),
     #: applied by :meth:`tensors` once, outside any timed call; None: the kernel reads B as given.
     relayout_b: Callable[[np.ndarray], np.ndarray] | None = None
 
@@ -122,14 +122,16 @@ def build(
     dtype: str = "float32",
     layout: str = "NN",
     facts: HostFacts | None = None,
+    b_constant: bool | None = None,
 ) -> CompiledKernel:
-    """Schedule a variant and compile it for ``facts.target()`` (default: host)."""
+    """Schedule a variant and compile it for ``facts.target()`` (default: host). ``b_constant``: B is a weight
+    packed once by the caller (see :func:`~matmul.core.registry.schedule`); :meth:`CompiledKernel.tensors`
+    then re-lays it."""
     facts = facts or host_facts()
-    sch = schedule(variant, shape, dtype=dtype, layout=layout, facts=facts)
+    sch = schedule(variant, shape, dtype=dtype, layout=layout, facts=facts, b_constant=b_constant)
     exe = compile_module(sch, facts.target())
-    relayout = None
-    if get_variant(variant).b_constant:
-        relayout = functools.partial(relayout_b, variant, shape, dtype=dtype, layout=layout, facts=facts)
+    relayout = functools.partial(relayout_b, variant, shape, dtype=dtype, layout=layout, facts=facts,
+                                 b_constant=b_constant)
     return CompiledKernel(variant, shape, dtype, layout, facts, exe, sch.mod, relayout)
 
 

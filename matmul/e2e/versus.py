@@ -22,17 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
-from tvm.s_tir import Schedule
 
 from ..core.hardware import HostFacts, configure_runtime_threads, host_facts
-from ..core.kernel import matmul_module
-from ..core.registry import ScheduleContext, get_variant
-from ..core.runner import compile_module
-from ..core.verify import VerificationError, check_calls, garbage, make_inputs
+from ..core.verify import VerificationError
 from ..measure.candidates import Candidate, prepare
 from ..measure.interleave import calls_for, time_interleaved
 from ..measure.stats import Ratio, ratio_of_medians
-from ..schedules.rules import pack_panels
 from .detect import MatmulFunc
 from .layer import LayerSpec
 from .profile import BuiltLayer, build_layer, check_layer
@@ -101,28 +96,16 @@ def _function_candidate(func: tvm.tirx.PrimFunc, info: MatmulFunc, name: str, fa
     return Candidate(name, "tvm", info.shape, info.layout, lambda: fn(*args), facts.runtime_threads)
 
 
-def _prepacked_kernel(variant: str, info: MatmulFunc, facts: HostFacts, seed: int) -> Candidate:
-    """The canonical kernel of ``info``'s shape under ``variant`` reading B pre-packed, as the layer's function
-    reads its weight: scheduled with a constant-B context, B packed once here, the output checked."""
-    v = get_variant(variant)
-    ctx = ScheduleContext(info.shape, info.dtype, info.layout, facts, b_constant=True)
-    sch = Schedule(matmul_module(info.shape, info.dtype, info.layout))
-    v.apply(sch, ctx)
-    decisions = v.decisions(ctx) if v.decisions else {}
-    if not decisions.get("b_prepacked"):
+def _kernel(variant: str, info: MatmulFunc, prepacked: bool, facts: HostFacts) -> Candidate:
+    """The canonical kernel of ``info``'s shape under ``variant``, verified; reading B packed once (as a weight)
+    where the layer's function reads its weight so, so the two do the same work."""
+    kernel = prepare(variant, info.shape, layout=info.layout, facts=facts, fresh=True, b_constant=prepacked)
+    if prepacked and not kernel.decisions.get("b_prepacked"):
         raise ValueError(f"{variant!r} does not read B pre-packed on {info.describe()}; its function in the layer "
                          "should not have been marked prepacked")
-    fn = compile_module(sch, facts.target())["main"]
-    a, b = make_inputs(info.shape, dtype=info.dtype, layout=info.layout, seed=seed)
-    ta, tb = tvm.runtime.tensor(a), tvm.runtime.tensor(pack_panels(b, decisions["jpack"], info.layout))
-    tc = tvm.runtime.tensor(garbage((info.shape.M, info.shape.N), info.dtype))
-
-    def call() -> object:
-        return fn(ta, tb, tc)
-
-    name = f"{variant} (B pre-packed)"
-    check_calls(call, tc.numpy, a, b, layout=info.layout, what=f"{name} on {info.shape} ({info.layout})")
-    return Candidate(name, "tvm", info.shape, info.layout, call, facts.runtime_threads, decisions, v.family)
+    if prepacked:
+        kernel.name = f"{variant} (B pre-packed)"
+    return kernel
 
 
 def check_versus(schedule: str) -> str:
@@ -170,9 +153,7 @@ def fused_vs_kernels(spec: LayerSpec, schedule: str, *, facts: HostFacts | None 
         func = built.scheduled[plan.name]
         fused = _function_candidate(func, info, plan.name, facts, rng)
         twin = _function_candidate(func, info, plan.name + " (A/A)", facts, rng)
-        variant = split_schedule(schedule)[0]
-        kernel = (_prepacked_kernel(variant, info, facts, spec.seq) if plan.prepacked else
-                  prepare(variant, info.shape, layout=info.layout, facts=facts, fresh=True))
+        kernel = _kernel(split_schedule(schedule)[0], info, bool(plan.prepacked), facts)
         n = calls_for(fused, calls)
         f, k, t = time_interleaved([fused, kernel, twin], blocks=blocks, calls=n)
         res = FusedVsKernel(plan.name, info, plan.epilogue, bool(plan.prepacked), tuple(f), tuple(k), tuple(t),

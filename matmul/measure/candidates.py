@@ -99,11 +99,14 @@ def prepare(
     facts: HostFacts | None = None,
     seed: int = 0,
     fresh: bool = False,
+    b_constant: bool | None = None,
 ) -> Candidate:
     """Build or bind ``name`` for ``shape``, check its output, bind the inputs.
 
     ``fresh`` builds a TVM variant anew instead of reusing this process's
-    cached build (the A/A control needs a second, separate copy).
+    cached build (the A/A control needs a second, separate copy). ``b_constant``
+    builds it taking B as a weight packed once (always a fresh build; see
+    :func:`~matmul.core.registry.schedule`).
 
     Raises
     ------
@@ -122,9 +125,9 @@ def prepare(
     a, b = make_inputs(shape, dtype=dtype, layout=layout, seed=seed)
     if kind == "tvm":
         variant = get_variant(name)
-        decisions = variant_decisions(name, shape, dtype=dtype, layout=layout, facts=facts)
-        kernel = (build(name, shape, dtype=dtype, layout=layout, facts=facts) if fresh
-                  else build_cached(name, shape, dtype, layout))
+        decisions = variant_decisions(name, shape, dtype=dtype, layout=layout, facts=facts, b_constant=b_constant)
+        kernel = (build(name, shape, dtype=dtype, layout=layout, facts=facts, b_constant=b_constant)
+                  if fresh or b_constant is not None else build_cached(name, shape, dtype, layout))
         cand = _bind(name, kernel, decisions, a, b, variant.family)
         cand.promoted = {k: decisions[k] for k in variant.info_keys if k in decisions}
         return cand

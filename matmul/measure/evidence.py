@@ -234,6 +234,5 @@ def overall(result: StudyResult) -> dict[tuple[str, str], float]:
     return {(row.a, row.b): float(row.speedup_geomean) for row in g[g["kernel"] == ALL].itertuples()}
 
 
-__all__ = ["ABLATIONS", "ABLATION_M", "EVIDENCE_DIR", "TRENDS", "Study", "StudyResult", "ablation_values", "get_study", "overall",
-           "run_study", "studies",
-           "study_names", "write_study", "write_summary"]
+__all__ = ["ABLATIONS", "ABLATION_M", "EVIDENCE_DIR", "TRENDS", "Study", "StudyResult", "ablation_values", "get_study",
+           "overall", "run_study", "studies", "study_names", "write_study", "write_summary"]

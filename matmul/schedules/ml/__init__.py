@@ -15,7 +15,7 @@ from __future__ import annotations
 from tvm.s_tir import Schedule
 
 from ...core.registry import ScheduleContext, Variant, register
-from ..rules import apply_config, prepacks
+from ..rules import apply_config, panel_relayout, prepacks
 from . import data, domain, evaluate, features, model
 from .data import (
     SCHEMA,
@@ -83,6 +83,7 @@ register(Variant(
                    "rules' config when the model is missing, broken or illegal"),
     decisions=_decisions,
     info_keys=("fallback", "model_scope", "trained_profiles", "domain"),
+    relayout_b=panel_relayout(lambda ctx: _prediction(ctx).config),
 ))
 
 __all__ = [

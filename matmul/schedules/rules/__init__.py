@@ -14,6 +14,7 @@ packed into R5's panels once by the caller instead of on every call.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from tvm.s_tir import Schedule
@@ -74,6 +75,15 @@ def parse_overrides(name: str) -> tuple[str, dict[str, Any]] | None:
     return parsed
 
 
+def panel_relayout(config_of: Callable[[ScheduleContext], RuleConfig]):
+    """A template variant's ``relayout_b``: B as R5's panels where the config ``config_of(ctx)`` reads B
+    pre-packed (:func:`prepacks`), else B itself."""
+    def relayout(b, ctx: ScheduleContext):
+        config = config_of(ctx)
+        return pack_panels(b, config.jpack, ctx.layout) if prepacks(config, ctx.shape, batched=ctx.slices > 1) else b
+    return relayout
+
+
 def _rule_based(overrides: dict[str, Any]) -> Variant:
     """``rule_based``, optionally with knobs pinned (ablations use this)."""
     pinned = check_overrides(overrides)
@@ -99,27 +109,25 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
             d["b_prepacked"] = prepacks(p.config, ctx.shape, batched=ctx.slices > 1)
         return d
 
-    return Variant(name, "rule", apply, summary, None, decisions)
+    return Variant(name, "rule", apply, summary, None, decisions,
+                   relayout_b=panel_relayout(lambda ctx: plan(ctx).config))
 
 
 register_parametric(NAME, _rule_based)
 
-#: ``rule_based`` with B a constant (a model's weight): where R5 packs B, the kernel reads B's panels, packed once
-#: by the caller (:func:`pack_panels`) outside any timed call; elsewhere it is ``rule_based`` itself.
+#: ``rule_based`` with B a constant (a model's weight) by default, the grid's name for
+#: ``build("rule_based", ..., b_constant=True)``: where R5 packs B, the kernel reads B's panels, packed once by the
+#: caller (:func:`pack_panels`) outside any timed call; elsewhere it is ``rule_based`` itself.
 PREPACKED = NAME + "_prepacked"
 
 
 def _prepacked() -> Variant:
     base = _rule_based({})
 
-    def relayout(b, ctx: ScheduleContext):
-        config = decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, slices=ctx.slices).config
-        return pack_panels(b, config.jpack, ctx.layout) if prepacks(config, ctx.shape) else b
-
     def summary(facts: HostFacts) -> str:
         return base.summary(facts) + "; B a weight packed once by the caller, not on every call"
 
-    return dataclasses.replace(base, name=PREPACKED, summary=summary, b_constant=True, relayout_b=relayout)
+    return dataclasses.replace(base, name=PREPACKED, summary=summary, b_constant=True)
 
 
 register(_prepacked())
@@ -142,6 +150,7 @@ __all__ = [
     "check_overrides",
     "decide",
     "pack_panels",
+    "panel_relayout",
     "parse_overrides",
     "prepacks",
     "vector_lanes",
