@@ -55,7 +55,8 @@ def test_e2e(benchmark, e2e_model, seq, schedule, bench_settings, e2e_timer, req
     if case.to_anchor is not None:
         info.update(to_anchor=case.to_anchor.as_dict())
     if schedule in built:
-        prof = profile_layer(built[schedule], repeat=PROFILE_REPEAT, peak_gflops=peak.gflops)
+        # the ops' percent of peak against the probe in the layer's rounds, else one probed between the passes
+        prof = profile_layer(built[schedule], repeat=PROFILE_REPEAT, peak_gflops=group.peak_gflops or None)
         info.update(matmul_share=prof.matmul_share, ops=[vars(r) for r in prof.rows],
                     instrumented_s=prof.instrumented_s)
     benchmark._timer = replay_timer(case.samples)

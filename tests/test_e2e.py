@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import statistics
+import time
 
 import numpy as np
 import pytest
@@ -29,7 +31,7 @@ from matmul.e2e.layer import (
     torch_layer,
     weights,
 )
-from matmul.e2e.profile import build_layer, check_layer, profile_layer
+from matmul.e2e.profile import build_layer, check_layer, peak_between_passes, profile_layer
 from matmul.e2e.rows import row_schedule
 from matmul.e2e.schedule import (
     NONE,
@@ -246,6 +248,25 @@ def test_the_profile_accounts_for_every_primfunc():
     assert max(r.calls for r in prof.rows) == 3  # q, k and v call one function
     assert all(r.gflops and r.pct_peak for r in prof.rows if r.kind == "matmul")
     assert 0 < prof.matmul_share < 1 and prof.forward_s > 0 and len(prof.forward_samples) == 2
+    assert prof.peak_gflops == 100.0 and prof.peak_samples == []  # a peak given is used as given
+
+
+def test_the_profile_reads_percent_of_peak_against_the_probe_timed_between_its_passes():
+    built = build_layer(layer_spec(TINY, 32), "rule_based")
+    prof = profile_layer(built, repeat=3)
+    assert len(prof.peak_samples) == 3 and all(s > 0 for s in prof.peak_samples)
+    assert prof.peak_gflops == pytest.approx(statistics.median(prof.peak_samples))
+    for r in prof.rows:
+        if r.kind == "matmul":
+            assert r.pct_peak == pytest.approx(100 * r.gflops / prof.peak_gflops)
+
+
+def test_the_probe_between_passes_counts_its_calls_over_the_time_they_took():
+    between, samples = peak_between_passes((lambda: time.sleep(0.001), 1e6), min_s=0.01)
+    between()
+    between()
+    # each call takes at least 1 ms: at most 1e6 flops / 1 ms = 1 GFLOP/s, and well above nothing
+    assert len(samples) == 2 and all(0.2 < s <= 1.0 for s in samples)
 
 
 def test_e2e_command_prints_the_table_and_saves_json(tmp_path, capsys):

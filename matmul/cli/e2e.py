@@ -17,7 +17,6 @@ from ..e2e.profile import build_layer, check_layer, profile_layer
 from ..e2e.schedule import check_schedule, schedule_names
 from ..e2e.tune import E2E_DIR, tune_layer
 from ..e2e.versus import WITHIN, check_versus, fused_vs_kernels
-from ..measure.peak import fp32_peak
 from ..schedules.metaschedule.database import TRIALS_PER_ITER
 from ..schedules.metaschedule.tune import SearchSettings
 from .common import positive, say
@@ -41,8 +40,8 @@ def _cmd_e2e(args: argparse.Namespace) -> int:
     say(f"building {spec.label()} with schedule {args.schedule} for {facts.profile}")
     built = build_layer(spec, args.schedule, facts=facts)
     err = None if args.no_check else check_layer(built)
-    peak = fp32_peak().gflops
-    prof = profile_layer(built, repeat=args.repeat, peak_gflops=peak)
+    prof = profile_layer(built, repeat=args.repeat)  # the FMA peak probed between its passes
+    peak = prof.peak_gflops
     table = pd.DataFrame([{
         "primfunc": r.name, "kind": r.kind, "schedule": r.schedule, "calls": r.calls, "ms": 1e3 * r.seconds,
         "share": 100 * r.share, "gflops": r.gflops, "pct_peak": r.pct_peak, "epilogue": r.epilogue,
@@ -52,8 +51,9 @@ def _cmd_e2e(args: argparse.Namespace) -> int:
     print(f"\nforward pass: {1e3 * prof.forward_s:.3f} ms (median of {len(prof.forward_samples)}, VM time_evaluator); "
           f"PrimFuncs {1e3 * sum(r.seconds for r in prof.rows):.3f} ms under the instrument; "
           f"matmuls {100 * prof.matmul_share:.1f}% of PrimFunc time; "
-          f"{flops / prof.forward_s / 1e9:.1f} matmul GFLOP/s over the pass ({100 * flops / prof.forward_s / 1e9 / peak:.1f}% "
-          f"of the {peak:.0f} GFLOP/s peak)")
+          f"{flops / prof.forward_s / 1e9:.1f} matmul GFLOP/s over the pass "
+          f"({100 * flops / prof.forward_s / 1e9 / peak:.1f}% of the {peak:.0f} GFLOP/s FMA peak, the median of "
+          f"{len(prof.peak_samples)} probes between the profiled passes)")
     print("max |error| vs the float64 NumPy layer: " + ("not checked" if err is None else f"{err:.3g}"))
     versus = []
     if args.vs_kernels:

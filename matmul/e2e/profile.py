@@ -5,6 +5,10 @@ figures come from ``vm.set_instrument``: a callback before and after every call 
 ``perf_counter``. The whole forward pass is timed by the VM's own ``time_evaluator`` on
 ``invoke_stateful``, with no callback installed. The two differ by the VM's own work (allocations,
 shape checks) and the callbacks' cost; both are reported.
+
+A matmul function's percent of peak is read against the FMA peak probe timed between the instrumented
+passes, in the same minute, because the clock of these shared machines follows the neighbours' load (the
+once-measured peak read 343 and 446 GFLOP/s in two runs minutes apart).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import collections
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +28,15 @@ from tvm import relax
 
 from ..core.hardware import HostFacts, configure_runtime_threads, host_facts
 from ..core.verify import VerificationError
+from ..measure.peak import peak_probe
 from ..schedules.metaschedule.database import NoRecordError
 from .layer import SEED, LayerSpec, export, inputs, lower, reference, tolerance, weights
 from .prepack import Packed, pack_args
 from .schedule import FuncPlan, schedule_module
 from .tune import tune_layer_command
+
+#: Seconds of the peak probe after each instrumented pass (about 100 calls of 50 us).
+PROBE_SAMPLE_S = 0.005
 
 
 @dataclass
@@ -45,6 +54,7 @@ class BuiltLayer:
     build_s: float
     scheduled: tvm.IRModule | None = None  # the module compiled, its PrimFuncs as the pass left them
     packed: list[Packed] = field(default_factory=list)  # the weights ``args`` holds packed (see ``.prepack``)
+    facts: HostFacts | None = None  # what it was built for (None: the host)
 
     def call(self) -> object:
         return self.vm["forward"](*self.args)
@@ -77,7 +87,8 @@ def build_layer(spec: LayerSpec, schedule: str, *, facts: HostFacts | None = Non
     vm = relax.VirtualMachine(exe, tvm.cpu())
     w, x = weights(spec, seed), inputs(spec, seed)
     args = [tvm.runtime.tensor(a) for a in pack_args([x] + [w[n] for n in names], packed)]
-    return BuiltLayer(spec, schedule, plans, exe, vm, args, x, w, time.perf_counter() - start, scheduled, packed)
+    return BuiltLayer(spec, schedule, plans, exe, vm, args, x, w, time.perf_counter() - start, scheduled, packed,
+                      facts)
 
 
 def check_layer(built: BuiltLayer, expected: np.ndarray | None = None) -> float:
@@ -123,15 +134,20 @@ class Profile:
     forward_samples: list[float]
     instrumented_s: float  # the rows' sum plus the VM's builtins, per pass
     matmul_share: float  # of the PrimFuncs' time
-    peak_gflops: float | None
+    peak_gflops: float | None  # the median of ``peak_samples`` where the probe ran, else the one given
     extra: dict[str, Any] = field(default_factory=dict)
+    peak_samples: list[float] = field(default_factory=list)  # GFLOP/s of the probe, one per instrumented pass
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def op_times(built: BuiltLayer, *, repeat: int = 10, warmup: int = 2) -> tuple[dict[str, float], dict[str, float]]:
-    """Seconds and calls per forward pass of every function the VM calls (PrimFuncs and builtins)."""
+def op_times(built: BuiltLayer, *, repeat: int = 10, warmup: int = 2,
+             between: Callable[[], object] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds and calls per forward pass of every function the VM calls (PrimFuncs and builtins).
+
+    ``between`` runs after every instrumented pass, outside the VM (so outside the figures).
+    """
     spent: dict[str, float] = collections.defaultdict(float)
     calls: collections.Counter[str] = collections.Counter()
     started: dict[str, float] = {}
@@ -150,6 +166,8 @@ def op_times(built: BuiltLayer, *, repeat: int = 10, warmup: int = 2) -> tuple[d
     try:
         for _ in range(repeat):
             built.call()
+            if between is not None:
+                between()
     finally:
         built.vm.set_instrument(lambda *a: relax.VMInstrumentReturnKind.NO_OP)
     return ({k: v / repeat for k, v in spent.items()}, {k: c / repeat for k, c in calls.items()})
@@ -163,9 +181,36 @@ def forward_times(built: BuiltLayer, *, number: int = 1, repeat: int = 10) -> li
     return [float(t) for t in ev("forward").results]
 
 
+def peak_between_passes(probe: tuple[Callable[[], object], float], min_s: float = PROBE_SAMPLE_S
+                        ) -> tuple[Callable[[], None], list[float]]:
+    """A ``between`` for :func:`op_times` that times ``probe`` (a call and its flops, as from
+    :func:`~matmul.measure.peak.peak_probe`) for at least ``min_s`` seconds, and the list it appends the
+    GFLOP/s of each sample to."""
+    call, flops = probe
+    samples: list[float] = []
+
+    def sample() -> None:
+        call()  # the pool is awake after the pass; one call settles the probe's first touch
+        n, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < min_s or n == 0:
+            call()
+            n += 1
+        samples.append(n * flops / elapsed / 1e9)
+
+    return sample, samples
+
+
 def profile_layer(built: BuiltLayer, *, repeat: int = 10, peak_gflops: float | None = None) -> Profile:
-    """The per-PrimFunc table (sorted by time) and the forward pass's time."""
-    seconds, calls = op_times(built, repeat=repeat)
+    """The per-PrimFunc table (sorted by time) and the forward pass's time.
+
+    ``peak_gflops`` None: the FMA peak probe is timed between the instrumented passes and each matmul
+    function's percent of peak is read against the median of those samples; a number is used as given.
+    """
+    between, peak_samples = (None, []) if peak_gflops is not None else peak_between_passes(
+        peak_probe(built.facts or host_facts()))
+    seconds, calls = op_times(built, repeat=repeat, between=between)
+    if peak_samples:
+        peak_gflops = statistics.median(peak_samples)
     plans = {p.name: p for p in built.plans}
     funcs = {k: v for k, v in seconds.items() if k in plans}
     total = sum(funcs.values()) or math.nan
@@ -178,8 +223,9 @@ def profile_layer(built: BuiltLayer, *, repeat: int = 10, peak_gflops: float | N
                           100 * gflops / peak_gflops if gflops and peak_gflops else None, p.epilogue))
     samples = forward_times(built, repeat=repeat)
     matmul = sum(r.seconds for r in rows if r.kind == "matmul")
-    return Profile(rows, statistics.median(samples), samples, sum(seconds.values()), matmul / total, peak_gflops)
+    return Profile(rows, statistics.median(samples), samples, sum(seconds.values()), matmul / total, peak_gflops,
+                   peak_samples=peak_samples)
 
 
-__all__ = ["BuiltLayer", "OpRow", "Profile", "build_layer", "check_layer", "forward_times", "op_times",
-           "profile_layer"]
+__all__ = ["PROBE_SAMPLE_S", "BuiltLayer", "OpRow", "Profile", "build_layer", "check_layer", "forward_times",
+           "op_times", "peak_between_passes", "profile_layer"]
