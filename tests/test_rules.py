@@ -44,6 +44,7 @@ from matmul.schedules.rules import (
     apply_config,
     decide,
     parse_overrides,
+    set_pressure,
     vector_registers,
 )
 
@@ -100,9 +101,13 @@ def test_a_few_rows_take_the_gemv_path(facts, M, model, kernel):
     assert c.tk == min(shape.K, GEMV_STREAMS) and not c.pack_b and c.tm == c.padded(shape)[0]
     mp, np_, _ = c.padded(shape)
     threads = facts.runtime_threads
-    # each thread's columns in one contiguous range where the C tile allows it, and never fewer tasks than threads
+    # each thread's columns in one contiguous range where the C tile allows it, or (R12's split) each thread
+    # whole rows of B; never fewer tasks than threads
     assert c.tasks(shape) >= min(threads, np_ // c.jpack)
-    assert c.tn <= max(c.jpack, np_ // threads) and c.tm * c.tn * 4 <= facts.l2_bytes // 2 or c.tn == c.jpack
+    if rules["kparts"] == "R12":
+        assert c.kparts == threads and c.tn == np_ and c.tasks(shape) == threads
+    else:
+        assert c.tn <= max(c.jpack, np_ // threads) and c.tm * c.tn * 4 <= facts.l2_bytes // 2 or c.tn == c.jpack
     nt = decide(shape, facts, layout="NT")  # NT packs B: the GEMV path would copy all of it per call
     assert "R12" not in {d.rule for d in nt.decisions}
 
@@ -402,7 +407,9 @@ def test_k_is_split_only_when_the_output_leaves_threads_idle_and_k_is_long(facts
     output_tasks = c.tasks(shape) // c.kparts
     want = 1 if output_tasks >= threads else max(1, min(-(-threads // output_tasks), K // KPART_MIN_K))
     assert c.kparts == want
-    assert next(d.rule for d in plan.decisions if d.knob == "kparts") == "R13"
+    rule = next(d.rule for d in plan.decisions if d.knob == "kparts")
+    # R12 splits K where a GEMV's column ranges would crowd L2 (whole rows per thread; see below)
+    assert rule == "R13" or rule == "R12" and c.tn == c.padded(shape)[1] and c.kparts == threads
     if c.kparts > 1:
         assert K // c.kparts >= KPART_MIN_K and c.padded(shape)[2] % (c.tk * c.kparts) == 0
 
@@ -432,6 +439,64 @@ def test_a_split_k_sums_private_partials_in_parallel():
     assert tir.count("T.parallel(") == 2
     total = tir[tir.rindex("T.parallel("):]  # the second parallel loop holds the sum over the parts
     assert "C[v_i, v_j] + C_rf[vk_0, v_i, v_j]" in total and "T.vectorized(" in total
+
+
+# --------------------------------------------------------------------------- R12: whole rows of B per thread
+@pytest.mark.parametrize(("row", "part", "expected"), [
+    (PAGE_BYTES, PAGE_BYTES // 2, 2.0),  # half of every page, the same half
+    (PAGE_BYTES // 2, PAGE_BYTES // 4, 2.0),  # two rows per page, the first half of each
+    (2 * PAGE_BYTES, PAGE_BYTES, 1.0),  # whole pages
+    (3 * PAGE_BYTES // 4, 3 * PAGE_BYTES // 8, 4 / 3),  # bert-base's 768 floats: four shifted copies
+    (3 * PAGE_BYTES // 2, 3 * PAGE_BYTES // 4, 4 / 3),
+    (3 * PAGE_BYTES, 3 * PAGE_BYTES // 2, 4 / 3),
+])
+def test_set_pressure_counts_how_often_each_page_offset_is_read(row, part, expected):
+    assert set_pressure(row, part) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", [(0, 64), (64, 0), (-4096, 2048)])
+def test_set_pressure_refuses_empty_rows_or_ranges(bad):
+    with pytest.raises(ValueError, match="positive"):
+        set_pressure(*bad)
+
+
+TWO_THREADS = {k: f for k, f in FACTS.items() if f.runtime_threads == 2}
+
+
+@pytest.mark.parametrize("facts", TWO_THREADS.values(), ids=TWO_THREADS.keys())
+@pytest.mark.parametrize("M", [1, GEMV_MAX_ROWS])
+@pytest.mark.parametrize("pages_per_row", [1, 2])
+def test_a_gemv_gives_each_thread_whole_rows_where_its_column_range_would_not_stay_in_l2(facts, M, pages_per_row):
+    """Split by columns, a thread reads part of every row of B; when those parts crowd the cache sets (or just
+    fill L2) while the same bytes as one slab of rows fit, the threads take whole rows and sum their parts."""
+    threads, l2 = facts.runtime_threads, facts.l2_bytes
+    n = pages_per_row * PAGE_BYTES // 4
+    pressure = set_pressure(n * 4, n * 4 // threads)
+    assert pressure == (2.0 if pages_per_row == 1 else 1.0)
+    for share in (l2 // 4, l2 // 2, l2, 2 * l2):  # B's bytes per thread
+        shape = MatmulShape(M, share * threads // (n * 4), n)
+        plan = decide(shape, facts)
+        c = plan.config
+        split = share <= l2 <= share * pressure
+        assert (c.kparts, c.tn) == ((threads, n) if split else (1, n // threads)), (share, c)
+        assert {d.knob: d.rule for d in plan.decisions}["kparts"] == ("R12" if split else "R13")
+        assert decide(shape, facts, layout="NT").config.kparts == 1  # NT packs B: not the GEMV path
+    # pinned column ranges keep K whole
+    assert decide(MatmulShape(M, l2 * threads // (n * 4), n), facts, overrides={"tn": n // threads}).config.kparts == 1
+
+
+@pytest.mark.parametrize("target", RUNNABLE)
+@pytest.mark.parametrize("M", [1, 3])
+def test_a_gemv_split_into_whole_rows_is_exact(target, M):
+    facts = RUNNABLE[target]
+    n = PAGE_BYTES // 4
+    shape = MatmulShape(M, facts.l2_bytes * facts.runtime_threads // (n * 4), n)
+    if facts.runtime_threads > 1:
+        assert decide(shape, facts).config.kparts == facts.runtime_threads
+    kernel = build("rule_based", shape, facts=facts)
+    a, b = make_inputs(shape, kind="int", seed=M)
+    check = compare(kernel.run(a, b), a, b, kind="int")
+    assert check.ok, f"rule_based {shape} on {target}: {check}"
 
 
 def test_a_split_k_is_refused_below_one_part_per_k():

@@ -45,7 +45,7 @@ from .config import (
     vector_lanes,
     vector_registers,
 )
-from .decide import check_overrides, decide
+from .decide import check_overrides, decide, set_pressure
 
 #: The registry name of the family.
 NAME = "rule_based"
@@ -153,6 +153,7 @@ __all__ = [
     "panel_relayout",
     "parse_overrides",
     "prepacks",
+    "set_pressure",
     "vector_lanes",
     "vector_registers",
 ]

@@ -80,6 +80,30 @@ def _largest_dividing_multiple(total: int, unit: int, cap: int) -> int:
     return best
 
 
+def set_pressure(row_bytes: int, slice_bytes: int, *, page: int = PAGE_BYTES, line: int = 64) -> float:
+    """How unevenly one thread's column range of every row of B loads the cache sets: the most-read cache line
+    of a page over the mean (1.0: even).
+
+    An L2 is indexed by physical address, and within a page the physical address is the virtual one, so the
+    page offsets a thread reads pick the sets it can use. A range of ``slice_bytes`` at the start of rows
+    ``row_bytes`` apart covers the same offsets, or a few shifted copies of them, in every row: a 2 KiB half
+    of 4 KiB rows reads only the first half of every page, so only half of the sets, and its data needs twice
+    its size of cache to stay there. The pattern repeats every ``page / gcd(row_bytes, page)`` rows.
+    """
+    if row_bytes < 1 or slice_bytes < 1:
+        raise ValueError(f"row and slice sizes must be positive, got {row_bytes} and {slice_bytes}")
+    lines = max(1, page // line)
+    counts = np.zeros(lines)
+    for r in range(page // math.gcd(row_bytes, page)):
+        start = r * row_bytes % page
+        whole, rest = divmod(slice_bytes, page)
+        counts += whole
+        first, last = start // line, (start + rest + line - 1) // line  # lines [first, last) of the rest
+        for i in range(first, last):
+            counts[i % lines] += 1
+    return float(counts.max() / counts.mean())
+
+
 def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Knob names and value types, checked before any shape is seen.
 
@@ -168,11 +192,22 @@ def decide(
     l2 = l2_bytes(facts)
     threads = max(1, facts.runtime_threads)
     want = TASKS_PER_THREAD * threads
+    split_k = None  # R12: the GEMV's threads take whole rows of B (K split) instead of column ranges
     if gemv:  # one contiguous column range per thread, its C tile within half of L2
         tn0 = _largest_dividing_multiple(np_, jpack, max(jpack, np_ // threads))
         while mp * tn0 * size > l2 // 2 and tn0 > jpack:
             tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
-        tn = note("tn", tn0, "R12", f"GEMV: {np_ // tn0} column range(s) of {tn0} for {threads} threads")
+        why_tn = f"GEMV: {np_ // tn0} column range(s) of {tn0} for {threads} threads"
+        share = shape.K * np_ * size // threads  # B's bytes per thread, either way
+        pressure = set_pressure(shape.N * size, tn0 * size)
+        if (threads > 1 and np_ // tn0 == threads and shape.K % (tk * threads) == 0
+                and mp * np_ * size <= l2 // 2 and share <= l2 <= share * pressure):
+            split_k = threads
+            tn0, why_tn = np_, (f"GEMV: whole rows per thread, K split in {threads}: a thread's {share // 1024} KiB "
+                                f"of B fits L2 as one slab; as column ranges of {tn0 * size} B in rows "
+                                f"{shape.N * size} B apart (sets loaded {pressure:.2f}x unevenly) it needs "
+                                f"{share * pressure / 1024:.0f} KiB of the {l2 // 1024} KiB")
+        tn = note("tn", tn0, "R12", why_tn)
     else:
         tn0 = _largest_dividing_multiple(np_, jpack, jpack * MAX_PANELS_PER_TASK)
         # Fewer columns per task before cutting M (cutting M repacks B per row block).
@@ -189,13 +224,16 @@ def decide(
     tm = note("tm", tm0, "R12" if gemv else "R7", (f"{slices} slices x " if slices > 1 else "")
               + f"{mp // tm0} row block(s) x {np_ // tn} column tiles = {tasks0} tasks for {threads} threads")
     tasks = slices * -(-mp // tm) * -(-np_ // tn)  # a pinned TM or TN larger than M or N pads it (RuleConfig.padded)
-    kparts0, why_k = 1, f"{tasks} output tasks for {threads} threads: K stays whole"
-    if tasks < threads:  # narrow N and M too small to split: the threads may share K instead
+    kparts0, rule_k, why_k = 1, "R13", f"{tasks} output tasks for {threads} threads: K stays whole"
+    if split_k and "tn" not in overrides:
+        kparts0, rule_k = split_k, "R12"
+        why_k = f"GEMV: each thread sums over its own {shape.K // split_k} rows of B (R12's tn)"
+    elif tasks < threads:  # narrow N and M too small to split: the threads may share K instead
         kparts0 = max(1, min(-(-threads // tasks), shape.K // KPART_MIN_K))
         why_k = (f"only {tasks} output task(s) for {threads} threads: K in {kparts0} parts, summed at the end"
                  if kparts0 > 1 else f"only {tasks} output task(s) for {threads} threads, but K = {shape.K} is "
                  f"too short to split (a part needs {KPART_MIN_K} k iterations to pay for the sum)")
-    kparts = note("kparts", kparts0, "R13", why_k)
+    kparts = note("kparts", kparts0, rule_k, why_k)
     unroll = note("unroll", math.gcd(UNROLL_STEP, tk), "R9", "ki unrolled by this step")
     writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
     order = note("order", "jfirst", "R8", "B micro-panel reused from L1 by every row block")
@@ -220,4 +258,4 @@ def decide(
     return Plan(shape, check_dtype(dtype), layout, facts, config, tuple(decisions), pinned)
 
 
-__all__ = ["check_overrides", "decide"]
+__all__ = ["check_overrides", "decide", "set_pressure"]
