@@ -409,6 +409,31 @@ def test_ml_guided_falls_back_on_an_illegal_predicted_config(bad, tiny_models, m
     assert pred.decisions["search_trials"] == 0
 
 
+def test_a_config_is_idle_with_fewer_tasks_than_the_threads_the_rules_keep_busy():
+    assert list(ml.leaves_threads_idle([1, 2, 8], 8, 2)) == [True, False, False]
+    assert list(ml.leaves_threads_idle([1, 3, 4, 12], 4, 12)) == [True, True, False, False]  # the rules keep 4 busy
+    assert not ml.leaves_threads_idle([1, 2], 1, 2).any()  # the rules' own single task: nothing is idler
+
+
+def test_ml_guided_never_scores_a_config_that_leaves_threads_idle(tiny_models, monkeypatch):
+    """A config with fewer tasks than the threads the rules keep busy is not a candidate, whatever it scores."""
+    if FACTS.runtime_threads < 2:
+        pytest.skip("one runtime thread: no config leaves a thread idle")
+    shape = MatmulShape(1, 64, 16 * LANES)
+    rule = _rule(shape)
+    mp, np_, _ = rule.padded(shape)
+    idle = dataclasses.replace(rule, tm=mp, tn=np_, kparts=1)  # one task: one thread works
+    assert idle.tasks(shape) == 1 < min(FACTS.runtime_threads, rule.tasks(shape))
+    monkeypatch.setattr(ml.model, "candidate_set", lambda shape, facts, **kw: [idle, rule])
+    pick = ml.model.pick
+    # whatever the tiny model scores, it "prefers" the idle config by far
+    monkeypatch.setattr(ml.model, "pick", lambda scores, is_rule, margin: pick(scores + [10.0, 0.0], is_rule, margin))
+    monkeypatch.setattr(ml.model, "outside", lambda *a: None)  # whatever the tiny model's domain
+    pred = ml.predict(shape, FACTS, root=tiny_models)
+    assert config_key(pred.config) == config_key(rule)
+    assert pred.decisions["idle_threads_excluded"] == 1 and pred.decisions["candidates"] == 2
+
+
 def test_the_variant_records_the_fallback_and_still_computes_the_right_product(tmp_path, monkeypatch):
     monkeypatch.setenv(ml.MODEL_ROOT_ENV, str(tmp_path))
     shape = kernel_shape("qkv", 16)

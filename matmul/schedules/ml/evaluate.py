@@ -13,7 +13,7 @@ from ..rules import RuleConfig, decide
 from ..template import config_from_dict
 from .domain import domain_of, outside, self_pair_noise
 from .features import FEATURES, TARGET_KNOBS
-from .model import MARGIN, ROUNDS, fit, pick, training_frame
+from .model import MARGIN, ROUNDS, fit, leaves_threads_idle, pick, training_frame
 
 
 def _held_out_row(key: str, held: pd.DataFrame, scores, train: pd.DataFrame) -> dict:
@@ -27,6 +27,9 @@ def _held_out_row(key: str, held: pd.DataFrame, scores, train: pd.DataFrame) -> 
     away = outside(domain_of(train), shape, "float64" if first["dtype_bytes"] == 8 else "float32",
                    "NT" if first["layout_nt"] else "NN")
     is_rule = held["is_rule"].to_numpy()
+    if is_rule.any():  # as predict: never a config that leaves threads idle where the rules' keeps them busy
+        scores = np.where(leaves_threads_idle(held["tasks"], held["tasks"].iloc[int(np.flatnonzero(is_rule)[0])],
+                                              first["threads"]), -np.inf, scores)
     if away and is_rule.any():
         chosen = held.iloc[int(np.flatnonzero(is_rule)[0])]
     else:

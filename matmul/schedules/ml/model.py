@@ -348,6 +348,10 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
 
     ``slices`` > 1 (a batched block, attention's heads) lies outside what the model was trained on
     (single matmuls): it keeps the rules' config, decided for the slices, and says so.
+
+    Candidates with fewer parallel tasks than the threads the rules' config keeps busy are never picked: the
+    model learns the split between threads from few records (R12's whole-row GEMVs: TN = N with K split),
+    and read TN = N without the split, one thread working, as a gain (0.67x measured at t5-small's QKV, M = 1).
     """
     facts = facts or host_facts()
     rule = decide(shape, facts, dtype=dtype, layout=layout, slices=slices).config
@@ -366,11 +370,14 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
                               limit=int(model.meta.get("configs_per_shape", CONFIGS_DEFAULT)))
         feats = feature_rows(shape, configs, facts, dtype=dtype, layout=layout)
         scores = model.booster.predict(feats.astype(float))
+        idle = leaves_threads_idle([c.tasks(shape) for c in configs], rule.tasks(shape), facts.runtime_threads)
+        scores = np.where(idle, -np.inf, scores)
         best = pick(scores, feats["is_rule"].to_numpy(), float(model.meta.get("margin", MARGIN)))
         cfg, changed = clamp(configs[best], shape, facts, dtype)
         rule_idx = np.flatnonzero(feats["is_rule"].to_numpy())
         gain = float(scores[best] - scores[rule_idx[0]]) if len(rule_idx) else None
-        info.update(domain="inside", candidates=len(configs), margin=float(model.meta.get("margin", MARGIN)),
+        info.update(domain="inside", candidates=len(configs), idle_threads_excluded=int(idle.sum()),
+                    margin=float(model.meta.get("margin", MARGIN)),
                     predicted_speedup=math.exp(float(scores[best])), predicted_gain_over_rules=gain,
                     clamped=changed, rules_config=config_key(rule) == config_key(cfg))
         return Prediction(cfg, None, {"source": "model", "fallback": None, **cfg.as_dict(), **info})
@@ -389,6 +396,12 @@ def _model_for(facts: HostFacts, root: str | Path | None) -> LoadedModel:
             return load_model(facts, root, cross=True)
         except ModelMissing as other:
             raise ModelMissing(f"{own}; and {other}") from None
+
+
+def leaves_threads_idle(tasks, rule_tasks: int, threads: int) -> np.ndarray:
+    """Which configs (by parallel task count) have fewer tasks than the threads the rules' config keeps busy:
+    :func:`predict` never picks them."""
+    return np.asarray(tasks) < min(int(threads), int(rule_tasks))
 
 
 def pick(scores: np.ndarray, is_rule: np.ndarray, margin: float = MARGIN) -> int:
@@ -413,6 +426,7 @@ __all__ = [
     "Prediction",
     "clamp",
     "fit",
+    "leaves_threads_idle",
     "load_model",
     "model_dir",
     "model_paths",
