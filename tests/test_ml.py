@@ -379,6 +379,30 @@ def test_outside_the_trained_domain_the_model_keeps_the_rules_and_says_why(shape
     assert ml.predict(TINY[1], FACTS, root=tiny_models).decisions["domain"] == "inside"
 
 
+def test_sweep_speedups_are_read_against_the_rules_own_copy():
+    """A slow reference build inflates every record of a workload alike; the rules' own record divides it out."""
+    out = ml.data.over_rules_copy([1.8, 1.9, 0.9], [True, False, False])
+    assert out == pytest.approx([1.8, 1.9 / 1.8, 0.9 / 1.8])  # the rules' record keeps its raw ratio (the noise)
+    assert ml.data.over_rules_copy([1.2, 0.8], [False, False]) == [1.2, 0.8]  # no rules' record: as measured
+
+
+def test_a_slow_reference_build_changes_no_target(tiny_root, tmp_path):
+    root = tmp_path / "db"
+    shutil.copytree(tiny_root, root)
+    before = ml.dataset(root=root, sources=["template"])
+    for f in root.glob("*/template/*.json"):  # the sweep's reference build read twice as slow: every ratio doubles
+        doc = json.loads(f.read_text())
+        for r in doc["records"]:
+            r["rule_s"], r["speedup"] = 2 * r["rule_s"], 2 * r["speedup"]
+        f.write_text(json.dumps(doc))
+    after = ml.dataset(root=root, sources=["template"])
+    assert after["target"].tolist() == pytest.approx(before["target"].tolist())
+    assert after["rel"].tolist() == pytest.approx(before["rel"].tolist())
+    rule = after["is_rule"] == 1  # the rules' own records keep their raw ratio: the noise sample
+    raw = 2 * before.loc[rule, "speedup_vs_rule"]
+    assert after.loc[rule, "speedup_vs_rule"].tolist() == pytest.approx(raw.tolist())
+
+
 def test_the_margin_is_never_below_the_sweeps_own_noise(tiny_root, tmp_path):
     df = ml.dataset(root=tiny_root, sources=["template"])
     rule = df["is_rule"] == 1
