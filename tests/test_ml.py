@@ -365,6 +365,19 @@ def test_ml_guided_falls_back_on_a_broken_model_and_leaves_the_files(mode, tiny_
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
 
 
+def test_a_b_larger_than_any_trained_on_lies_outside_even_with_k_and_n_inside():
+    """LLaMA-2-7B's QKV (4096 x 4096, 64 MiB, from DRAM) against records of B up to vit-huge's MLP (26 MiB)."""
+    domain = {"M": [1, 384], "K": [512, 5120], "N": [512, 5120], "KN": [512 * 512, 1280 * 5120],
+              "layouts": ["NN"], "dtypes": ["float32"]}
+    assert ml.domain.check_domain(domain)
+    why = ml.outside(domain, MatmulShape(7, 4096, 4096), "float32", "NN")
+    assert why and why.startswith("B of K x N = 16777216 elements lies outside the trained 262144..6553600")
+    assert ml.outside(domain, MatmulShape(7, 1280, 5120), "float32", "NN") is None
+    assert ml.outside({k: v for k, v in domain.items() if k != "KN"}, MatmulShape(7, 4096, 4096), "float32",
+                      "NN") is None  # a sidecar written before B's size was recorded: K and N only
+    assert not ml.domain.check_domain({**domain, "KN": [9, 2]})
+
+
 @pytest.mark.parametrize("shape,layout,dtype,why", [
     (MatmulShape(8, 64, 48), "NN", "float32", r"M=8 lies outside the trained 16\.\.32"),
     (MatmulShape(16, 128, 48), "NN", "float32", r"K=128 lies outside the trained 64\.\.64"),

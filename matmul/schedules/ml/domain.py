@@ -28,9 +28,11 @@ def self_pair_noise(t: pd.DataFrame) -> float:
 
 
 def domain_of(t: pd.DataFrame) -> dict:
-    """What the model was trained on: the range of M, K and N, and the layouts and dtypes seen."""
+    """What the model was trained on: the range of M, K and N, of K x N (B's size, which sets the memory level B
+    streams from), and the layouts and dtypes seen."""
+    kn = t["K"].astype("int64") * t["N"].astype("int64")
     return {"M": [int(t["M"].min()), int(t["M"].max())], "K": [int(t["K"].min()), int(t["K"].max())],
-            "N": [int(t["N"].min()), int(t["N"].max())],
+            "N": [int(t["N"].min()), int(t["N"].max())], "KN": [int(kn.min()), int(kn.max())],
             "layouts": sorted({"NT" if v else "NN" for v in t["layout_nt"]}),
             "dtypes": sorted({"float64" if b == 8 else "float32" for b in t["dtype_bytes"]})}
 
@@ -42,6 +44,11 @@ def outside(domain: dict, shape: MatmulShape, dtype: str, layout: str) -> str | 
         v = getattr(shape, dim)
         if not lo <= v <= hi:
             return f"{dim}={v} lies outside the trained {lo}..{hi}"
+    if "KN" in domain:  # K and N each inside, B larger or smaller than any trained on (sidecars before 2026-12-06)
+        lo, hi = domain["KN"]
+        if not lo <= shape.K * shape.N <= hi:
+            return (f"B of K x N = {shape.K * shape.N} elements lies outside the trained {lo}..{hi} (it streams from "
+                    "another memory level)")
     if layout not in domain["layouts"]:
         return f"layout {layout} was not trained on ({', '.join(domain['layouts'])})"
     if dtype not in domain["dtypes"]:
@@ -56,6 +63,7 @@ def check_domain(d: Any) -> bool:
         return isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v) and v[0] <= v[1]
 
     return isinstance(d, dict) and all(span(d.get(k)) for k in ("M", "K", "N")) and \
+        ("KN" not in d or span(d["KN"])) and \
         all(isinstance(d.get(k), list) and d[k] and all(isinstance(x, str) for x in d[k])
             for k in ("layouts", "dtypes"))
 
