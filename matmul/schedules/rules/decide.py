@@ -9,6 +9,7 @@ one CPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -80,6 +81,7 @@ def _largest_dividing_multiple(total: int, unit: int, cap: int) -> int:
     return best
 
 
+@functools.lru_cache(maxsize=4096)
 def set_pressure(row_bytes: int, slice_bytes: int, *, page: int = PAGE_BYTES, line: int = 64) -> float:
     """How unevenly one thread's column range of every row of B loads the cache sets: the most-read cache line
     of a page over the mean (1.0: even).
@@ -199,13 +201,13 @@ def decide(
             tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
         why_tn = f"GEMV: {np_ // tn0} column range(s) of {tn0} for {threads} threads"
         share = shape.K * np_ * size // threads  # B's bytes per thread, either way
-        pressure = set_pressure(shape.N * size, tn0 * size)
+        pressure = set_pressure(np_ * size, tn0 * size)  # rows of B as the kernel reads it (padded where N grew)
         if (threads > 1 and np_ // tn0 == threads and shape.K % (tk * threads) == 0
                 and mp * np_ * size <= l2 // 2 and share <= l2 <= share * pressure):
             split_k = threads
             tn0, why_tn = np_, (f"GEMV: whole rows per thread, K split in {threads}: a thread's {share // 1024} KiB "
                                 f"of B fits L2 as one slab; as column ranges of {tn0 * size} B in rows "
-                                f"{shape.N * size} B apart (sets loaded {pressure:.2f}x unevenly) it needs "
+                                f"{np_ * size} B apart (sets loaded {pressure:.2f}x unevenly) it needs "
                                 f"{share * pressure / 1024:.0f} KiB of the {l2 // 1024} KiB")
         tn = note("tn", tn0, "R12", why_tn)
     else:
