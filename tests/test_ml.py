@@ -452,7 +452,7 @@ def test_a_config_is_idle_with_fewer_tasks_than_the_threads_the_rules_keep_busy(
     assert not ml.leaves_threads_idle([1, 2], 1, 2).any()  # the rules' own single task: nothing is idler
 
 
-def test_ml_guided_never_scores_a_config_that_leaves_threads_idle(tiny_models, monkeypatch):
+def test_ml_guided_never_picks_a_config_that_leaves_threads_idle(tiny_models, monkeypatch):
     """A config with fewer tasks than the threads the rules keep busy is not a candidate, whatever it scores."""
     if FACTS.runtime_threads < 2:
         pytest.skip("one runtime thread: no config leaves a thread idle")

@@ -29,14 +29,15 @@ from tvm import relax
 from ..core.hardware import HostFacts, configure_runtime_threads, host_facts
 from ..core.verify import VerificationError
 from ..measure.peak import peak_probe
+from ..measure.timing import call_times
 from ..schedules.metaschedule.database import NoRecordError
 from .layer import SEED, LayerSpec, export, inputs, lower, reference, tolerance, weights
 from .prepack import Packed, pack_args
 from .schedule import FuncPlan, schedule_module
 from .tune import tune_layer_command
 
-#: Seconds of the peak probe after each instrumented pass (about 100 calls of 50 us).
-PROBE_SAMPLE_S = 0.005
+#: Calls of the peak probe after each instrumented pass (about 5 ms of 50 us calls).
+PROBE_CALLS = 100
 
 
 @dataclass
@@ -181,21 +182,15 @@ def forward_times(built: BuiltLayer, *, number: int = 1, repeat: int = 10) -> li
     return [float(t) for t in ev("forward").results]
 
 
-def peak_between_passes(probe: tuple[Callable[[], object], float], min_s: float = PROBE_SAMPLE_S
+def peak_between_passes(probe: tuple[Callable[[], object], float], calls: int = PROBE_CALLS
                         ) -> tuple[Callable[[], None], list[float]]:
-    """A ``between`` for :func:`op_times` that times ``probe`` (a call and its flops, as from
-    :func:`~matmul.measure.peak.peak_probe`) for at least ``min_s`` seconds, and the list it appends the
-    GFLOP/s of each sample to."""
+    """A ``between`` for :func:`op_times` that times ``calls`` calls of ``probe`` (a call and its flops, as from
+    :func:`~matmul.measure.peak.peak_probe`), and the list it appends the GFLOP/s of their median call to."""
     call, flops = probe
     samples: list[float] = []
 
     def sample() -> None:
-        call()  # the pool is awake after the pass; one call settles the probe's first touch
-        n, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < min_s or n == 0:
-            call()
-            n += 1
-        samples.append(n * flops / elapsed / 1e9)
+        samples.append(flops / statistics.median(call_times(call, calls)) / 1e9)
 
     return sample, samples
 
@@ -227,5 +222,5 @@ def profile_layer(built: BuiltLayer, *, repeat: int = 10, peak_gflops: float | N
                    peak_samples=peak_samples)
 
 
-__all__ = ["PROBE_SAMPLE_S", "BuiltLayer", "OpRow", "Profile", "build_layer", "check_layer", "forward_times",
+__all__ = ["PROBE_CALLS", "BuiltLayer", "OpRow", "Profile", "build_layer", "check_layer", "forward_times",
            "op_times", "peak_between_passes", "profile_layer"]
