@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import _ffi_api as _schedule_ffi
+from tvm.sym import Analyzer
+from tvm.tirx.function import IndexMap
 
 from ...core.kernel import BLOCK
 from ...core.workloads import MatmulShape
@@ -49,8 +52,12 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
         The config is illegal (see :meth:`RuleConfig.check`).
     """
     c = config.check()
-    mp, np_, kp = c.padded(shape)
     block = sch.get_sblock(block_name)
+    tail = c.tail(shape)
+    if tail:  # R3, B read in place: whole tiles below; the last columns get loops of their own, nothing padded
+        block = _split_tail(sch, block, c, shape.N - tail, tail)
+        shape = MatmulShape(shape.M, shape.K, shape.N - tail)
+    mp, np_, kp = c.padded(shape)
     nb = len(sch.get_loops(block)) - 3
     stmt = sch.get(block)
     buffers = {"A": stmt.reads[0].source.name, "B": stmt.reads[1].source.name, "C": stmt.writes[0].source.name}
@@ -117,6 +124,73 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     for operand, axes in (("A", "MK"), ("B", "KN"), ("C", "MN")):
         if any(grown[a] for a in axes):
             _parallel_copy(sch, sch.get_sblock(buffers[operand] + "_pad"))
+
+
+def _split_tail(sch: Schedule, block, c: RuleConfig, whole: int, tail: int):
+    """Partition the block's j loop into the ``whole`` columns of whole tiles (returned: that part's block, its
+    loops back in ``[batch..., i, j, k]`` order) and the ``tail`` columns after them (scheduled here, by
+    :func:`_tail_part`). j goes outermost first, so that each part holds all of its loops."""
+    *batch, i, j, _ = sch.get_loops(block)
+    stmt = sch.get(block)
+    regions = [("read", n, r) for n, r in enumerate(stmt.reads)] + [("write", n, r) for n, r in enumerate(stmt.writes)]
+    old_vars = [iv.var for iv in stmt.iter_vars]
+    sch.reorder(j, *batch, i)
+    main, rest = sch.loop_partition(j, [whole, None])  # None: the rest
+    parts = [sch.get_child_blocks(loop)[0] for loop in (main, rest)]
+    for part in parts:  # the partition widens each part's regions to whole ranges; the cache steps need points
+        for kind, n, region in regions:
+            _annotate_point(sch, part, n, kind, old_vars, region)
+    _tail_part(sch, parts[1], c.mr, c.kparts)
+    body = parts[0]
+    j0, *batch, i, _ = sch.get_loops(body)
+    sch.reorder(*batch, i, j0)
+    return body
+
+
+def _annotate_point(sch: Schedule, block, n: int, kind: str, old_vars: list, region) -> None:
+    """Give ``block``'s ``n``-th read or write ``region`` (of the block before the partition) back, in the
+    block's own iter vars. ``Schedule.annotate_buffer_access`` would too, but 0.27's Python wrapper wants
+    one range per iter var, where a buffer has one per axis (A has 2 axes, the block 3 iter vars)."""
+    new_vars = [iv.var for iv in sch.get(block).iter_vars]
+    ana = Analyzer()
+    for old, new in zip(old_vars, new_vars):
+        ana.bind(old, new)
+    bounds = [ana.simplify(e) for r in region.region for e in (r.min, r.min + r.extent)]
+    index_map = IndexMap(initial_indices=new_vars, final_indices=bounds, inverse_index_map=None)
+    _schedule_ffi.ScheduleAnnotateBufferAccess(sch, block, n, 0 if kind == "read" else 1, index_map)
+
+
+def _tail_part(sch: Schedule, block, mr: int, kparts: int) -> None:
+    """The columns past the last whole j-pack, fewer than one: one loop over all of them, vectorized (LLVM
+    splits an odd width into whole vectors and a narrower one), ``mr`` rows of accumulators in registers. K is
+    split as the whole tiles split it, so each thread reads the ends of the rows of B it has just streamed,
+    from its own L2 (read by one thread after the parallel part, the 1024 row ends at M = 1, K = 1024,
+    N = 1000 took 15-20 us, about as long as the 960 columns before them)."""
+    *_, k = sch.get_loops(block)
+    total = None
+    if kparts > 1:
+        part, _ = sch.split(k, [kparts, None])
+        total, block = block, sch.rfactor(part, 0)
+    loops = list(sch.get_loops(block))
+    parts = [loops.pop(-2)] if total is not None else []
+    jt, *batch, i, k = loops
+    local = sch.cache_write(block, 0, "local")
+    io, ir = sch.split(i, [None, mr])
+    sch.reorder(*parts, *batch, io, k, ir, jt)
+    outer = sch.fuse(*parts, *batch, io)
+    sch.reverse_compute_at(local, outer)
+    if sch.get(outer).extent.value > 1:
+        sch.parallel(outer)
+    sch.unroll(ir)
+    sch.vectorize(jt)
+    *_, wj = sch.get_loops(local)
+    sch.vectorize(wj)
+    sch.decompose_reduction(block, k)
+    if total is not None:
+        jt, *rows, pt = sch.get_loops(total)
+        sch.reorder(*rows, pt, jt)
+        sch.vectorize(jt)
+        sch.decompose_reduction(total, pt)
 
 
 def _parallel_copy(sch: Schedule, block) -> None:

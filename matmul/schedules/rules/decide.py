@@ -155,8 +155,19 @@ def decide(
     check_layout(layout)
     if isinstance(slices, bool) or not isinstance(slices, (int, np.integer)) or slices < 1:
         raise ValueError(f"slices must be a positive integer, got {slices!r}")
-    size = itemsize(dtype)
     overrides = check_overrides(overrides or {})
+    plan = _plan(shape, facts, check_dtype(dtype), layout, overrides, slices, in_place_tail=True)
+    if plan.config.padded(shape)[1] % plan.config.tn and not plan.config.tail(shape):
+        # tiles sized for an unpadded N, but a pinned knob pads it after all: size them for the padded N
+        plan = _plan(shape, facts, dtype, layout, overrides, slices, in_place_tail=False)
+    return plan
+
+
+def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrides: Mapping[str, Any],
+          slices: int, *, in_place_tail: bool) -> Plan:
+    """:func:`decide`'s rules, the arguments checked. ``in_place_tail``: on the GEMV path, size the column tiles
+    for N's whole j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`)."""
+    size = itemsize(dtype)
     decisions: list[Decision] = []
 
     def note(knob: str, value: Any, rule: str, why: str) -> Any:
@@ -190,6 +201,11 @@ def decide(
         else:
             why_tk = f"largest divisor of K with {tk0} x {jpack} x {size} B <= 3/4 L1"
     tk = note("tk", tk0, "R12" if gemv else "R4", why_tk)
+    tail = shape.N % jpack if in_place_tail and gemv and mp == shape.M and shape.K % tk == 0 else 0
+    if tail and shape.N > jpack:  # R3: B is read in place, so N is not padded (a padded copy is all of B again)
+        np_ = shape.N - tail
+    else:
+        tail = 0
 
     l2 = l2_bytes(facts)
     threads = max(1, facts.runtime_threads)
@@ -201,14 +217,21 @@ def decide(
             tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
         why_tn = f"GEMV: {np_ // tn0} column range(s) of {tn0} for {threads} threads"
         share = shape.K * np_ * size // threads  # B's bytes per thread, either way
-        pressure = set_pressure(np_ * size, tn0 * size)  # rows of B as the kernel reads it (padded where N grew)
-        if (threads > 1 and np_ // tn0 == threads and shape.K % (tk * threads) == 0
-                and mp * np_ * size <= l2 // 2 and share <= l2 <= share * pressure):
+        row = (shape.N if tail else np_) * size  # bytes between rows of B as the kernel reads it
+        pressure = set_pressure(row, tn0 * size)
+        ranges = np_ // tn0
+        uneven = ranges > 1 and slices * ranges % threads  # a thread idle part of the time, L2 or not (1.2-1.6x)
+        if (threads > 1 and shape.K % (tk * threads) == 0 and mp * np_ * size <= l2 // 2
+                and (uneven or ranges == threads and share <= l2 <= share * pressure)):
             split_k = threads
-            tn0, why_tn = np_, (f"GEMV: whole rows per thread, K split in {threads}: a thread's {share // 1024} KiB "
-                                f"of B fits L2 as one slab; as column ranges of {tn0 * size} B in rows "
-                                f"{np_ * size} B apart (sets loaded {pressure:.2f}x unevenly) it needs "
-                                f"{share * pressure / 1024:.0f} KiB of the {l2 // 1024} KiB")
+            why_tn = f"GEMV: whole rows per thread, K split in {threads}: "
+            why_tn += (f"{ranges} column ranges would load the {threads} threads unevenly" if uneven else
+                       f"a thread's {share // 1024} KiB of B fits L2 as one slab; as column ranges of "
+                       f"{tn0 * size} B in rows {row} B apart (sets loaded {pressure:.2f}x unevenly) it needs "
+                       f"{share * pressure / 1024:.0f} KiB of the {l2 // 1024} KiB")
+            tn0 = np_
+        if tail:
+            why_tn += f"; the last {tail} of N's columns by loops of their own (R3, nothing padded)"
         tn = note("tn", tn0, "R12", why_tn)
     else:
         tn0 = _largest_dividing_multiple(np_, jpack, jpack * MAX_PANELS_PER_TASK)
@@ -232,6 +255,8 @@ def decide(
         why_k = f"GEMV: each thread sums over its own {shape.K // split_k} rows of B (R12's tn)"
     elif tasks < threads:  # narrow N and M too small to split: the threads may share K instead
         kparts0 = max(1, min(-(-threads // tasks), shape.K // KPART_MIN_K))
+        while tail and shape.K % (tk * kparts0):  # R3's unpadded N needs K unpadded too
+            kparts0 -= 1
         why_k = (f"only {tasks} output task(s) for {threads} threads: K in {kparts0} parts, summed at the end"
                  if kparts0 > 1 else f"only {tasks} output task(s) for {threads} threads, but K = {shape.K} is "
                  f"too short to split (a part needs {KPART_MIN_K} k iterations to pay for the sum)")
@@ -257,7 +282,7 @@ def decide(
     config = RuleConfig(tm=tm, tn=tn, tk=tk, mr=mr, jpack=jpack, vector=lanes, unroll=unroll,
                         writeback=writeback, order=order, pack_b=bool(pack_b), kparts=kparts).check()
     pinned = tuple(f"{k}={v}" for k, v in overrides.items())
-    return Plan(shape, check_dtype(dtype), layout, facts, config, tuple(decisions), pinned)
+    return Plan(shape, dtype, layout, facts, config, tuple(decisions), pinned)
 
 
 __all__ = ["check_overrides", "decide", "set_pressure"]

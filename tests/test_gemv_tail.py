@@ -1,0 +1,157 @@
+"""R3's in-place tail: where B is read in place (the GEMV path), N is not padded.
+
+Padding N copies all of B on every call (M = 1, K = 1024, N = 1000 read 0.25-0.32x NumPy on the AVX-512 host,
+the copy alone as long as the product). Instead the whole j-packs are tiled as before and the columns past
+them get a loop of their own, split over K as the tiles are. Decisions are checked on every facts profile,
+kernels on every target this host runs; expected values come from the facts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tvm import te
+from tvm.s_tir import Schedule
+
+from matmul import MatmulShape, build, compare, make_inputs
+from matmul.schedules.rules import GEMV_MAX_ROWS, GEMV_STREAMS, RuleConfig, apply_config, decide
+from matmul.schedules.template import candidate_configs, config_name
+
+from .profiles import PROFILES, RUNNABLE
+
+
+def _odd_n(facts, M: int, whole_packs: int, extra: int) -> MatmulShape:
+    """A GEMV shape whose N is ``whole_packs`` of the rules' j-pack plus ``extra`` columns."""
+    jpack = decide(MatmulShape(M, 1024, 1024), facts).config.jpack
+    return MatmulShape(M, GEMV_STREAMS * 128, whole_packs * jpack + extra)
+
+
+@pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())
+@pytest.mark.parametrize("M", range(1, GEMV_MAX_ROWS + 1))
+@pytest.mark.parametrize("extra", [lambda v: 1, lambda v: v // 2 + 1, lambda v: 2 * v + 1, lambda v: 3 * v - 1],
+                         ids=["1", "half+1", "2v+1", "3v-1"])
+def test_a_gemv_leaves_n_unpadded_and_tiles_the_whole_j_packs(facts, M, extra):
+    shape = _odd_n(facts, M, 15, extra(facts.simd_lanes_fp32))  # never whole vectors: no tile divides N
+    plan = decide(shape, facts)
+    c = plan.config
+    tail = c.tail(shape)
+    assert 0 < tail < c.jpack and tail == shape.N % c.jpack
+    assert c.padded(shape) == (shape.M, shape.N, shape.K)
+    assert (shape.N - tail) % c.tn == 0 and not c.pack_b
+    assert c.tasks(shape) == (shape.N - tail) // c.tn * c.kparts
+    why = {d.knob: d.why for d in plan.decisions}["tn"]
+    assert f"the last {tail} of N's columns" in why and "R3" in why
+
+
+@pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())
+def test_where_b_is_packed_or_k_padded_n_is_padded_to_the_tiles_as_before(facts):
+    shape = _odd_n(facts, 1, 15, 3)
+    for plan in (decide(shape, facts, layout="NT"),  # NT packs B: the copy is needed anyway
+                 decide(shape, facts, overrides={"pack_b": True}),  # pinned: re-planned for the padded N
+                 decide(MatmulShape(1, shape.K + 3, shape.N), facts)):  # K padded: B is copied anyway
+        c = plan.config
+        _, np_, _ = c.padded(plan.shape)
+        assert c.tail(plan.shape) == 0 and np_ >= plan.shape.N and np_ % c.tn == 0 and np_ - plan.shape.N < c.tn
+
+
+@settings(max_examples=200, deadline=None)
+@given(M=st.integers(1, 40), K=st.integers(1, 4096), N=st.integers(1, 3000), vectors=st.integers(1, 4),
+       tn_packs=st.integers(1, 8), tk=st.sampled_from([4, 8, 16, 64]), pack=st.booleans(), kparts=st.integers(1, 3))
+def test_the_tail_is_fewer_than_one_j_pack_past_whole_tiles_with_nothing_else_padded(M, K, N, vectors, tn_packs, tk,
+                                                                                     pack, kparts):
+    jpack = 8 * vectors
+    c = RuleConfig(tm=M, tn=jpack * tn_packs, tk=tk, mr=1, jpack=jpack, vector=8, writeback=8, unroll=4,
+                   pack_b=pack, kparts=kparts).check()
+    shape = MatmulShape(M, K, N)
+    tail = c.tail(shape)
+    mp, np_, kp = c.padded(shape)
+    if tail:
+        assert not pack and 0 < tail < jpack and (N - tail) % c.tn == 0 and N - tail > 0
+        assert (mp, np_, kp) == (M, N, K)
+    else:
+        assert np_ % c.tn == 0 and np_ >= N
+        assert pack or N % jpack == 0 or N < jpack or (N - N % jpack) % c.tn or K % (tk * kparts) or M % c.tm
+
+
+TWO_THREADS = {k: f for k, f in PROFILES.items() if f.runtime_threads == 2}
+
+
+@pytest.mark.parametrize("facts", TWO_THREADS.values(), ids=TWO_THREADS.keys())
+@pytest.mark.parametrize("extra", [0, 5])
+def test_column_ranges_that_would_load_the_threads_unevenly_give_way_to_whole_rows(facts, extra):
+    """15 j-packs make 3 or 5 column ranges for 2 threads, one thread idle a third or a fifth of the time;
+    whole rows per thread (K split) are even, whether B fits L2 or not (measured 1.2-1.6x faster at M = 1-3 on
+    the AVX-512 host, from 4 MiB of B to 200 MiB)."""
+    jpack = decide(MatmulShape(1, 1024, 1024), facts).config.jpack
+    n = 15 * jpack + extra
+    for share in (facts.l2_bytes // 2, facts.l2_bytes, 8 * facts.l2_bytes):
+        k = share * 2 // (n * 4) // (GEMV_STREAMS * 2) * GEMV_STREAMS * 2
+        plan = decide(MatmulShape(1, k, n), facts)
+        assert (plan.config.kparts, plan.config.tn) == (2, 15 * jpack), (share, plan.config)
+        assert "unevenly" in {d.knob: d.why for d in plan.decisions}["tn"]
+        assert decide(MatmulShape(1, k, n), facts, slices=2).config.kparts == 1  # 6 or 10 tasks: even
+        assert decide(MatmulShape(1, k + GEMV_STREAMS, n), facts).config.kparts == 1  # K does not split evenly
+    assert decide(MatmulShape(1, 1024, jpack), facts).config.kparts == 1  # one range: R13 decides, not R12
+
+
+def _shapes_for(facts) -> list[MatmulShape]:
+    lanes = facts.simd_lanes_fp32
+    return [_odd_n(facts, 1, 15, 5 * lanes // 2),  # K split (even rows per thread), tail of 2.5 vectors
+            _odd_n(facts, 3, 2, lanes // 2 + 1),  # column ranges, tail under one vector
+            MatmulShape(2, GEMV_STREAMS * 2048, 15 * decide(MatmulShape(2, 8, 1024), facts).config.jpack + 3)]
+
+
+@pytest.mark.parametrize("target", RUNNABLE)
+def test_a_gemv_with_a_tail_is_exact(target):
+    facts = RUNNABLE[target]
+    for shape in _shapes_for(facts):
+        c = decide(shape, facts).config
+        assert c.tail(shape) > 0, (shape, c)
+        kernel = build("rule_based", shape, facts=facts)
+        a, b = make_inputs(shape, kind="int", seed=shape.N)
+        check = compare(kernel.run(a, b), a, b, kind="int")
+        assert check.ok, f"rule_based {shape} {c} on {target}: {check}"
+
+
+@pytest.mark.parametrize("target", RUNNABLE)
+def test_every_template_config_of_a_tail_shape_is_exact(target):
+    """The learned variant and the sweeps pick among these: each must build and be exact, tail or padded."""
+    facts = RUNNABLE[target]
+    shape = _odd_n(facts, 2, 3, 5)
+    configs = candidate_configs(shape, facts, limit=40)
+    assert any(c.tail(shape) for c in configs) and any(not c.tail(shape) for c in configs)
+    a, b = make_inputs(shape, kind="int", seed=7)
+    for c in configs:
+        check = compare(build(config_name(c), shape, facts=facts).run(a, b), a, b, kind="int")
+        assert check.ok, f"{config_name(c)} on {target}: {check}"
+
+
+def test_an_nt_gemv_read_in_place_and_a_batched_block_keep_their_tails_exact():
+    facts = RUNNABLE["host"]
+    shape = _odd_n(facts, 1, 2, 5)
+    cfg = decide(shape, facts, layout="NT", overrides={"pack_b": False}).config
+    assert cfg.tail(shape)
+    kernel = build(f"rule_based[pack_b=off,tn={cfg.tn}]", shape, layout="NT", facts=facts)
+    a, b = make_inputs(shape, layout="NT", kind="int", seed=3)
+    assert compare(kernel.run(a, b), a, b, layout="NT", kind="int").ok
+    # a batched block (attention's heads at one query row): batch loops outside, the tail split like the tiles
+    heads, k, n = 3, 64, shape.N
+    x = te.placeholder((heads, 1, k), name="A")
+    w = te.placeholder((heads, k, n), name="B")
+    r = te.reduce_axis((0, k), name="k")
+    out = te.compute((heads, 1, n), lambda h, i, j: te.sum(x[h, i, r] * w[h, r, j], axis=r), name="C")
+    sch = Schedule(tvm.IRModule({"main": te.create_prim_func([x, w, out])}))
+    one = MatmulShape(1, k, n)
+    cfg = decide(one, facts, slices=heads).config
+    assert cfg.tail(one)
+    apply_config(sch, cfg, one, "NN", "C")
+    f = tvm.compile(sch.mod, target=facts.target())
+    rng = np.random.default_rng(0)
+    xa = rng.integers(-3, 4, (heads, 1, k)).astype("float32")
+    wa = rng.integers(-3, 4, (heads, k, n)).astype("float32")
+    res = tvm.runtime.tensor(np.full((heads, 1, n), np.nan, "float32"))
+    f(tvm.runtime.tensor(xa), tvm.runtime.tensor(wa), res)
+    np.testing.assert_array_equal(res.numpy(), xa @ wa)
