@@ -35,7 +35,7 @@ import tvm
 from tvm.script import tirx as T
 
 from ..core.hardware import HostFacts, host_facts
-from ..core.runner import compile_module
+from ..core.runner import compile_module, host_tensor
 from ..core.workloads import MatmulShape
 from .timing import wait_for_quiet
 
@@ -94,7 +94,7 @@ def _probe(facts: HostFacts, size: int, streams: int, chains: int, repeat: int,
     rows = max(1, size // (threads * streams * chains * lanes * 4))
     ex = compile_module(_read_sum(threads, streams, rows, chains, lanes), facts.target())
     dev = tvm.cpu()
-    x = tvm.runtime.tensor(np.ones((threads, streams, rows, chains, lanes), np.float32), dev)
+    x = host_tensor(np.ones((threads, streams, rows, chains, lanes), np.float32))  # the kernels' kind of memory
     out = tvm.runtime.tensor(np.zeros((threads, chains, lanes), np.float32), dev)
     timer = ex.mod.time_evaluator("read_sum", dev, number=1, repeat=3)
     wait_for_quiet()
