@@ -44,6 +44,8 @@ def test_a_gemv_leaves_n_unpadded_and_tiles_the_whole_j_packs(facts, M, extra):
     assert c.tasks(shape) == (shape.N - tail) // c.tn * c.kparts
     why = {d.knob: d.why for d in plan.decisions}["tn"]
     assert f"the last {tail} of N's columns" in why and "R3" in why
+    assert f"padded to M={shape.M} N={shape.N} K={shape.K}" in plan.table()
+    assert f"N's last {tail} columns by a loop of their own" in plan.table()
 
 
 @pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())

@@ -271,7 +271,8 @@ class Plan:
         lines += [
             "",
             f"  padded to M={mp} N={np_} K={kp}; {self.config.tasks(s)} parallel tasks "
-            f"over {self.facts.runtime_threads} threads",
+            f"over {self.facts.runtime_threads} threads"
+            + (f"; N's last {tail} columns by a loop of their own (R3)" if (tail := self.config.tail(s)) else ""),
             "",
             f"  {'level':<9} {'working set':<44} {'used':>10} {'budget':>10}",
         ]
