@@ -157,3 +157,18 @@ def test_an_nt_gemv_read_in_place_and_a_batched_block_keep_their_tails_exact():
     res = tvm.runtime.tensor(np.full((heads, 1, n), np.nan, "float32"))
     f(tvm.runtime.tensor(xa), tvm.runtime.tensor(wa), res)
     np.testing.assert_array_equal(res.numpy(), xa @ wa)
+
+
+@settings(max_examples=25, deadline=None)
+@given(M=st.integers(1, GEMV_MAX_ROWS), k_blocks=st.integers(1, 96), N=st.integers(1, 700),
+       kparts=st.sampled_from([None, 1, 2, 3]), dtype=st.sampled_from(["float32", "float64"]),
+       target=st.sampled_from(sorted(RUNNABLE)))
+def test_gemvs_of_any_width_are_exact_tail_or_not(M, k_blocks, N, kparts, dtype, target):
+    """Random widths (most of them no multiple of the vector), K split or not, both element types."""
+    facts = RUNNABLE[target]
+    shape = MatmulShape(M, GEMV_STREAMS * k_blocks, N)
+    name = "rule_based" if kparts is None else f"rule_based[kparts={kparts}]"
+    kernel = build(name, shape, dtype=dtype, facts=facts)
+    a, b = make_inputs(shape, dtype=dtype, kind="int", seed=N)
+    check = compare(kernel.run(a, b), a, b, kind="int")
+    assert check.ok, f"{name} {shape} {dtype} on {target}: {check}"
