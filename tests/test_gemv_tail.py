@@ -172,3 +172,18 @@ def test_gemvs_of_any_width_are_exact_tail_or_not(M, k_blocks, N, kparts, dtype,
     a, b = make_inputs(shape, dtype=dtype, kind="int", seed=N)
     check = compare(kernel.run(a, b), a, b, kind="int")
     assert check.ok, f"{name} {shape} {dtype} on {target}: {check}"
+
+
+@pytest.mark.parametrize("target", RUNNABLE)
+@pytest.mark.parametrize("tail", [1, 3, 5, 31, 33])
+@pytest.mark.parametrize("kparts", [1, 2])
+def test_every_power_of_two_part_of_a_tail_is_exact_one_column_wide_included(target, tail, kparts):
+    """The tail is cut into power-of-two widths (a loop starting past 0 cannot be split, and a vector of 40
+    floats became element inserts and spills): a width of 1 has no vector, its unit loops vanish."""
+    facts = RUNNABLE[target]
+    jpack = decide(MatmulShape(1, 1024, 1024), facts).config.jpack
+    shape = MatmulShape(2, GEMV_STREAMS * 64, 2 * jpack + tail % jpack)
+    kernel = build(f"rule_based[kparts={kparts}]", shape, facts=facts)
+    assert decide(shape, facts, overrides={"kparts": kparts}).config.tail(shape) == tail % jpack
+    a, b = make_inputs(shape, kind="int", seed=tail)
+    assert compare(kernel.run(a, b), a, b, kind="int").ok

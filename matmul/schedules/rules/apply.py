@@ -128,19 +128,23 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
 
 def _split_tail(sch: Schedule, block, c: RuleConfig, whole: int, tail: int):
     """Partition the block's j loop into the ``whole`` columns of whole tiles (returned: that part's block, its
-    loops back in ``[batch..., i, j, k]`` order) and the ``tail`` columns after them (scheduled here, by
-    :func:`_tail_part`). j goes outermost first, so that each part holds all of its loops."""
+    loops back in ``[batch..., i, j, k]`` order) and the ``tail`` columns after them, in parts of power-of-two
+    widths (each scheduled here, by :func:`_tail_part`). j goes outermost first, so each part holds all its loops."""
     *batch, i, j, _ = sch.get_loops(block)
     stmt = sch.get(block)
     regions = [("read", n, r) for n, r in enumerate(stmt.reads)] + [("write", n, r) for n, r in enumerate(stmt.writes)]
     old_vars = [iv.var for iv in stmt.iter_vars]
     sch.reorder(j, *batch, i)
-    main, rest = sch.loop_partition(j, [whole, None])  # None: the rest
-    parts = [sch.get_child_blocks(loop)[0] for loop in (main, rest)]
+    # The tail in power-of-two widths, widest first: a part that starts past 0 cannot be split, and LLVM turns a
+    # vector of 40 floats into element inserts and stack spills (8 x 1280 x 1000 read 3x slower than N = 960).
+    widths = [1 << b for b in reversed(range(tail.bit_length())) if tail >> b & 1]
+    loops = sch.loop_partition(j, [whole, *widths[:-1], None])  # None: the rest
+    parts = [sch.get_child_blocks(loop)[0] for loop in loops]
     for part in parts:  # the partition widens each part's regions to whole ranges; the cache steps need points
         for kind, n, region in regions:
             _annotate_point(sch, part, n, kind, old_vars, region)
-    _tail_part(sch, parts[1], c.mr, c.kparts)
+    for part in parts[1:]:
+        _tail_part(sch, part, c.mr, c.kparts)
     body = parts[0]
     j0, *batch, i, _ = sch.get_loops(body)
     sch.reorder(*batch, i, j0)
@@ -161,8 +165,8 @@ def _annotate_point(sch: Schedule, block, n: int, kind: str, old_vars: list, reg
 
 
 def _tail_part(sch: Schedule, block, mr: int, kparts: int) -> None:
-    """The columns past the last whole j-pack, fewer than one: one loop over all of them, vectorized (LLVM
-    splits an odd width into whole vectors and a narrower one), ``mr`` rows of accumulators in registers. K is
+    """Some of the columns past the last whole j-pack, a power of two of them: one vectorized loop (LLVM makes
+    whole vectors of it, or one narrower), ``mr`` rows of accumulators in registers. K is
     split as the whole tiles split it, so each thread reads the ends of the rows of B it has just streamed,
     from its own L2 (read by one thread after the parallel part, the 1024 row ends at M = 1, K = 1024,
     N = 1000 took 15-20 us, about as long as the 960 columns before them)."""
@@ -182,14 +186,20 @@ def _tail_part(sch: Schedule, block, mr: int, kparts: int) -> None:
     if sch.get(outer).extent.value > 1:
         sch.parallel(outer)
     sch.unroll(ir)
-    sch.vectorize(jt)
-    *_, wj = sch.get_loops(local)
-    sch.vectorize(wj)
+    width = int(sch.get(jt).extent)
+    if width > 1:  # a part one column wide has no vector; its unit loops are gone from the write-back
+        sch.vectorize(jt)
+        *_, wj = sch.get_loops(local)
+        if int(sch.get(wj).extent) != width:
+            raise RuntimeError(f"the tail's write-back ends in a loop of {sch.get(wj).extent}, not its {width} columns")
+        sch.vectorize(wj)
     sch.decompose_reduction(block, k)
     if total is not None:
-        jt, *rows, pt = sch.get_loops(total)
-        sch.reorder(*rows, pt, jt)
-        sch.vectorize(jt)
+        *loops, pt = sch.get_loops(total)
+        if width > 1:
+            jt, *rows = loops
+            sch.reorder(*rows, pt, jt)
+            sch.vectorize(jt)
         sch.decompose_reduction(total, pt)
 
 

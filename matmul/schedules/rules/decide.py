@@ -201,7 +201,22 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
         else:
             why_tk = f"largest divisor of K with {tk0} x {jpack} x {size} B <= 3/4 L1"
     tk = note("tk", tk0, "R12" if gemv else "R4", why_tk)
-    tail = shape.N % jpack if in_place_tail and gemv and mp == shape.M and shape.K % tk == 0 else 0
+    row_blocks = mp // mr
+    if layout == "NT":
+        pack0, why_pack = True, "NT: B transposed into contiguous panels while packing"
+    elif gemv:
+        pack0, why_pack = False, "GEMV: B is read once per call; a packed copy would double its traffic"
+    elif row_blocks >= 2 and shape.M <= UNPACKED_MAX_ROWS and (shape.N * size) % PAGE_BYTES:
+        pack0, why_pack = False, (f"only {shape.M} rows reuse B and its rows are not whole pages apart: the copy "
+                                  "costs more than contiguous panels save")
+    elif row_blocks >= 2:
+        aliased = (shape.N * size) % PAGE_BYTES == 0
+        pack0, why_pack = True, (f"each panel reused by {row_blocks} row blocks; contiguous, no set aliasing"
+                                 + (f" (B's rows are {shape.N * size // PAGE_BYTES} pages apart)" if aliased else ""))
+    else:
+        pack0, why_pack = False, "one row block: a packed panel would be read once, the copy is pure cost"
+    in_place = not overrides.get("pack_b", pack0)
+    tail = shape.N % jpack if in_place_tail and in_place and mp == shape.M and shape.K % tk == 0 else 0
     if tail and shape.N > jpack:  # R3: B is read in place, so N is not padded (a padded copy is all of B again)
         np_ = shape.N - tail
     else:
@@ -239,7 +254,9 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
         while slices * (np_ // tn0) < want and tn0 > jpack:
             tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
         tn = note("tn", tn0, "R6", f"{tn0 // jpack} j-packs; {np_ // tn0} column tasks"
-                                   + (f" in each of {slices} slices" if slices > 1 else ""))
+                                   + (f" in each of {slices} slices" if slices > 1 else "")
+                                   + (f"; the last {tail} of N's columns by loops of their own (R3, nothing padded)"
+                                      if tail else ""))
 
     tm_cap = max(mr, (l2 // 2) // (tn * size) // mr * mr)
     tm0 = _largest_dividing_multiple(mp, mr, min(mp, tm_cap))
@@ -264,20 +281,6 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     unroll = note("unroll", math.gcd(UNROLL_STEP, tk), "R9", "ki unrolled by this step")
     writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
     order = note("order", "jfirst", "R8", "B micro-panel reused from L1 by every row block")
-    row_blocks = mp // mr
-    if layout == "NT":
-        pack0, why_pack = True, "NT: B transposed into contiguous panels while packing"
-    elif gemv:
-        pack0, why_pack = False, "GEMV: B is read once per call; a packed copy would double its traffic"
-    elif row_blocks >= 2 and shape.M <= UNPACKED_MAX_ROWS and (shape.N * size) % PAGE_BYTES:
-        pack0, why_pack = False, (f"only {shape.M} rows reuse B and its rows are not whole pages apart: the copy "
-                                  "costs more than contiguous panels save")
-    elif row_blocks >= 2:
-        aliased = (shape.N * size) % PAGE_BYTES == 0
-        pack0, why_pack = True, (f"each panel reused by {row_blocks} row blocks; contiguous, no set aliasing"
-                                 + (f" (B's rows are {shape.N * size // PAGE_BYTES} pages apart)" if aliased else ""))
-    else:
-        pack0, why_pack = False, "one row block: a packed panel would be read once, the copy is pure cost"
     pack_b = note("pack_b", pack0, "R5", why_pack)
     config = RuleConfig(tm=tm, tn=tn, tk=tk, mr=mr, jpack=jpack, vector=lanes, unroll=unroll,
                         writeback=writeback, order=order, pack_b=bool(pack_b), kparts=kparts).check()
