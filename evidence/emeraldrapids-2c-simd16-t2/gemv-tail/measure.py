@@ -3,6 +3,9 @@
 the new kernel and NumPy, in both build orders. Run from the repository root:
 
     python evidence/emeraldrapids-2c-simd16-t2/gemv-tail/measure.py old-configs.json out.csv
+
+Where the old rules' exact config now builds the tail kernel (M = 7-16 here: their tn of one j-pack divides the
+whole j-packs), ``old-configs.json`` pins the nearest padded one instead (tn of 3 j-packs, which does not).
 """
 import csv
 import json
@@ -39,7 +42,7 @@ for spec, old in old_configs.items():
                "rounds": len(r.samples[0]), "new_config": decide(shape, facts).config.as_dict(), "old_config": old}
         rows.append(row)
         print({k: v for k, v in row.items() if k not in ("new_config", "old_config")}, flush=True)
-with open(sys.argv[2], "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
+        with open(sys.argv[2], "w", newline="") as f:  # after every group: a later failure keeps these
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
