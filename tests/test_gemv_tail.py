@@ -52,11 +52,13 @@ def test_a_gemv_leaves_n_unpadded_and_tiles_the_whole_j_packs(facts, M, extra):
 def test_where_b_is_packed_or_k_padded_n_is_padded_to_the_tiles_as_before(facts):
     shape = _odd_n(facts, 1, 15, 3)
     for plan in (decide(shape, facts, layout="NT"),  # NT packs B: the copy is needed anyway
-                 decide(shape, facts, overrides={"pack_b": True}),  # pinned: re-planned for the padded N
+                 decide(shape, facts, overrides={"pack_b": True}),  # pinned: B packed, so padded with it
+                 decide(shape, facts, overrides={"kparts": 3}),  # pinned: K padded, re-planned for the padded N
                  decide(MatmulShape(1, shape.K + 3, shape.N), facts)):  # K padded: B is copied anyway
         c = plan.config
         _, np_, _ = c.padded(plan.shape)
-        assert c.tail(plan.shape) == 0 and np_ >= plan.shape.N and np_ % c.tn == 0 and np_ - plan.shape.N < c.tn
+        assert c.tail(plan.shape) == 0, c
+        assert np_ == -(-plan.shape.N // c.jpack) * c.jpack and np_ % c.tn == 0, (c, np_)  # to the next j-pack
 
 
 @settings(max_examples=200, deadline=None)

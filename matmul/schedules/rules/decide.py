@@ -157,16 +157,18 @@ def decide(
         raise ValueError(f"slices must be a positive integer, got {slices!r}")
     overrides = check_overrides(overrides or {})
     plan = _plan(shape, facts, check_dtype(dtype), layout, overrides, slices, in_place_tail=True)
-    if plan.config.padded(shape)[1] % plan.config.tn and not plan.config.tail(shape):
-        # tiles sized for an unpadded N, but a pinned knob pads it after all: size them for the padded N
+    c = plan.config
+    if not c.tail(shape) and c.padded(shape)[1] != round_up(shape.N, c.jpack):
+        # tiles sized for N's whole j-packs, but a pinned knob (kparts, tm) pads M or K, so N is padded too, to
+        # a multiple of those tiles: size them for N padded to the j-pack instead
         plan = _plan(shape, facts, dtype, layout, overrides, slices, in_place_tail=False)
     return plan
 
 
 def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrides: Mapping[str, Any],
           slices: int, *, in_place_tail: bool) -> Plan:
-    """:func:`decide`'s rules, the arguments checked. ``in_place_tail``: on the GEMV path, size the column tiles
-    for N's whole j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`)."""
+    """:func:`decide`'s rules, the arguments checked. ``in_place_tail``: where B is read in place, size the
+    column tiles for N's whole j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`)."""
     size = itemsize(dtype)
     decisions: list[Decision] = []
 
