@@ -41,6 +41,7 @@ def test_a_gemv_leaves_n_unpadded_and_tiles_the_whole_j_packs(facts, M, extra):
     assert 0 < tail < c.jpack and tail == shape.N % c.jpack
     assert c.padded(shape) == (shape.M, shape.N, shape.K)
     assert (shape.N - tail) % c.tn == 0 and not c.pack_b
+    assert c.tiled(shape) == (shape.M, shape.N - tail, shape.K)
     assert c.tasks(shape) == (shape.N - tail) // c.tn * c.kparts
     why = {d.knob: d.why for d in plan.decisions}["tn"]
     assert f"the last {tail} of N's columns" in why and "R3" in why

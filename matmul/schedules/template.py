@@ -92,8 +92,7 @@ def _moves(shape: MatmulShape, base: RuleConfig, lanes: int, regs: int) -> list[
     for tk in _TK_CHOICES:
         if tk != base.tk and tk <= shape.K and shape.K % tk == 0 and tk % lanes == 0:
             moves.append({"tk": tk})
-    mp, np_, _ = base.padded(shape)
-    np_ -= base.tail(shape)  # R3's tail columns lie outside the tiles
+    mp, np_, _ = base.tiled(shape)
     for f in (1, 2, 4, 8):
         tn = base.jpack * f
         if tn != base.tn and tn <= np_ and np_ % tn == 0:

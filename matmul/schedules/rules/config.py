@@ -183,8 +183,13 @@ class RuleConfig:
             return 0
         return shape.N - whole
 
+    def tiled(self, shape: MatmulShape) -> tuple[int, int, int]:
+        """M, N, K the tiles cover: :meth:`padded`, less R3's :meth:`tail` columns."""
+        mp, np_, kp = self.padded(shape)
+        return mp, np_ - self.tail(shape), kp
+
     def tasks(self, shape: MatmulShape) -> int:
-        mp, np_, _ = self.padded(shape)
+        mp, np_, _ = self.tiled(shape)
         return (mp // self.tm) * (np_ // self.tn) * self.kparts
 
     def check(self) -> RuleConfig:

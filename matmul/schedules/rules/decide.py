@@ -223,6 +223,7 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
         np_ = shape.N - tail
     else:
         tail = 0
+    why_tail = f"; the last {tail} of N's columns by loops of their own (R3, nothing padded)" if tail else ""
 
     l2 = l2_bytes(facts)
     threads = max(1, facts.runtime_threads)
@@ -247,18 +248,14 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
                        f"{tn0 * size} B in rows {row} B apart (sets loaded {pressure:.2f}x unevenly) it needs "
                        f"{share * pressure / 1024:.0f} KiB of the {l2 // 1024} KiB")
             tn0 = np_
-        if tail:
-            why_tn += f"; the last {tail} of N's columns by loops of their own (R3, nothing padded)"
-        tn = note("tn", tn0, "R12", why_tn)
+        tn = note("tn", tn0, "R12", why_tn + why_tail)
     else:
         tn0 = _largest_dividing_multiple(np_, jpack, jpack * MAX_PANELS_PER_TASK)
         # Fewer columns per task before cutting M (cutting M repacks B per row block).
         while slices * (np_ // tn0) < want and tn0 > jpack:
             tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
         tn = note("tn", tn0, "R6", f"{tn0 // jpack} j-packs; {np_ // tn0} column tasks"
-                                   + (f" in each of {slices} slices" if slices > 1 else "")
-                                   + (f"; the last {tail} of N's columns by loops of their own (R3, nothing padded)"
-                                      if tail else ""))
+                                   + (f" in each of {slices} slices" if slices > 1 else "") + why_tail)
 
     tm_cap = max(mr, (l2 // 2) // (tn * size) // mr * mr)
     tm0 = _largest_dividing_multiple(mp, mr, min(mp, tm_cap))
