@@ -1,9 +1,10 @@
-"""R3's in-place tail: where B is read in place (the GEMV path), N is not padded.
+"""R3's tail: N is not padded; the whole j-packs are tiled and the columns past them get loops of their own.
 
-Padding N copies all of B on every call (M = 1, K = 1024, N = 1000 read 0.25-0.32x NumPy on the AVX-512 host,
-the copy alone as long as the product). Instead the whole j-packs are tiled as before and the columns past
-them get a loop of their own, split over K as the tiles are. Decisions are checked on every facts profile,
-kernels on every target this host runs; expected values come from the facts.
+Padding N copies all of B on every call: on a GEMV, which streams B once, the copy cost more than the product
+(M = 1, K = 1024, N = 1000 read 0.25-0.32x NumPy on the AVX-512 host); where R5 packs B, it is one more pass over
+B before the packing (vocabulary heads at M = 33-256 read 1.15-1.56x slower padded). The tail's loops are split
+over K as the tiles are. Decisions are checked on every facts profile, kernels on every target this host runs;
+expected values come from the facts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tvm import te
 from tvm.s_tir import Schedule
 
 from matmul import MatmulShape, build, compare, make_inputs
-from matmul.schedules.rules import GEMV_MAX_ROWS, GEMV_STREAMS, RuleConfig, apply_config, decide
+from matmul.schedules.rules import GEMV_MAX_ROWS, GEMV_STREAMS, RuleConfig, apply_config, decide, prepacks
 from matmul.schedules.template import candidate_configs, config_name
 
 from .profiles import PROFILES, RUNNABLE
@@ -50,35 +51,57 @@ def test_a_gemv_leaves_n_unpadded_and_tiles_the_whole_j_packs(facts, M, extra):
 
 
 @pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())
-def test_where_b_is_packed_or_k_padded_n_is_padded_to_the_tiles_as_before(facts):
+def test_where_k_is_padded_n_is_padded_to_the_tiles_as_before(facts):
     shape = _odd_n(facts, 1, 15, 3)
-    for plan in (decide(shape, facts, layout="NT"),  # NT packs B: the copy is needed anyway
-                 decide(shape, facts, overrides={"pack_b": True}),  # pinned: B packed, so padded with it
-                 decide(shape, facts, overrides={"kparts": 3}),  # pinned: K padded, re-planned for the padded N
-                 decide(MatmulShape(1, shape.K + 3, shape.N), facts)):  # K padded: B is copied anyway
+    for plan in (decide(shape, facts, overrides={"kparts": 3}),  # pinned: K padded, re-planned for the padded N
+                 decide(MatmulShape(1, shape.K + 3, shape.N), facts),  # K padded: B is copied anyway
+                 decide(MatmulShape(64, shape.K + 3, shape.N), facts)):  # the same, B packed
         c = plan.config
         _, np_, _ = c.padded(plan.shape)
         assert c.tail(plan.shape) == 0, c
         assert np_ == -(-plan.shape.N // c.jpack) * c.jpack and np_ % c.tn == 0, (c, np_)  # to the next j-pack
 
 
+@pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())
+def test_packed_b_and_padded_rows_keep_n_unpadded_too(facts):
+    """Where R5 packs B (NT always, NN from a few row blocks on), the panels cover the whole j-packs only, and
+    rows padded to the row tile pad A and C, never B: N stays as it is either way."""
+    gemv = _odd_n(facts, 1, 15, 3)
+    mr = decide(MatmulShape(64, 1024, 1024), facts).config.mr
+    rows = 8 * mr + 1  # never whole row tiles
+    for plan in (decide(gemv, facts, layout="NT"),  # NT packs B
+                 decide(gemv, facts, overrides={"pack_b": True}),  # pinned: B packed
+                 decide(MatmulShape(rows, gemv.K, gemv.N), facts),  # R5 packs B; M padded to the row tile
+                 decide(MatmulShape(rows, gemv.K, gemv.N), facts, layout="NT")):
+        c, shape = plan.config, plan.shape
+        tail = c.tail(shape)
+        assert 0 < tail < c.jpack and tail == shape.N % c.jpack, (shape, c)
+        mp, np_, kp = c.padded(shape)
+        assert (np_, kp) == (shape.N, shape.K) and mp == -(-shape.M // c.tm) * c.tm, (shape, c)
+        assert (shape.N - tail) % c.tn == 0
+        assert not prepacks(c, shape)  # a weight packed once needs whole panels: B stays as it is, packed per call
+        assert f"the last {tail} of N's columns" in {d.knob: d.why for d in plan.decisions}["tn"]
+    assert decide(MatmulShape(rows, gemv.K, gemv.N), facts).config.pack_b
+
+
 @settings(max_examples=200, deadline=None)
 @given(M=st.integers(1, 40), K=st.integers(1, 4096), N=st.integers(1, 3000), vectors=st.integers(1, 4),
        tn_packs=st.integers(1, 8), tk=st.sampled_from([4, 8, 16, 64]), pack=st.booleans(), kparts=st.integers(1, 3))
-def test_the_tail_is_fewer_than_one_j_pack_past_whole_tiles_with_nothing_else_padded(M, K, N, vectors, tn_packs, tk,
-                                                                                     pack, kparts):
+def test_the_tail_is_fewer_than_one_j_pack_past_whole_tiles_with_b_unpadded(M, K, N, vectors, tn_packs, tk,
+                                                                        pack, kparts):
     jpack = 8 * vectors
     c = RuleConfig(tm=M, tn=jpack * tn_packs, tk=tk, mr=1, jpack=jpack, vector=8, writeback=8, unroll=4,
                    pack_b=pack, kparts=kparts).check()
     shape = MatmulShape(M, K, N)
     tail = c.tail(shape)
     mp, np_, kp = c.padded(shape)
+    assert mp == -(-M // c.tm) * c.tm  # rows are padded to the row tile either way: that copies A and C, not B
     if tail:
-        assert not pack and 0 < tail < jpack and (N - tail) % c.tn == 0 and N - tail > 0
-        assert (mp, np_, kp) == (M, N, K)
+        assert 0 < tail < jpack and (N - tail) % c.tn == 0 and N - tail > 0
+        assert (np_, kp) == (N, K)
     else:
         assert np_ % c.tn == 0 and np_ >= N
-        assert pack or N % jpack == 0 or N < jpack or (N - N % jpack) % c.tn or K % (tk * kparts) or M % c.tm
+        assert N % jpack == 0 or N < jpack or (N - N % jpack) % c.tn or K % (tk * kparts)
 
 
 TWO_THREADS = {k: f for k, f in PROFILES.items() if f.runtime_threads == 2}
@@ -123,15 +146,16 @@ def test_a_gemv_with_a_tail_is_exact(target):
 
 @pytest.mark.parametrize("target", RUNNABLE)
 def test_every_template_config_of_a_tail_shape_is_exact(target):
-    """The learned variant and the sweeps pick among these: each must build and be exact, tail or padded."""
+    """The learned variant and the sweeps pick among these: each must build and be exact, tail or padded
+    (K = 1021 has no tile that divides it: K is padded, so N is too)."""
     facts = RUNNABLE[target]
-    shape = _odd_n(facts, 2, 3, 5)
-    configs = candidate_configs(shape, facts, limit=40)
-    assert any(c.tail(shape) for c in configs) and any(not c.tail(shape) for c in configs)
-    a, b = make_inputs(shape, kind="int", seed=7)
-    for c in configs:
-        check = compare(build(config_name(c), shape, facts=facts).run(a, b), a, b, kind="int")
-        assert check.ok, f"{config_name(c)} on {target}: {check}"
+    for shape, tails in ((_odd_n(facts, 2, 3, 5), True), (MatmulShape(2, 1021, _odd_n(facts, 2, 3, 5).N), False)):
+        configs = candidate_configs(shape, facts, limit=40)
+        assert configs and all(bool(c.tail(shape)) == tails for c in configs)
+        a, b = make_inputs(shape, kind="int", seed=7)
+        for c in configs:
+            check = compare(build(config_name(c), shape, facts=facts).run(a, b), a, b, kind="int")
+            assert check.ok, f"{config_name(c)} {shape} on {target}: {check}"
 
 
 def test_an_nt_gemv_read_in_place_and_a_batched_block_keep_their_tails_exact():
@@ -190,3 +214,42 @@ def test_every_power_of_two_part_of_a_tail_is_exact_one_column_wide_included(tar
     assert decide(shape, facts, overrides={"kparts": kparts}).config.tail(shape) == tail % jpack
     a, b = make_inputs(shape, kind="int", seed=tail)
     assert compare(kernel.run(a, b), a, b, kind="int").ok
+
+
+@pytest.mark.parametrize("target", RUNNABLE)
+@pytest.mark.parametrize("layout", ["NN", "NT"])
+def test_packed_tails_are_exact_rows_padded_or_not_weights_packed_once_or_not(target, layout):
+    """B packed into panels of the whole j-packs, the tail read in place (a gather of rows for NT), M padded
+    to the row tile or not; ``rule_based_prepacked`` falls back to packing per call, its panels not whole."""
+    facts = RUNNABLE[target]
+    mr = decide(MatmulShape(64, 1024, 1024), facts).config.mr
+    jpack = decide(MatmulShape(64, 1024, 1024), facts).config.jpack
+    for shape in (MatmulShape(8 * mr + 1, 256, 5 * jpack + 3), MatmulShape(8 * mr, 256, 4 * jpack + jpack // 2 + 1)):
+        c = decide(shape, facts, layout=layout).config
+        assert c.pack_b and c.tail(shape), (shape, c)
+        a, b = make_inputs(shape, layout=layout, kind="int", seed=shape.M)
+        for name in ("rule_based", "rule_based_prepacked"):
+            got = build(name, shape, layout=layout, facts=facts).run(a, b)
+            assert compare(got, a, b, layout=layout, kind="int").ok, f"{name} {shape} {layout} {c} on {target}"
+
+
+def test_attention_scores_keep_their_tail_exact():
+    """A batched NT block (heads x (S x d x S), S = 77: one whole j-pack or more and a tail), B packed per slice."""
+    facts = RUNNABLE["host"]
+    heads, s, d = 3, 77, 64
+    q = te.placeholder((heads, s, d), name="A")
+    kt = te.placeholder((heads, s, d), name="B")
+    r = te.reduce_axis((0, d), name="k")
+    out = te.compute((heads, s, s), lambda h, i, j: te.sum(q[h, i, r] * kt[h, j, r], axis=r), name="C")
+    sch = Schedule(tvm.IRModule({"main": te.create_prim_func([q, kt, out])}))
+    one = MatmulShape(s, d, s)
+    cfg = decide(one, facts, layout="NT", slices=heads).config
+    assert cfg.pack_b and cfg.tail(one), cfg
+    apply_config(sch, cfg, one, "NT", "C")
+    f = tvm.compile(sch.mod, target=facts.target())
+    rng = np.random.default_rng(1)
+    qa = rng.integers(-3, 4, (heads, s, d)).astype("float32")
+    ka = rng.integers(-3, 4, (heads, s, d)).astype("float32")
+    res = tvm.runtime.tensor(np.full((heads, s, s), np.nan, "float32"))
+    f(tvm.runtime.tensor(qa), tvm.runtime.tensor(ka), res)
+    np.testing.assert_array_equal(res.numpy(), qa @ ka.transpose(0, 2, 1))

@@ -19,7 +19,7 @@ def prepacks(config: RuleConfig, shape: MatmulShape, batched: bool = False) -> b
     """Whether ``config`` takes a constant B pre-packed (see :func:`apply_config`'s ``prepack_b``): it packs
     B (R5), B is one matrix (no batch) and R3 pads neither of B's axes, so B's panels are B itself re-laid."""
     _, np_, kp = config.padded(shape)
-    return config.pack_b and not batched and (np_, kp) == (shape.N, shape.K)
+    return config.pack_b and not batched and (np_, kp) == (shape.N, shape.K) and not config.tail(shape)
 
 
 def pack_panels(b: np.ndarray, jpack: int, layout: str = "NN") -> np.ndarray:
@@ -54,22 +54,28 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     c = config.check()
     block = sch.get_sblock(block_name)
     tail = c.tail(shape)
-    if tail:  # R3, B read in place: whole tiles below; the last columns get loops of their own, nothing padded
-        block = _split_tail(sch, block, c, shape.N - tail, tail)
-        shape = MatmulShape(shape.M, shape.K, shape.N - tail)
-    mp, np_, kp = c.padded(shape)
     nb = len(sch.get_loops(block)) - 3
     stmt = sch.get(block)
     buffers = {"A": stmt.reads[0].source.name, "B": stmt.reads[1].source.name, "C": stmt.writes[0].source.name}
+    m_grown = c.padded(shape)[0] != shape.M
+    prepacked = prepack_b and prepacks(c, shape, batched=nb > 0)  # asked of the whole shape, tail included
+    if tail:  # R3: whole tiles below; the last columns get loops of their own, B's N not padded
+        if m_grown:  # M first, on the whole block (pad_einsum cannot pad one part of a partition)
+            sch.pad_einsum(block, [1] * nb + [c.tm, 1, 1])
+        block = _split_tail(sch, block, c, shape.N - tail, tail)
+        shape = MatmulShape(c.padded(shape)[0], shape.K, shape.N - tail)
+    mp, np_, kp = c.padded(shape)
     if (mp, np_, kp) != (shape.M, shape.N, shape.K):  # R3
         sch.pad_einsum(block, [1] * nb + [c.tm, c.tn, c.tk * c.kparts])
     packed = None
-    if prepack_b and prepacks(c, shape, batched=nb > 0):  # R5 done by the caller, once: B's own layout
+    if prepacked:  # R5 done by the caller, once: B's own layout
         sch.transform_layout(block, ("read", 1), _panels(nb, c.jpack, layout))
     elif c.pack_b:  # R5: panels [N / jpack, K, jpack] of B, copied per call
         packed = sch.cache_read(block, 1, "global")
         jp = c.jpack
-        sch.transform_layout(block, ("read", 1), _panels(nb, jp, layout))
+        # with a tail the panels' last one is partly past N: never read (the whole tiles stop before it), but
+        # the layout needs a value for it; the copy's test for it folds away, its task loop ends before it
+        sch.transform_layout(block, ("read", 1), _panels(nb, jp, layout), pad_value=0.0 if tail else None)
     total = None
     if c.kparts > 1:  # R13: ``block`` becomes the partial products C_rf[part, ...], ``total`` sums them
         part, _ = sch.split(sch.get_loops(block)[-1], [c.kparts, None])
@@ -120,7 +126,7 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
         sch.parallel(sch.fuse(*rows, jo_t))
         sch.decompose_reduction(total, pt)
     # pad_einsum copies an operand in (A, B) or out (C) when one of its axes grew.
-    grown = {"M": mp != shape.M, "N": np_ != shape.N, "K": kp != shape.K}
+    grown = {"M": m_grown, "N": np_ != shape.N, "K": kp != shape.K}
     for operand, axes in (("A", "MK"), ("B", "KN"), ("C", "MN")):
         if any(grown[a] for a in axes):
             _parallel_copy(sch, sch.get_sblock(buffers[operand] + "_pad"))

@@ -47,9 +47,9 @@ RULES: dict[str, str] = {
           "the widest tile, the narrowest tile that covers it), then tiles that pad M by "
           "at most 1/8 of the padded rows, then (GEMV, M <= 4) a tile of all M rows, then M's divisors",
     "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop; the pad copies run "
-          "in parallel over batch, heads and rows. Where B is read in place (not packed), N is not padded: the "
-          "columns past the last whole j-pack get loops of their own (in power-of-two widths, K split as the "
-          "tiles split it), because padding N copies all of B on every call",
+          "in parallel over batch, heads and rows. Where K needs no padding, N is not padded: the columns past "
+          "the last whole j-pack get loops of their own that read B in place (in power-of-two widths, K split as "
+          "the tiles split it), because padding N copies all of B on every call, packed or not",
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
     "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them and "
           "either more than 16 rows do or B's rows lie whole pages apart (or the layout is NT): contiguous, no "
@@ -172,14 +172,14 @@ class RuleConfig:
     def tail(self, shape: MatmulShape) -> int:
         """Columns of N past the last whole j-pack that R3 computes in place, by loops of their own (0: none).
 
-        Only where B is read in place (``pack_b`` off), the whole j-packs split into whole ``tn`` tiles, and
-        neither M nor K needs padding: padding N would then be the one copy of B per call, a second pass over
-        the operand a GEMV streams once (0.14-0.47x NumPy at M = 1, K = 1024, N = 1000; 2.8-7.1x slower than the
-        tail on twelve head shapes, ``evidence/README.md``).
+        Wherever the whole j-packs split into whole ``tn`` tiles and K needs no padding (M may: that pads A and
+        C, not B). Padding N instead copies all of B on every call: a second pass over the operand a GEMV
+        streams once (0.14-0.47x NumPy at M = 1, K = 1024, N = 1000; 2.8-7.1x slower than the tail on twelve
+        head shapes), and one more pass before R5 packs it (vocabulary heads at M = 33-256, 1.15-1.56x slower
+        than the tail; ``evidence/README.md``).
         """
         whole = shape.N - shape.N % self.jpack
-        if (self.pack_b or whole in (0, shape.N) or whole % self.tn or shape.M % self.tm
-                or shape.K % (self.tk * self.kparts)):
+        if whole in (0, shape.N) or whole % self.tn or shape.K % (self.tk * self.kparts):
             return 0
         return shape.N - whole
 

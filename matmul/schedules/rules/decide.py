@@ -156,19 +156,19 @@ def decide(
     if isinstance(slices, bool) or not isinstance(slices, (int, np.integer)) or slices < 1:
         raise ValueError(f"slices must be a positive integer, got {slices!r}")
     overrides = check_overrides(overrides or {})
-    plan = _plan(shape, facts, check_dtype(dtype), layout, overrides, slices, in_place_tail=True)
+    plan = _plan(shape, facts, check_dtype(dtype), layout, overrides, slices, tail_loops=True)
     c = plan.config
     if not c.tail(shape) and c.padded(shape)[1] != round_up(shape.N, c.jpack):
-        # tiles sized for N's whole j-packs, but a pinned knob (kparts, tm) pads M or K, so N is padded too, to
-        # a multiple of those tiles: size them for N padded to the j-pack instead
-        plan = _plan(shape, facts, dtype, layout, overrides, slices, in_place_tail=False)
+        # tiles sized for N's whole j-packs, but a pinned knob (kparts, tk, tn) pads K or leaves part of a tile,
+        # so N is padded too, to a multiple of those tiles: size them for N padded to the j-pack instead
+        plan = _plan(shape, facts, dtype, layout, overrides, slices, tail_loops=False)
     return plan
 
 
 def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrides: Mapping[str, Any],
-          slices: int, *, in_place_tail: bool) -> Plan:
-    """:func:`decide`'s rules, the arguments checked. ``in_place_tail``: where B is read in place, size the
-    column tiles for N's whole j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`)."""
+          slices: int, *, tail_loops: bool) -> Plan:
+    """:func:`decide`'s rules, the arguments checked. ``tail_loops``: size the column tiles for N's whole
+    j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`)."""
     size = itemsize(dtype)
     decisions: list[Decision] = []
 
@@ -217,9 +217,8 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
                                  + (f" (B's rows are {shape.N * size // PAGE_BYTES} pages apart)" if aliased else ""))
     else:
         pack0, why_pack = False, "one row block: a packed panel would be read once, the copy is pure cost"
-    in_place = not overrides.get("pack_b", pack0)
-    tail = shape.N % jpack if in_place_tail and in_place and mp == shape.M and shape.K % tk == 0 else 0
-    if tail and shape.N > jpack:  # R3: B is read in place, so N is not padded (a padded copy is all of B again)
+    tail = shape.N % jpack if tail_loops and shape.K % tk == 0 else 0
+    if tail and shape.N > jpack:  # R3: N is not padded (a padded copy is all of B again, packed or not)
         np_ = shape.N - tail
     else:
         tail = 0
