@@ -2,7 +2,7 @@
 
 Padding N copies all of B on every call: on a GEMV, which streams B once, the copy cost more than the product
 (M = 1, K = 1024, N = 1000 read 0.25-0.32x NumPy on the AVX-512 host); where R5 packs B, it is one more pass over
-B before the packing (vocabulary heads at M = 33-256 read 1.15-1.56x slower padded). The tail's loops are split
+B before the packing (vocabulary heads at M = 33-384 read 1.20-1.63x slower padded). The tail's loops are split
 over K as the tiles are. Decisions are checked on every facts profile, kernels on every target this host runs;
 expected values come from the facts.
 """

@@ -175,7 +175,7 @@ class RuleConfig:
         Wherever the whole j-packs split into whole ``tn`` tiles and K needs no padding (M may: that pads A and
         C, not B). Padding N instead copies all of B on every call: a second pass over the operand a GEMV
         streams once (0.14-0.47x NumPy at M = 1, K = 1024, N = 1000; 2.8-7.1x slower than the tail on twelve
-        head shapes), and one more pass before R5 packs it (vocabulary heads at M = 33-256, 1.15-1.56x slower
+        head shapes), and one more pass before R5 packs it (vocabulary heads at M = 33-384, 1.20-1.63x slower
         than the tail; ``evidence/README.md``).
         """
         whole = shape.N - shape.N % self.jpack
