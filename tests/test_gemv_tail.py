@@ -149,7 +149,8 @@ def test_every_template_config_of_a_tail_shape_is_exact(target):
     """The learned variant and the sweeps pick among these: each must build and be exact, tail or padded
     (K = 1021 has no tile that divides it: K is padded, so N is too)."""
     facts = RUNNABLE[target]
-    for shape, tails in ((_odd_n(facts, 2, 3, 5), True), (MatmulShape(2, 1021, _odd_n(facts, 2, 3, 5).N), False)):
+    odd = _odd_n(facts, 2, 3, 5)
+    for shape, tails in ((odd, True), (MatmulShape(2, 1021, odd.N), False)):
         configs = candidate_configs(shape, facts, limit=40)
         assert configs and all(bool(c.tail(shape)) == tails for c in configs)
         a, b = make_inputs(shape, kind="int", seed=7)

@@ -17,9 +17,10 @@ from .config import RuleConfig
 
 def prepacks(config: RuleConfig, shape: MatmulShape, batched: bool = False) -> bool:
     """Whether ``config`` takes a constant B pre-packed (see :func:`apply_config`'s ``prepack_b``): it packs
-    B (R5), B is one matrix (no batch) and R3 pads neither of B's axes, so B's panels are B itself re-laid."""
-    _, np_, kp = config.padded(shape)
-    return config.pack_b and not batched and (np_, kp) == (shape.N, shape.K) and not config.tail(shape)
+    B (R5), B is one matrix (no batch) and R3 neither pads B's axes nor leaves N a tail, so B's panels are B
+    itself re-laid."""
+    _, n, k = config.tiled(shape)  # a tail leaves N's last columns outside the panels
+    return config.pack_b and not batched and (n, k) == (shape.N, shape.K)
 
 
 def pack_panels(b: np.ndarray, jpack: int, layout: str = "NN") -> np.ndarray:
@@ -57,13 +58,14 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     nb = len(sch.get_loops(block)) - 3
     stmt = sch.get(block)
     buffers = {"A": stmt.reads[0].source.name, "B": stmt.reads[1].source.name, "C": stmt.writes[0].source.name}
-    m_grown = c.padded(shape)[0] != shape.M
+    mp = c.padded(shape)[0]
+    m_grown = mp != shape.M
     prepacked = prepack_b and prepacks(c, shape, batched=nb > 0)  # asked of the whole shape, tail included
     if tail:  # R3: whole tiles below; the last columns get loops of their own, B's N not padded
         if m_grown:  # M first, on the whole block (pad_einsum cannot pad one part of a partition)
             sch.pad_einsum(block, [1] * nb + [c.tm, 1, 1])
         block = _split_tail(sch, block, c, shape.N - tail, tail)
-        shape = MatmulShape(c.padded(shape)[0], shape.K, shape.N - tail)
+        shape = MatmulShape(mp, shape.K, shape.N - tail)
     mp, np_, kp = c.padded(shape)
     if (mp, np_, kp) != (shape.M, shape.N, shape.K):  # R3
         sch.pad_einsum(block, [1] * nb + [c.tm, c.tn, c.tk * c.kparts])

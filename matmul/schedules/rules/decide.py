@@ -222,7 +222,7 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
         np_ = shape.N - tail
     else:
         tail = 0
-    why_tail = f"; the last {tail} of N's columns by loops of their own (R3, nothing padded)" if tail else ""
+    why_tail = f"; the last {tail} of N's columns by loops of their own (R3, B's N not padded)" if tail else ""
 
     l2 = l2_bytes(facts)
     threads = max(1, facts.runtime_threads)
