@@ -35,9 +35,13 @@ from matmul.schedules.rules import (
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
     KPART_MIN_K,
+    MAX_PANELS_PER_TASK,
+    NARROW_MAX_ROWS,
+    NARROW_ROW_BYTES,
     PAD_ROWS_MAX,
     PAGE_BYTES,
     RULES,
+    TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
     RuleConfig,
     RuleError,
@@ -84,6 +88,42 @@ def test_enough_parallel_tasks_at_every_m(facts, M, kernel):
     mp, np_, _ = c.padded(shape)
     if (mp // c.mr) * (np_ // c.jpack) >= 4 * facts.runtime_threads and M > GEMV_MAX_ROWS:
         assert c.tasks(shape) >= 4 * facts.runtime_threads
+
+
+@pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())
+@pytest.mark.parametrize("M", [8, 16, 17, 33, 77, NARROW_MAX_ROWS, NARROW_MAX_ROWS + 1, 200, 384])
+@pytest.mark.parametrize(("model", "kernel"), [("bert-base", "qkv"), ("bert-base", "mlp_expand"),
+                                               ("bert-large", "mlp_expand"), ("bert-large", "mlp_reduce"),
+                                               ("t5-small", "mlp_expand"), ("llama2-7b", "mlp_reduce")])
+@pytest.mark.parametrize("layout", ["NN", "NT"])
+def test_a_task_takes_a_narrow_strip_of_b_where_packing_weighs(facts, M, model, kernel, layout):
+    shape = kernel_shape(kernel, M, model)
+    plan = decide(shape, facts, layout=layout)
+    c, why = plan.config, {d.knob: d.why for d in plan.decisions}["tn"]
+    assert c.tn % c.jpack == 0 and c.tn <= c.jpack * MAX_PANELS_PER_TASK
+    narrow = min(MAX_PANELS_PER_TASK, max(1, NARROW_ROW_BYTES // (c.jpack * 4)))  # j-packs a narrow task takes
+    if c.pack_b and M <= NARROW_MAX_ROWS:
+        assert c.tn // c.jpack <= narrow
+        assert (f"at most {NARROW_ROW_BYTES} B of each row of B" in why) == (narrow < MAX_PANELS_PER_TASK)
+        # and no narrower than the bound allows, unless the threads need the tasks
+        whole = c.padded(shape)[1] if not c.tail(shape) else shape.N - c.tail(shape)
+        strip = narrow * c.jpack
+        if whole % strip == 0 and whole // strip >= TASKS_PER_THREAD * facts.runtime_threads:
+            assert c.tn == narrow * c.jpack
+    else:
+        assert "of each row of B" not in why
+
+
+def test_narrow_tasks_follow_packing_and_leave_pinned_knobs_alone():
+    shape = kernel_shape("mlp_expand", 64)  # 3072 columns: whole pages, packed at any M
+    lanes = AVX512.simd_lanes_fp32
+    c = decide(shape, AVX512).config
+    assert c.pack_b and c.tn * 4 <= max(NARROW_ROW_BYTES, c.jpack * 4) < c.jpack * 4 * MAX_PANELS_PER_TASK
+    unpacked = decide(shape, AVX512, overrides={"pack_b": False}).config  # read in place: no copy to weigh
+    assert unpacked.tn == unpacked.jpack * MAX_PANELS_PER_TASK
+    assert decide(shape, AVX512, overrides={"tn": 4 * c.jpack}).config.tn == 4 * c.jpack
+    wide = decide(kernel_shape("mlp_expand", NARROW_MAX_ROWS + 64), AVX512).config  # enough rows to pay for it
+    assert wide.pack_b and wide.tn == wide.jpack * MAX_PANELS_PER_TASK and wide.vector == lanes
 
 
 @pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())

@@ -56,8 +56,9 @@ RULES: dict[str, str] = {
           "cache-set aliasing; NT transposes by square tiles, each row "
           "of a tile one vector load along K. A constant B (a model's weight) is packed into the same panels "
           "once, when loaded, and read so on every call",
-    "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile; fewer when "
-          "the tasks (a batched block's slices included) would not give 4 per thread",
+    "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile; where B is "
+          "packed and at most 128 rows reuse it, at most 384 bytes of each row of B (measured: the copy weighs "
+          "there); fewer when the tasks (a batched block's slices included) would not give 4 per thread",
     "R7": "TM: the whole of M per task (B is packed once) unless that leaves fewer than 4 tasks per "
           "thread (a batched block's slices count); the C tile must fit in half of L2",
     "R8": "loop order task > ko > jo > io > ki > ir > jv: the B micro-panel is reused from L1 by every row block",
@@ -81,6 +82,17 @@ ORDERS = ("jfirst", "ifirst")
 TASKS_PER_THREAD = 4
 #: Upper bound on micro-panels per task column tile (R6).
 MAX_PANELS_PER_TASK = 4
+#: R6: where B is packed and each packed panel feeds at most this many rows of A, the copy is a large
+#: share of the time, and a task takes at most :data:`NARROW_ROW_BYTES` of each row of B. On the 2-core Emerald
+#: Rapids host (AVX-512: j-packs of 48 and 64 floats, 192 and 256 B), one j-pack of 64 or two of 48 read
+#: 1.13-1.28x faster than the four of before (768 and 1024 B of a row) at M = 16, 1.05-1.18x at M = 32-96,
+#: 1.03-1.05x at 128 and 0.98-1.03x at 160-200 (so not there), never slower at M <= 128
+#: (evidence/README.md, "Narrow tasks where packing weighs"). No mechanism is known (one j-pack of 48, 192 B,
+#: reads no faster; nor does packing each j-pack just before its use), so the bound is a measured one. Four
+#: j-packs of AVX2's 24 floats are 384 B: Zen 3's 24-wide tiles are as before.
+NARROW_MAX_ROWS = 128
+#: R6: bytes of each row of B a task takes where packing weighs (:data:`NARROW_MAX_ROWS`); at least one j-pack.
+NARROW_ROW_BYTES = 384
 #: Share of L1 the packed B micro-panel may fill (R4). Half of L1 (TK=128 on
 #: AVX2) and 3/4 (TK=256) differ by 3-4% in two paired runs, in favour of 3/4.
 L1_SHARE_NUM, L1_SHARE_DEN = 3, 4

@@ -27,6 +27,8 @@ from .config import (
     L1_SHARE_DEN,
     L1_SHARE_NUM,
     MAX_PANELS_PER_TASK,
+    NARROW_MAX_ROWS,
+    NARROW_ROW_BYTES,
     ORDERS,
     PAD_ROWS_MAX,
     PAGE_BYTES,
@@ -249,12 +251,19 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
             tn0 = np_
         tn = note("tn", tn0, "R12", why_tn + why_tail)
     else:
-        tn0 = _largest_dividing_multiple(np_, jpack, jpack * MAX_PANELS_PER_TASK)
+        panels, why_narrow = MAX_PANELS_PER_TASK, ""
+        if overrides.get("pack_b", pack0) and shape.M <= NARROW_MAX_ROWS:  # the per-call copy weighs: narrow tasks
+            narrow = max(1, NARROW_ROW_BYTES // (jpack * size))
+            if narrow < panels:
+                panels = narrow
+                why_narrow = (f"; at most {NARROW_ROW_BYTES} B of each row of B per task, as B is packed for "
+                              f"{shape.M} rows")
+        tn0 = _largest_dividing_multiple(np_, jpack, jpack * panels)
         # Fewer columns per task before cutting M (cutting M repacks B per row block).
         while slices * (np_ // tn0) < want and tn0 > jpack:
             tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
         tn = note("tn", tn0, "R6", f"{tn0 // jpack} j-packs; {np_ // tn0} column tasks"
-                                   + (f" in each of {slices} slices" if slices > 1 else "") + why_tail)
+                                   + (f" in each of {slices} slices" if slices > 1 else "") + why_narrow + why_tail)
 
     tm_cap = max(mr, (l2 // 2) // (tn * size) // mr * mr)
     tm0 = _largest_dividing_multiple(mp, mr, min(mp, tm_cap))
