@@ -13,6 +13,7 @@ import dataclasses
 import math
 import re
 
+import numpy as np
 import pytest
 import tvm
 from hypothesis import example, given
@@ -43,6 +44,7 @@ from matmul.schedules.rules import (
     RULES,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
+    UNPADDED_MIN_ACC,
     RuleConfig,
     RuleError,
     apply_config,
@@ -176,16 +178,23 @@ def test_the_register_tile_pads_m_by_at_most_one_row_in_eight(facts):
         padded = -(-m // mr) * mr
         return padded - m <= padded * PAD_ROWS_MAX
 
-    for M in [*range(1, 41), 77, 200, 333]:
+    def enough(acc):  # accumulators enough for a tile that leaves M unpadded to win over more of them
+        return acc * UNPADDED_MIN_ACC.denominator >= regs * UNPADDED_MIN_ACC.numerator
+
+    for M in [*range(1, 41), 77, 128, 200, 333]:
         for N in (768, 1024, 4096, 50):
             c = decide(MatmulShape(M, 768, N), facts).config
             nv = c.jpack // lanes
             assert pad_ok(c.mr, M), (M, N, c)
             acc = min(c.mr * nv, regs - nv - 1)
-            better = [(mr, v) for v in range(1, 5) for mr in range(1, min(8, M) + 1)
-                      if mr * v + v + 1 <= regs and fits_n(v, N) >= fits_n(nv, N) and pad_ok(mr, M)
-                      and min(mr * v, regs - v - 1) > acc]
+            tiles = [(mr, v) for v in range(1, 5) for mr in range(1, min(8, M) + 1)
+                     if mr * v + v + 1 <= regs and fits_n(v, N) >= fits_n(nv, N) and pad_ok(mr, M)]
+            unpadded = M % c.mr == 0 and enough(acc)
+            better = [(mr, v) for mr, v in tiles if min(mr * v, regs - v - 1) > acc and (M % mr == 0 or not unpadded)]
             assert not better, (M, N, c, better)
+            if M % c.mr:  # padded rows: no tile as good for N leaves M whole with enough accumulators
+                whole = [(mr, v) for mr, v in tiles if M % mr == 0 and enough(min(mr * v, regs - v - 1))]
+                assert not whole, (M, N, c, whole)
 
 
 def test_seven_rows_are_not_padded_to_twelve():
@@ -415,10 +424,50 @@ def test_nt_packing_loads_rows_of_b_and_transposes_tiles(name, shape):
 
 def test_padding_keeps_the_hot_loop_free_of_predicates():
     tir = schedule("rule_based", MatmulShape(17, 100, 50)).mod.script()
-    assert "A_pad" in tir and "C_pad" in tir
+    assert "A_pad" in tir and "C_pad" in tir  # N grew: the padded C is copied out
     accumulate = tir[tir.index('T.sblock("C_update")'):]
     accumulate = accumulate[:accumulate.index("T.sblock(", 10)] if "T.sblock(" in accumulate[10:] else accumulate
     assert "T.where" not in accumulate
+
+
+@pytest.mark.parametrize(("shape", "overrides", "copied"), [
+    (MatmulShape(77, 128, 192), {"mr": 6, "jpack": 3 * LANES}, False),  # M grows, N and K whole: C stored in place
+    (MatmulShape(10, 4096, 16), {"mr": 4, "jpack": LANES, "kparts": 2}, True),  # R13's sum: an init and an update
+    (MatmulShape(7, 64, 3 * LANES + 3), {"mr": 4, "jpack": LANES}, True),  # R3's tail writes C from its own part
+], ids=["rows", "k-split", "tail"])
+def test_rows_padded_alone_are_stored_by_the_write_back(shape, overrides, copied):
+    """R3: where only M grew, no padded C is copied out after the kernel: the write-back stores C's own rows, the
+    padded ones masked off outside the hot loop. Where another block writes the padded C too, it is copied out.
+    Exact against NumPy either way."""
+    name = "rule_based[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
+    c = decide(shape, HOST, overrides=overrides).config
+    assert c.padded(shape) == (_round_up(shape.M, c.mr), shape.N, shape.K) and shape.M % c.mr, c  # rows alone
+    assert bool(c.tail(shape)) == (shape.N % c.jpack != 0), c
+    tir = schedule(name, shape).mod.script()
+    assert "A_pad" in tir and ('sblock("C_pad")' in tir) == copied
+    assert verify(build(name, shape), seed=3).ok
+
+
+def test_a_batched_block_with_padded_rows_is_exact():
+    """Attention's heads: batch loops outermost, M padded to the tile, C's rows stored by the write-back."""
+    heads, m, k, n = 3, 7, 64, 2 * LANES
+    x = te.placeholder((heads, m, k), name="A")
+    w = te.placeholder((heads, k, n), name="B")
+    r = te.reduce_axis((0, k), name="k")
+    out = te.compute((heads, m, n), lambda h, i, j: te.sum(x[h, i, r] * w[h, r, j], axis=r), name="C")
+    sch = Schedule(tvm.IRModule({"main": te.create_prim_func([x, w, out])}))
+    one = MatmulShape(m, k, n)
+    cfg = decide(one, HOST, slices=heads, overrides={"mr": 4, "jpack": LANES}).config
+    assert cfg.padded(one)[0] == 8
+    apply_config(sch, cfg, one, "NN", "C")
+    assert 'sblock("C_pad")' not in sch.mod.script()
+    f = tvm.compile(sch.mod, target=HOST.target())
+    rng = np.random.default_rng(0)
+    xa = rng.integers(-3, 4, (heads, m, k)).astype("float32")
+    wa = rng.integers(-3, 4, (heads, k, n)).astype("float32")
+    res = tvm.runtime.tensor(np.full((heads, m, n), np.nan, "float32"))
+    f(tvm.runtime.tensor(xa), tvm.runtime.tensor(wa), res)
+    np.testing.assert_array_equal(res.numpy(), xa @ wa)
 
 
 # --------------------------------------------------------------------------- narrow N: R2's cover and R13's K split

@@ -130,8 +130,15 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     # pad_einsum copies an operand in (A, B) or out (C) when one of its axes grew.
     grown = {"M": m_grown, "N": np_ != shape.N, "K": kp != shape.K}
     for operand, axes in (("A", "MK"), ("B", "KN"), ("C", "MN")):
-        if any(grown[a] for a in axes):
-            _parallel_copy(sch, sch.get_sblock(buffers[operand] + "_pad"))
+        if not any(grown[a] for a in axes):
+            continue
+        copy = sch.get_sblock(buffers[operand] + "_pad")
+        if operand == "C" and not grown["N"] and not tail and total is None:
+            # only rows grew: the write-back stores C's own rows. Not where another block writes the padded C too
+            # (R3's tail, from a part of its own; R13's sum, as an init and an update): one block must produce it
+            sch.reverse_compute_inline(copy)
+        else:
+            _parallel_copy(sch, copy)
 
 
 def _split_tail(sch: Schedule, block, c: RuleConfig, whole: int, tail: int):

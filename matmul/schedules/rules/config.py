@@ -45,9 +45,11 @@ RULES: dict[str, str] = {
     "R2": "register tile: the most accumulators (mr x j-pack / lanes) that leave one register per B vector "
           "and one for the A broadcast, with mr <= M, preferring tiles that divide N (or, for N narrower than "
           "the widest tile, the narrowest tile that covers it), then tiles that pad M by "
-          "at most 1/8 of the padded rows, then (GEMV, M <= 4) a tile of all M rows, then M's divisors",
+          "at most 1/8 of the padded rows, then tiles that do not pad M if their accumulators fill at least half "
+          "of the registers, then (GEMV, M <= 4) a tile of all M rows, then M's divisors",
     "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop; the pad copies run "
-          "in parallel over batch, heads and rows. Where K needs no padding, N is not padded: the columns past "
+          "in parallel over batch, heads and rows; where only M grew, the write-back stores C's own rows (no copy "
+          "out). Where K needs no padding, N is not padded: the columns past "
           "the last whole j-pack get loops of their own that read B in place (in power-of-two widths, K split as "
           "the tiles split it), because padding N copies all of B on every call, packed or not",
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
@@ -101,6 +103,13 @@ L1_SHARE_NUM, L1_SHARE_DEN = 3, 4
 #: padding wins: at M = 7 on AVX-512 six rows pad to 12 and waste 5/12 of the
 #: FMAs (evidence/README.md, "Padding in the register tile").
 PAD_ROWS_MAX = Fraction(1, 8)
+#: R2: a register tile that leaves M unpadded wins over one with more accumulators that pads it, if it keeps
+#: at least this share of the vector registers as accumulators. Padded rows cost a parallel copy of A per call
+#: (and a pass over the rows): at 128 x 512 x 512 on Emerald Rapids, 6 x 4 vectors padding M to 132 read 1.19x
+#: slower than 4 x 4 at M = 128, while at M = 132 (no padding) the two tiles ran alike (1.02x), as at
+#: M = 384 (1.00x) (evidence/README.md, "Padded rows"). Half the registers are enough accumulators to keep
+#: both FMA pipes busy at 4 cycles of latency.
+UNPADDED_MIN_ACC = Fraction(1, 2)
 #: Knobs that take positive integers.
 INT_KNOBS = ("tm", "tn", "tk", "mr", "jpack", "vector", "writeback", "unroll", "kparts")
 #: Default explicit unroll step of the ki loop (R9).

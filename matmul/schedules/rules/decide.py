@@ -34,6 +34,7 @@ from .config import (
     PAGE_BYTES,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
+    UNPADDED_MIN_ACC,
     UNROLL_STEP,
     Decision,
     Plan,
@@ -53,7 +54,9 @@ def _register_tile(shape: MatmulShape, lanes: int, regs: int) -> tuple[int, int]
     """R2: (mr, vectors across j) with the most accumulators that fit.
 
     A tile whose rows pad M by more than :data:`PAD_ROWS_MAX` of the padded rows loses to one
-    that does not: at M = 7, six rows pad to 12 and 5/12 of the FMAs work on zeros. On the GEMV path
+    that does not: at M = 7, six rows pad to 12 and 5/12 of the FMAs work on zeros. A tile that does not pad
+    M at all wins over more accumulators as long as it keeps :data:`UNPADDED_MIN_ACC` of the registers
+    (padded rows cost a copy of A per call). On the GEMV path
     (R12), of tiles with as many accumulators, one of all M rows wins: B is streamed once, not once per
     row block (AVX2 at M = 4: 4 rows x 2 vectors read 1.11-1.35x 2 x 4, evidence/README.md).
     """
@@ -63,9 +66,11 @@ def _register_tile(shape: MatmulShape, lanes: int, regs: int) -> tuple[int, int]
             if mr * nv + nv + 1 > regs:
                 continue
             padded = round_up(shape.M, mr)
+            acc = min(mr * nv, regs - nv - 1)
             key = (shape.N % (nv * lanes) == 0 or nv == -(-shape.N // lanes),  # N < 4 vectors: the narrowest cover
                    (padded - shape.M) * PAD_ROWS_MAX.denominator <= padded * PAD_ROWS_MAX.numerator,
-                   min(mr * nv, regs - nv - 1),
+                   padded == shape.M and acc * UNPADDED_MIN_ACC.denominator >= regs * UNPADDED_MIN_ACC.numerator,
+                   acc,
                    mr == shape.M <= GEMV_MAX_ROWS,  # R12's GEMV: of equal tiles, one row block streams B once
                    shape.M % mr == 0,
                    nv)
