@@ -33,6 +33,7 @@ from matmul.core.registry import ScheduleContext, get_variant, schedule, variant
 from matmul.core.runner import count_vector_fma
 from matmul.core.workloads import MODELS, bert_shapes
 from matmul.schedules.rules import (
+    FMA_CHAINS,
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
     KPART_MIN_K,
@@ -179,7 +180,7 @@ def test_the_register_tile_pads_m_by_at_most_one_row_in_eight(facts):
         return padded - m <= padded * PAD_ROWS_MAX
 
     def enough(acc):  # accumulators enough for a tile that leaves M unpadded to win over more of them
-        return acc * UNPADDED_MIN_ACC.denominator >= regs * UNPADDED_MIN_ACC.numerator
+        return acc > FMA_CHAINS and acc * UNPADDED_MIN_ACC.denominator >= regs * UNPADDED_MIN_ACC.numerator
 
     for M in [*range(1, 41), 77, 128, 200, 333]:
         for N in (768, 1024, 4096, 50):

@@ -30,6 +30,7 @@ from ...core.registry import (
 )
 from .apply import apply_config, pack_panels, prepacks
 from .config import (
+    FMA_CHAINS,
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
     KPART_MIN_K,
@@ -138,6 +139,7 @@ def _prepacked() -> Variant:
 register(_prepacked())
 
 __all__ = [
+    "FMA_CHAINS",
     "GEMV_MAX_ROWS",
     "GEMV_STREAMS",
     "KPART_MIN_K",

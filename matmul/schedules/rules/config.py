@@ -46,7 +46,7 @@ RULES: dict[str, str] = {
           "and one for the A broadcast, with mr <= M, preferring tiles that divide N (or, for N narrower than "
           "the widest tile, the narrowest tile that covers it), then tiles that pad M by "
           "at most 1/8 of the padded rows, then tiles that do not pad M if their accumulators fill at least half "
-          "of the registers, then (GEMV, M <= 4) a tile of all M rows, then M's divisors",
+          "of the registers and outnumber the 8 chains two FMA pipes need, then (GEMV, M <= 4) a tile of all M rows, then M's divisors",
     "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop; the pad copies run "
           "in parallel over batch, heads and rows; where only M grew, the write-back stores C's own rows (no copy "
           "out). Where K needs no padding, N is not padded: the columns past "
@@ -107,9 +107,14 @@ PAD_ROWS_MAX = Fraction(1, 8)
 #: at least this share of the vector registers as accumulators. Padded rows cost a parallel copy of A per call
 #: (and a pass over the rows): at 128 x 512 x 512 on Emerald Rapids, 6 x 4 vectors padding M to 132 read 1.19x
 #: slower than 4 x 4 at M = 128, while at M = 132 (no padding) the two tiles ran alike (1.02x), as at
-#: M = 384 (1.00x) (evidence/README.md, "Padded rows"). Half the registers are enough accumulators to keep
-#: both FMA pipes busy at 4 cycles of latency.
+#: M = 384 (1.00x) (evidence/README.md, "Padded rows").
 UNPADDED_MIN_ACC = Fraction(1, 2)
+#: R2: independent accumulator chains two FMA pipes of 4-cycle latency keep busy (every x86 core this suite has
+#: met: Zen 3-5, Rocket Lake, Emerald Rapids). A tile that leaves M unpadded must also have more than these: with
+#: exactly 8 nothing hides a late load. For the AVX2 target on the Emerald Rapids host, 2 rows x 4 vectors
+#: (8 accumulators) read 0.90-0.93x the 6 x 2 (12) that pads M = 64 and 128, while 5 x 2 (10) read 0.99x it at
+#: M = 200 and 3 x 3 (9) 1.01-1.04x 4 x 3 at M = 33.
+FMA_CHAINS = 8
 #: Knobs that take positive integers.
 INT_KNOBS = ("tm", "tn", "tk", "mr", "jpack", "vector", "writeback", "unroll", "kparts")
 #: Default explicit unroll step of the ki loop (R9).

@@ -20,6 +20,7 @@ from ...core.hardware import HostFacts
 from ...core.kernel import check_dtype, check_layout
 from ...core.workloads import MatmulShape
 from .config import (
+    FMA_CHAINS,
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
     INT_KNOBS,
@@ -56,7 +57,7 @@ def _register_tile(shape: MatmulShape, lanes: int, regs: int) -> tuple[int, int]
     A tile whose rows pad M by more than :data:`PAD_ROWS_MAX` of the padded rows loses to one
     that does not: at M = 7, six rows pad to 12 and 5/12 of the FMAs work on zeros. A tile that does not pad
     M at all wins over more accumulators as long as it keeps :data:`UNPADDED_MIN_ACC` of the registers
-    (padded rows cost a copy of A per call). On the GEMV path
+    and more than :data:`FMA_CHAINS` (padded rows cost a copy of A per call). On the GEMV path
     (R12), of tiles with as many accumulators, one of all M rows wins: B is streamed once, not once per
     row block (AVX2 at M = 4: 4 rows x 2 vectors read 1.11-1.35x 2 x 4, evidence/README.md).
     """
@@ -69,7 +70,8 @@ def _register_tile(shape: MatmulShape, lanes: int, regs: int) -> tuple[int, int]
             acc = min(mr * nv, regs - nv - 1)
             key = (shape.N % (nv * lanes) == 0 or nv == -(-shape.N // lanes),  # N < 4 vectors: the narrowest cover
                    (padded - shape.M) * PAD_ROWS_MAX.denominator <= padded * PAD_ROWS_MAX.numerator,
-                   padded == shape.M and acc * UNPADDED_MIN_ACC.denominator >= regs * UNPADDED_MIN_ACC.numerator,
+                   padded == shape.M and acc > FMA_CHAINS
+                   and acc * UNPADDED_MIN_ACC.denominator >= regs * UNPADDED_MIN_ACC.numerator,
                    acc,
                    mr == shape.M <= GEMV_MAX_ROWS,  # R12's GEMV: of equal tiles, one row block streams B once
                    shape.M % mr == 0,
