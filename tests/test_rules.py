@@ -38,6 +38,7 @@ from matmul.schedules.rules import (
     GEMV_STREAMS,
     KPART_MIN_K,
     MAX_PANELS_PER_TASK,
+    NARROW_MAX_L3_SHARE,
     NARROW_MAX_ROWS,
     NARROW_ROW_BYTES,
     PAD_ROWS_MAX,
@@ -105,7 +106,9 @@ def test_a_task_takes_a_narrow_strip_of_b_where_packing_weighs(facts, M, model, 
     c, why = plan.config, {d.knob: d.why for d in plan.decisions}["tn"]
     assert c.tn % c.jpack == 0 and c.tn <= c.jpack * MAX_PANELS_PER_TASK
     narrow = min(MAX_PANELS_PER_TASK, max(1, NARROW_ROW_BYTES // (c.jpack * 4)))  # j-packs a narrow task takes
-    if c.pack_b and M <= NARROW_MAX_ROWS:
+    share = NARROW_MAX_L3_SHARE
+    in_l3 = shape.K * shape.N * 4 * share.denominator <= (facts.l3_bytes or 0) * share.numerator
+    if c.pack_b and M <= NARROW_MAX_ROWS and in_l3:
         assert c.tn // c.jpack <= narrow
         assert (f"at most {NARROW_ROW_BYTES} B of each row of B" in why) == (narrow < MAX_PANELS_PER_TASK)
         # and no narrower than the bound allows, unless the threads need the tasks
@@ -127,6 +130,8 @@ def test_narrow_tasks_follow_packing_and_leave_pinned_knobs_alone():
     assert decide(shape, AVX512, overrides={"tn": 4 * c.jpack}).config.tn == 4 * c.jpack
     wide = decide(kernel_shape("mlp_expand", NARROW_MAX_ROWS + 64), AVX512).config  # enough rows to pay for it
     assert wide.pack_b and wide.tn == wide.jpack * MAX_PANELS_PER_TASK and wide.vector == lanes
+    small_l3 = dataclasses.replace(AVX512, l3_bytes=2 * 768 * 3072 * 4 * NARROW_MAX_L3_SHARE.denominator // 3)
+    assert decide(shape, small_l3).config.tn == c.jpack * MAX_PANELS_PER_TASK  # B streams from DRAM: long strips
 
 
 @pytest.mark.parametrize("facts", FACTS.values(), ids=FACTS.keys())

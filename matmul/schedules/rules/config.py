@@ -46,7 +46,8 @@ RULES: dict[str, str] = {
           "and one for the A broadcast, with mr <= M, preferring tiles that divide N (or, for N narrower than "
           "the widest tile, the narrowest tile that covers it), then tiles that pad M by "
           "at most 1/8 of the padded rows, then tiles that do not pad M if their accumulators fill at least half "
-          "of the registers and outnumber the 8 chains two FMA pipes need, then (GEMV, M <= 4) a tile of all M rows, then M's divisors",
+          "of the registers and outnumber the 8 chains two FMA pipes need, then (GEMV, M <= 4) a tile of all M "
+          "rows, then M's divisors",
     "R3": "pad M, N (and K) up to the tiles with zeros rather than predicate the hot loop; the pad copies run "
           "in parallel over batch, heads and rows; where only M grew, the write-back stores C's own rows (no copy "
           "out). Where K needs no padding, N is not padded: the columns past "
@@ -59,8 +60,9 @@ RULES: dict[str, str] = {
           "of a tile one vector load along K. A constant B (a model's weight) is packed into the same panels "
           "once, when loaded, and read so on every call",
     "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile; where B is "
-          "packed and at most 128 rows reuse it, at most 384 bytes of each row of B (measured: the copy weighs "
-          "there); fewer when the tasks (a batched block's slices included) would not give 4 per thread",
+          "packed, at most 128 rows reuse it and it fits half of L3, at most 384 bytes of each row of B "
+          "(measured: the copy weighs there); fewer when the tasks (a batched block's slices included) would "
+          "not give 4 per thread",
     "R7": "TM: the whole of M per task (B is packed once) unless that leaves fewer than 4 tasks per "
           "thread (a batched block's slices count); the C tile must fit in half of L2",
     "R8": "loop order task > ko > jo > io > ki > ir > jv: the B micro-panel is reused from L1 by every row block",
@@ -95,6 +97,10 @@ MAX_PANELS_PER_TASK = 4
 NARROW_MAX_ROWS = 128
 #: R6: bytes of each row of B a task takes where packing weighs (:data:`NARROW_MAX_ROWS`); at least one j-pack.
 NARROW_ROW_BYTES = 384
+#: R6: the narrow tasks only where B fits in this share of L3. Where B streams from DRAM, a strip of 256 B of
+#: each row is too short: ALBERT-xxlarge's 268 MB MLP weights (rows 64 KiB apart) read 0.52x, 0.69x and 0.81x
+#: with it at 7 x 4096 x 16384, 77 x 4096 x 16384 and 77 x 16384 x 4096 (evidence/README.md).
+NARROW_MAX_L3_SHARE = Fraction(1, 2)
 #: Share of L1 the packed B micro-panel may fill (R4). Half of L1 (TK=128 on
 #: AVX2) and 3/4 (TK=256) differ by 3-4% in two paired runs, in favour of 3/4.
 L1_SHARE_NUM, L1_SHARE_DEN = 3, 4

@@ -28,6 +28,7 @@ from .config import (
     L1_SHARE_DEN,
     L1_SHARE_NUM,
     MAX_PANELS_PER_TASK,
+    NARROW_MAX_L3_SHARE,
     NARROW_MAX_ROWS,
     NARROW_ROW_BYTES,
     ORDERS,
@@ -259,7 +260,9 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
         tn = note("tn", tn0, "R12", why_tn + why_tail)
     else:
         panels, why_narrow = MAX_PANELS_PER_TASK, ""
-        if overrides.get("pack_b", pack0) and shape.M <= NARROW_MAX_ROWS:  # the per-call copy weighs: narrow tasks
+        b_bytes, l3 = shape.K * shape.N * size, facts.l3_bytes or 0
+        in_l3 = b_bytes * NARROW_MAX_L3_SHARE.denominator <= l3 * NARROW_MAX_L3_SHARE.numerator
+        if overrides.get("pack_b", pack0) and shape.M <= NARROW_MAX_ROWS and in_l3:  # the copy weighs: narrow tasks
             narrow = max(1, NARROW_ROW_BYTES // (jpack * size))
             if narrow < panels:
                 panels = narrow
