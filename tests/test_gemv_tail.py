@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tvm import te
-from tvm.s_tir import Schedule
 
 from matmul import MatmulShape, build, compare, make_inputs
-from matmul.schedules.rules import GEMV_MAX_ROWS, GEMV_STREAMS, RuleConfig, apply_config, decide, prepacks
+from matmul.schedules.rules import GEMV_MAX_ROWS, GEMV_STREAMS, RuleConfig, decide, prepacks
 from matmul.schedules.template import candidate_configs, config_name
 
+from .batched import run_batched
 from .profiles import PROFILES, RUNNABLE
 
 
@@ -168,23 +166,11 @@ def test_an_nt_gemv_read_in_place_and_a_batched_block_keep_their_tails_exact():
     a, b = make_inputs(shape, layout="NT", kind="int", seed=3)
     assert compare(kernel.run(a, b), a, b, layout="NT", kind="int").ok
     # a batched block (attention's heads at one query row): batch loops outside, the tail split like the tiles
-    heads, k, n = 3, 64, shape.N
-    x = te.placeholder((heads, 1, k), name="A")
-    w = te.placeholder((heads, k, n), name="B")
-    r = te.reduce_axis((0, k), name="k")
-    out = te.compute((heads, 1, n), lambda h, i, j: te.sum(x[h, i, r] * w[h, r, j], axis=r), name="C")
-    sch = Schedule(tvm.IRModule({"main": te.create_prim_func([x, w, out])}))
-    one = MatmulShape(1, k, n)
+    heads, one = 3, MatmulShape(1, 64, shape.N)
     cfg = decide(one, facts, slices=heads).config
     assert cfg.tail(one)
-    apply_config(sch, cfg, one, "NN", "C")
-    f = tvm.compile(sch.mod, target=facts.target())
-    rng = np.random.default_rng(0)
-    xa = rng.integers(-3, 4, (heads, 1, k)).astype("float32")
-    wa = rng.integers(-3, 4, (heads, k, n)).astype("float32")
-    res = tvm.runtime.tensor(np.full((heads, 1, n), np.nan, "float32"))
-    f(tvm.runtime.tensor(xa), tvm.runtime.tensor(wa), res)
-    np.testing.assert_array_equal(res.numpy(), xa @ wa)
+    got, want, _ = run_batched(cfg, one, heads, "NN", facts)
+    np.testing.assert_array_equal(got, want)
 
 
 @settings(max_examples=25, deadline=None)
@@ -238,20 +224,8 @@ def test_packed_tails_are_exact_rows_padded_or_not_weights_packed_once_or_not(ta
 def test_attention_scores_keep_their_tail_exact():
     """A batched NT block (heads x (S x d x S), S = 77: one whole j-pack or more and a tail), B packed per slice."""
     facts = RUNNABLE["host"]
-    heads, s, d = 3, 77, 64
-    q = te.placeholder((heads, s, d), name="A")
-    kt = te.placeholder((heads, s, d), name="B")
-    r = te.reduce_axis((0, d), name="k")
-    out = te.compute((heads, s, s), lambda h, i, j: te.sum(q[h, i, r] * kt[h, j, r], axis=r), name="C")
-    sch = Schedule(tvm.IRModule({"main": te.create_prim_func([q, kt, out])}))
-    one = MatmulShape(s, d, s)
+    heads, one = 3, MatmulShape(77, 64, 77)
     cfg = decide(one, facts, layout="NT", slices=heads).config
     assert cfg.pack_b and cfg.tail(one), cfg
-    apply_config(sch, cfg, one, "NT", "C")
-    f = tvm.compile(sch.mod, target=facts.target())
-    rng = np.random.default_rng(1)
-    qa = rng.integers(-3, 4, (heads, s, d)).astype("float32")
-    ka = rng.integers(-3, 4, (heads, s, d)).astype("float32")
-    res = tvm.runtime.tensor(np.full((heads, s, s), np.nan, "float32"))
-    f(tvm.runtime.tensor(qa), tvm.runtime.tensor(ka), res)
-    np.testing.assert_array_equal(res.numpy(), qa @ ka.transpose(0, 2, 1))
+    got, want, _ = run_batched(cfg, one, heads, "NT", facts, seed=1)
+    np.testing.assert_array_equal(got, want)
