@@ -90,7 +90,8 @@ MAX_PANELS_PER_TASK = 4
 #: share of the time, and a task takes at most :data:`NARROW_ROW_BYTES` of each row of B. On the 2-core Emerald
 #: Rapids host (AVX-512: j-packs of 48 and 64 floats, 192 and 256 B), one j-pack of 64 or two of 48 read
 #: 1.13-1.28x faster than the four of before (768 and 1024 B of a row) at M = 16, 1.05-1.18x at M = 32-96,
-#: 1.03-1.05x at 128 and 0.98-1.03x at 160-200 (so not there), never slower at M <= 128
+#: 1.03-1.05x at 128 and 0.98-1.03x at 160-200 (so not there), never slower at M <= 128 where B fits L3
+#: (:data:`NARROW_MAX_L3_SHARE`)
 #: (evidence/README.md, "Narrow tasks where packing weighs"). No mechanism is known (one j-pack of 48, 192 B,
 #: reads no faster; nor does packing each j-pack just before its use), so the bound is a measured one. Four
 #: j-packs of AVX2's 24 floats are 384 B: Zen 3's 24-wide tiles are as before.
@@ -111,8 +112,8 @@ L1_SHARE_NUM, L1_SHARE_DEN = 3, 4
 PAD_ROWS_MAX = Fraction(1, 8)
 #: R2: a register tile that leaves M unpadded wins over one with more accumulators that pads it, if it keeps
 #: at least this share of the vector registers as accumulators. Padded rows cost a parallel copy of A per call
-#: (and a pass over the rows): at 128 x 512 x 512 on Emerald Rapids, 6 x 4 vectors padding M to 132 read 1.19x
-#: slower than 4 x 4 at M = 128, while at M = 132 (no padding) the two tiles ran alike (1.02x), as at
+#: (and a pass over the rows): at 128 x 512 x 512 on Emerald Rapids, 6 x 4 vectors padding M to 132 read 1.15x
+#: slower than 4 x 4 at M = 128 (both storing C from the write-back), while at M = 132 (no padding) the two tiles ran alike (1.02x), as at
 #: M = 384 (1.00x) (evidence/README.md, "Padded rows").
 UNPADDED_MIN_ACC = Fraction(1, 2)
 #: R2: independent accumulator chains two FMA pipes of 4-cycle latency keep busy (every x86 core this suite has
