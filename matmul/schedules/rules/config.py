@@ -113,8 +113,8 @@ PAD_ROWS_MAX = Fraction(1, 8)
 #: R2: a register tile that leaves M unpadded wins over one with more accumulators that pads it, if it keeps
 #: at least this share of the vector registers as accumulators. Padded rows cost a parallel copy of A per call
 #: (and a pass over the rows): at 128 x 512 x 512 on Emerald Rapids, 6 x 4 vectors padding M to 132 read 1.15x
-#: slower than 4 x 4 at M = 128 (both storing C from the write-back), while at M = 132 (no padding) the two tiles ran alike (1.02x), as at
-#: M = 384 (1.00x) (evidence/README.md, "Padded rows").
+#: slower than 4 x 4 at M = 128 (both storing C from the write-back), while at M = 132 (no padding) the two
+#: tiles ran alike (1.02x), as at M = 384 (1.00x) (evidence/README.md, "Padded rows").
 UNPADDED_MIN_ACC = Fraction(1, 2)
 #: R2: independent accumulator chains two FMA pipes of 4-cycle latency keep busy (every x86 core this suite has
 #: met: Zen 3-5, Rocket Lake, Emerald Rapids). A tile that leaves M unpadded must also have more than these: with
