@@ -13,15 +13,15 @@ from matmul import host_facts
 from matmul.core.hardware import HostFacts, facts_for
 
 HOST = host_facts()
-#: Zen 3: AVX2, 8 fp32 lanes, 16 vector registers, 32 KiB L1d, 512 KiB L2, 32 MiB L3 (a CCX's).
+#: Zen 3: AVX2, 8 fp32 lanes, 16 vector registers, 32 KiB L1d, 512 KiB 8-way L2, 32 MiB L3 (a CCX's).
 AVX2 = dataclasses.replace(HOST, mcpu="znver3", triple="x86_64-unknown-linux-gnu", simd_lanes_fp32=8,
                            isa=("sse2", "avx", "avx2", "fma"), l1d_bytes=32 * 1024, l2_bytes=512 * 1024,
-                           l3_bytes=32 * 1024 * 1024, runtime_threads=2, num_cores=2)
-#: Zen 5 / Sapphire Rapids class: AVX-512, 16 lanes, 32 registers, 48 KiB L1d, 1 MiB L2 (L3 as Zen 3's).
+                           l2_ways=8, l3_bytes=32 * 1024 * 1024, runtime_threads=2, num_cores=2)
+#: Zen 5 / Sapphire Rapids class: AVX-512, 16 lanes, 32 registers, 48 KiB L1d, 1 MiB 16-way L2 (L3 as Zen 3's).
 AVX512 = dataclasses.replace(AVX2, mcpu="znver5", simd_lanes_fp32=16,
                              isa=("sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl"),
-                             l1d_bytes=48 * 1024, l2_bytes=1024 * 1024)
-#: An AArch64 core: NEON, 4 lanes, 32 registers, 64 KiB L1d, 1 MiB L2 (L3 as Zen 3's).
+                             l1d_bytes=48 * 1024, l2_bytes=1024 * 1024, l2_ways=16)
+#: An AArch64 core: NEON, 4 lanes, 32 registers, 64 KiB L1d, 1 MiB 8-way L2 (L3 as Zen 3's).
 NEON = dataclasses.replace(AVX2, mcpu="neoverse-n1", triple="aarch64-unknown-linux-gnu", simd_lanes_fp32=4,
                            isa=(), l1d_bytes=64 * 1024, l2_bytes=1024 * 1024)
 #: AVX2 with 12 runtime threads.

@@ -50,15 +50,19 @@ def test_isa_flags_match_simd_width():
 
 
 def test_cache_sizes_from_sysfs(tmp_path):
-    for idx, (level, kind, size) in enumerate(
-        [("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "2048K"), ("3", "Unified", "36M")]
+    for idx, (level, kind, size, ways) in enumerate(
+        [("1", "Data", "48K", "12"), ("1", "Instruction", "32K", "8"), ("2", "Unified", "2048K", "16"),
+         ("3", "Unified", "36M", None)]
     ):
         d = tmp_path / f"index{idx}"
         d.mkdir()
         (d / "level").write_text(level + "\n")
         (d / "type").write_text(kind + "\n")
         (d / "size").write_text(size + "\n")
-    assert hardware._cache_sizes(tmp_path) == {"L1d": 48 << 10, "L2": 2 << 20, "L3": 36 << 20}
+        if ways is not None:  # a file sysfs may lack: those ways stay unknown
+            (d / "ways_of_associativity").write_text(ways + "\n")
+    assert hardware._cache_sizes(tmp_path) == {"L1d": 48 << 10, "L1d ways": 12, "L2": 2 << 20, "L2 ways": 16,
+                                               "L3": 36 << 20}
     assert hardware._cache_sizes(tmp_path / "absent") == {}
 
 

@@ -82,6 +82,8 @@ class HostFacts:
         ISA extensions the target enables (subset of a fixed list).
     l1d_bytes, l2_bytes, l3_bytes : int or None
         Per-core L1 data and L2 cache size, shared L3 size; None if unknown.
+    l2_ways : int or None
+        The L2's associativity (ways per set); None if unknown (facts saved before it was recorded).
     runtime_threads : int
         Threads the TVM runtime pool uses (``TVM_NUM_THREADS``).
     target_overridden : bool
@@ -100,6 +102,7 @@ class HostFacts:
     l3_bytes: int | None
     runtime_threads: int
     target_overridden: bool = False
+    l2_ways: int | None = None
     #: Target attributes beyond kind, mcpu and num-cores (for example ``mattr``), as (name, JSON value) pairs.
     extra_target: tuple[tuple[str, str], ...] = ()
     #: Features the target enables that this host's CPU lacks: code built for it must not run here.
@@ -169,7 +172,7 @@ class HostFacts:
             elif f.name == "extra_target":
                 ok = isinstance(v, list) and all(isinstance(x, list) and len(x) == 2 for x in v)
                 v = tuple((str(a), str(b)) for a, b in v) if ok else v
-            elif f.name in ("l1d_bytes", "l2_bytes", "l3_bytes"):
+            elif f.name in ("l1d_bytes", "l2_bytes", "l3_bytes", "l2_ways"):
                 ok = v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
             elif f.name in ("num_cores", "logical_cpus", "simd_lanes_fp32", "runtime_threads"):
                 ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
@@ -294,7 +297,7 @@ def _parse_size(text: str) -> int | None:
 
 
 def _cache_sizes(sysfs: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict[str, int]:
-    """Per-instance cache sizes keyed ``L1d``, ``L2``, ``L3`` from sysfs."""
+    """Per-instance cache sizes keyed ``L1d``, ``L2``, ``L3`` from sysfs, and the ways of each (``L2 ways``)."""
     sizes: dict[str, int] = {}
     if not sysfs.is_dir():
         return sizes
@@ -309,6 +312,12 @@ def _cache_sizes(sysfs: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> di
             continue
         key = "L1d" if level == "1" else f"L{level}"
         sizes.setdefault(key, size)
+        try:
+            ways = int((index / "ways_of_associativity").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if ways > 0:
+            sizes.setdefault(f"{key} ways", ways)
     return sizes
 
 
@@ -418,6 +427,7 @@ def facts_for(target: tvm.target.Target | Mapping[str, Any] | str | None = None)
         l1d_bytes=caches.get("L1d"),
         l2_bytes=caches.get("L2"),
         l3_bytes=caches.get("L3"),
+        l2_ways=caches.get("L2 ways"),
         runtime_threads=configure_runtime_threads(),
         target_overridden=overridden,
         extra_target=extra,
