@@ -112,6 +112,10 @@ ABLATION_M: dict[str, tuple[int, ...]] = {"pack_b": tuple(m for m in M_SWEEP if 
 def _ablation(knob: str, facts: HostFacts) -> Study:
     rule, question = ABLATIONS[knob]
     m_values = ABLATION_M.get(knob, M_SWEEP)
+    if knob == "order":  # R8 takes row blocks first itself where A's task block overfills its L2 sets (at large M
+        # on a small L2): the ablation pins them first only at the M where the rules keep the j-packs first
+        m_values = tuple(m for m in m_values
+                         if all(decide(w.shape, facts).config.order == "jfirst" for w in workloads(None, (m,))))
     pairs = tuple(("rule_based", f"rule_based[{knob}={v}]")
                   for v in ablation_values(knob, facts, list(workloads(None, m_values))))
     return Study(knob, question, pairs, m_values, rule=rule)

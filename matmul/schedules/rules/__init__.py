@@ -52,7 +52,7 @@ from .config import (
     vector_lanes,
     vector_registers,
 )
-from .decide import check_overrides, decide, set_pressure
+from .decide import block_set_load, check_overrides, decide, set_pressure
 
 #: The registry name of the family.
 NAME = "rule_based"
@@ -161,6 +161,7 @@ __all__ = [
     "RuleConfig",
     "RuleError",
     "apply_config",
+    "block_set_load",
     "check_overrides",
     "decide",
     "pack_panels",

@@ -65,7 +65,10 @@ RULES: dict[str, str] = {
           "not give 4 per thread",
     "R7": "TM: the whole of M per task (B is packed once) unless that leaves fewer than 4 tasks per "
           "thread (a batched block's slices count); the C tile must fit in half of L2",
-    "R8": "loop order task > ko > jo > io > ki > ir > jv: the B micro-panel is reused from L1 by every row block",
+    "R8": "loop order task > ko > jo > io > ki > ir > jv: the B micro-panel is reused from L1 by every row block; "
+          "but where the task's block of A (TM rows of TK) cannot stay in L2 while the task's j-packs take it in "
+          "turn (more of its lines share one L2 set than the L2 has ways: rows a large power of two of bytes "
+          "apart), io before jo: each row block takes every j-pack while its rows are in L1",
     "R9": "unroll the ki loop by a small step; LLVM unrolls the register tile itself",
     "R10": "accumulate the task tile in a local buffer (cache_write), zero it outside the k loops "
            "(decompose_reduction), and write it back once, vectorised",

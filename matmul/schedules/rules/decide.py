@@ -116,6 +116,29 @@ def set_pressure(row_bytes: int, slice_bytes: int, *, page: int = PAGE_BYTES, li
     return float(counts.max() / counts.mean())
 
 
+@functools.lru_cache(maxsize=4096)
+def block_set_load(row_bytes: int, rows: int, chunk_bytes: int, period: int, line: int = 64) -> int:
+    """The most cache lines of a block of ``rows`` rows (``chunk_bytes`` of each, rows ``row_bytes`` apart) that
+    land in one set of a cache whose sets repeat every ``period`` bytes (size / ways).
+
+    Sets are taken as indexed by the virtual address across the whole period, as they are within a huge page
+    (NumPy's operands from 4 MiB; a model runtime's too, where it asks for them). Rows a multiple of
+    ``period`` apart all fall on the same sets: 200 rows of A at K = 16384 floats (64 KiB apart), with a 2 MiB
+    16-way L2 (period 128 KiB), put 100 lines in a set of 16.
+    """
+    if min(row_bytes, rows, chunk_bytes, period, line) < 1:
+        raise ValueError(f"sizes must be positive, got rows {rows} of {chunk_bytes} B, {row_bytes} B apart, "
+                         f"period {period} B, line {line} B")
+    sets = max(1, period // line)
+    cycle = period // math.gcd(row_bytes, period)  # the rows' offsets in the period repeat after this many
+    counts = np.zeros(sets, dtype=np.int64)
+    first = np.arange(-(-chunk_bytes // line)) * line
+    for r in range(min(rows, cycle)):  # each distinct offset, times the rows that share it
+        share = (rows - r + cycle - 1) // cycle
+        np.add.at(counts, (r * row_bytes + first) % period // line, share)
+    return int(counts.max())
+
+
 def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Knob names and value types, checked before any shape is seen.
 
@@ -297,7 +320,17 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     kparts = note("kparts", kparts0, rule_k, why_k)
     unroll = note("unroll", math.gcd(UNROLL_STEP, tk), "R9", "ki unrolled by this step")
     writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
-    order = note("order", "jfirst", "R8", "B micro-panel reused from L1 by every row block")
+    order0, why_order = "jfirst", "B micro-panel reused from L1 by every row block"
+    if not gemv and tn // jpack > 1 and facts.l2_ways:  # A's task block is read once per j-pack: does L2 keep it?
+        ways = facts.l2_ways
+        k_row = round_up(shape.K, tk * kparts) * size  # bytes between A's rows, K padded as R3 pads it
+        load = block_set_load(k_row, tm, tk * size, max(1, l2 // ways))
+        if load > ways:
+            order0 = "ifirst"
+            why_order = (f"A's task block ({tm} rows of {tk}, {k_row} B apart) puts {load} lines in one L2 set of "
+                         f"{ways} ways, so it would not stay in L2 for the next of the {tn // jpack} j-packs: each "
+                         "row block takes them all while its rows are in L1")
+    order = note("order", order0, "R8", why_order)
     pack_b = note("pack_b", pack0, "R5", why_pack)
     config = RuleConfig(tm=tm, tn=tn, tk=tk, mr=mr, jpack=jpack, vector=lanes, unroll=unroll,
                         writeback=writeback, order=order, pack_b=bool(pack_b), kparts=kparts).check()
@@ -305,4 +338,4 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     return Plan(shape, dtype, layout, facts, config, tuple(decisions), pinned)
 
 
-__all__ = ["check_overrides", "decide", "set_pressure"]
+__all__ = ["block_set_load", "check_overrides", "decide", "set_pressure"]
