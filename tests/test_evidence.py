@@ -95,3 +95,17 @@ def test_summary_refuses_a_corrupt_study_file_and_leaves_it(tmp_path):
     with pytest.raises(ValueError, match="tk-geomean.csv"):
         write_summary(tmp_path)
     assert (tmp_path / "tk-geomean.csv").read_text() == "\x00\x01 not a csv"
+
+
+def test_a_study_with_nothing_to_pin_is_skipped_with_its_reason(monkeypatch, tmp_path, capsys):
+    """On a machine where the rules take row blocks first at every M (or no value of a knob pins legally), the
+    ablation has no pair: `evidence` says why and writes nothing, instead of failing on an empty table."""
+    from matmul.cli import main
+    from matmul.cli import measure as cli_measure
+    from matmul.measure.evidence import Study
+
+    empty = Study("order", "q", (), (16,), rule="R8", notes="nothing to pin against here")
+    monkeypatch.setattr(cli_measure, "get_study", lambda name: empty)
+    assert main(["evidence", "order", "--out", str(tmp_path)]) == 0
+    assert "skipped: nothing to pin against here" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

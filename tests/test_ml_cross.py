@@ -65,6 +65,8 @@ def test_facts_survive_a_round_trip_through_json(facts):
     ({"isa": "avx2"}, r"isa='avx2'"),
     ({"l2_bytes": -1}, r"l2_bytes=-1"),
     ({"runtime_threads": True}, r"runtime_threads=True"),
+    ({"l2_ways": 0}, r"l2_ways=0"),
+    ({"l2_ways": True}, r"l2_ways=True"),
     ({"profile": "znver9-2c-simd8-t2"}, r"name profile 'znver9-2c-simd8-t2'"),
 ])
 def test_bad_saved_facts_are_refused_with_the_field(change, match):
@@ -75,6 +77,9 @@ def test_bad_saved_facts_are_refused_with_the_field(change, match):
     del d["mcpu"]
     with pytest.raises(HardwareError, match="lack the field 'mcpu'"):
         HostFacts.from_dict(d)
+    d = FACTS.as_dict()
+    del d["l2_ways"]  # facts saved before the ways were recorded: unknown, not refused
+    assert HostFacts.from_dict(d) == dataclasses.replace(FACTS, l2_ways=None, target_overridden=FACTS.target_overridden)
 
 
 def test_measuring_writes_the_facts_once_and_a_broken_file_is_named_and_kept(tmp_path):

@@ -49,6 +49,9 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
     studies = [get_study(n) for n in names]  # every name checked before anything runs
     for study in studies:
         say(f"== {study.name}: {study.question}")
+        if not study.pairs:
+            say(f"   skipped: {study.notes or 'no pair to measure'}")
+            continue
         result = run_study(study, kernels=args.kernels, m_values=args.m_values, blocks=args.blocks,
                            calls=args.calls, progress=lambda line: say("   " + line))
         files = write_study(result, args.out)

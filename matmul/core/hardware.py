@@ -311,13 +311,15 @@ def _cache_sizes(sysfs: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> di
         if size is None or kind == "Instruction":
             continue
         key = "L1d" if level == "1" else f"L{level}"
-        sizes.setdefault(key, size)
+        if key in sizes:  # the first entry of a level gives its size and its ways
+            continue
+        sizes[key] = size
         try:
             ways = int((index / "ways_of_associativity").read_text().strip())
         except (OSError, ValueError):
             continue
         if ways > 0:
-            sizes.setdefault(f"{key} ways", ways)
+            sizes[f"{key} ways"] = ways
     return sizes
 
 

@@ -116,9 +116,14 @@ def _ablation(knob: str, facts: HostFacts) -> Study:
         # on a small L2): the ablation pins them first only at the M where the rules keep the j-packs first
         m_values = tuple(m for m in m_values
                          if all(decide(w.shape, facts).config.order == "jfirst" for w in workloads(None, (m,))))
+        if not m_values:
+            return Study(knob, question, (), ABLATION_M.get(knob, M_SWEEP), rule=rule,
+                         notes="the rules take row blocks first at every M on this machine: nothing to pin against")
     pairs = tuple(("rule_based", f"rule_based[{knob}={v}]")
                   for v in ablation_values(knob, facts, list(workloads(None, m_values))))
-    return Study(knob, question, pairs, m_values, rule=rule)
+    notes = "" if pairs else (f"no value of {knob} pins legally, changes the rules' config and pads nothing on "
+                              "every shape on this machine")
+    return Study(knob, question, pairs, m_values, rule=rule, notes=notes)
 
 
 #: The seed's single-transform trends: manual variants, the same on every machine.

@@ -129,13 +129,11 @@ def block_set_load(row_bytes: int, rows: int, chunk_bytes: int, period: int, lin
     if min(row_bytes, rows, chunk_bytes, period, line) < 1:
         raise ValueError(f"sizes must be positive, got rows {rows} of {chunk_bytes} B, {row_bytes} B apart, "
                          f"period {period} B, line {line} B")
-    sets = max(1, period // line)
-    cycle = period // math.gcd(row_bytes, period)  # the rows' offsets in the period repeat after this many
-    counts = np.zeros(sets, dtype=np.int64)
-    first = np.arange(-(-chunk_bytes // line)) * line
-    for r in range(min(rows, cycle)):  # each distinct offset, times the rows that share it
-        share = (rows - r + cycle - 1) // cycle
-        np.add.at(counts, (r * row_bytes + first) % period // line, share)
+    starts = np.arange(rows, dtype=np.int64) * row_bytes
+    first, last = starts // line, (starts + chunk_bytes - 1) // line  # the lines each row's chunk touches
+    lines = first[:, None] + np.arange(int((last - first).max()) + 1)[None, :]
+    touched = np.unique(lines[lines <= last[:, None]])  # a line two rows share is one line
+    counts = np.bincount(touched % max(1, period // line))
     return int(counts.max())
 
 
@@ -321,7 +319,7 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     unroll = note("unroll", math.gcd(UNROLL_STEP, tk), "R9", "ki unrolled by this step")
     writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
     order0, why_order = "jfirst", "B micro-panel reused from L1 by every row block"
-    if not gemv and tn // jpack > 1 and facts.l2_ways:  # A's task block is read once per j-pack: does L2 keep it?
+    if not gemv and tn // jpack > 1 and facts.l2_bytes and facts.l2_ways:  # A's task block is read once per j-pack: does L2 keep it?
         ways = facts.l2_ways
         k_row = round_up(shape.K, tk * kparts) * size  # bytes between A's rows, K padded as R3 pads it
         load = block_set_load(k_row, tm, tk * size, max(1, l2 // ways))
