@@ -319,7 +319,8 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     unroll = note("unroll", math.gcd(UNROLL_STEP, tk), "R9", "ki unrolled by this step")
     writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
     order0, why_order = "jfirst", "B micro-panel reused from L1 by every row block"
-    if not gemv and tn // jpack > 1 and facts.l2_bytes and facts.l2_ways:  # A's task block is read once per j-pack: does L2 keep it?
+    # A's task block is read once per j-pack: does L2 keep it between them?
+    if not gemv and tn // jpack > 1 and facts.l2_bytes and facts.l2_ways:
         ways = facts.l2_ways
         k_row = round_up(shape.K, tk * kparts) * size  # bytes between A's rows, K padded as R3 pads it
         load = block_set_load(k_row, tm, tk * size, max(1, l2 // ways))
