@@ -441,14 +441,15 @@ def test_padding_keeps_the_hot_loop_free_of_predicates():
     (MatmulShape(77, 128, 192), {"mr": 6, "jpack": 3 * LANES}, False),  # M grows, N and K whole: C stored in place
     (MatmulShape(10, 4096, 16), {"mr": 4, "jpack": LANES, "kparts": 2}, True),  # R13's sum: an init and an update
     (MatmulShape(7, 64, 3 * LANES + 3), {"mr": 4, "jpack": LANES}, True),  # R3's tail writes C from its own part
-], ids=["rows", "k-split", "tail"])
+    (MatmulShape(50, 256, 4 * LANES), {"mr": 8, "tm": 32, "jpack": LANES}, True),  # whole row blocks of padding
+], ids=["rows", "k-split", "tail", "pinned-tm"])
 def test_rows_padded_alone_are_stored_by_the_write_back(shape, overrides, copied):
     """R3: where only M grew, no padded C is copied out after the kernel: the write-back stores C's own rows, the
-    padded ones masked off outside the hot loop. Where another block writes the padded C too, it is copied out.
-    Exact against NumPy either way."""
+    padded ones masked off outside the hot loop. Where another block writes the padded C too, or a pinned TM
+    leaves whole row blocks of padding, it is copied out. Exact against NumPy either way."""
     name = "rule_based[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
     c = decide(shape, HOST, overrides=overrides).config
-    assert c.padded(shape) == (_round_up(shape.M, c.mr), shape.N, shape.K) and shape.M % c.mr, c  # rows alone
+    assert c.padded(shape) == (_round_up(shape.M, c.tm), shape.N, shape.K) and shape.M % c.mr, c  # rows alone
     assert bool(c.tail(shape)) == (shape.N % c.jpack != 0), c
     tir = schedule(name, shape).mod.script()
     assert "A_pad" in tir and ('sblock("C_pad")' in tir) == copied

@@ -133,9 +133,11 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
         if not any(grown[a] for a in axes):
             continue
         copy = sch.get_sblock(buffers[operand] + "_pad")
-        if operand == "C" and not grown["N"] and not tail and total is None:
+        if operand == "C" and not grown["N"] and not tail and total is None and mp - shape.M < c.mr:
             # only rows grew: the write-back stores C's own rows. Not where another block writes the padded C too
-            # (R3's tail, from a part of its own; R13's sum, as an init and an update): one block must produce it
+            # (R3's tail, from a part of its own; R13's sum, as an init and an update): one block must produce it.
+            # Nor where whole row blocks are padding (a pinned TM that does not divide M): TVM cannot prove the
+            # write-back still covers the rows it reads (stage_pipeline), so C is copied out
             sch.reverse_compute_inline(copy)
         else:
             _parallel_copy(sch, copy)
