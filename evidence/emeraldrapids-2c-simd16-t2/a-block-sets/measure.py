@@ -22,7 +22,7 @@ for n, key in enumerate(sys.argv[2:]):
     M, K, N = map(int, spec.split("x"))
     shape = MatmulShape(M, K, N)
     c = decide(shape, facts, layout=layout).config
-    load = block_set_load(K * 4, c.tm, c.tk * 4, facts.l2_bytes // facts.l2_ways)
+    load = block_set_load(c.padded(shape)[2] * 4, c.tm, c.tk * 4, facts.l2_bytes // facts.l2_ways)  # as R8 counts
     old = "rule_based[order=jfirst]"
     labels = ["new", "new_aa", "old", "numpy"] if n % 2 == 0 else ["old", "new", "new_aa", "numpy"]
     cands = [prepare({"old": old, "numpy": "numpy"}.get(label, "rule_based"), shape, layout=layout,
