@@ -5,7 +5,6 @@ next. Run from the repository root:
 
     python evidence/emeraldrapids-2c-simd16-t2/a-block-sets/measure.py out.csv LAYOUT:MxKxN ...
 """
-import csv
 import statistics
 import sys
 
@@ -13,6 +12,7 @@ from matmul.core.hardware import host_facts
 from matmul.core.workloads import MatmulShape
 from matmul.measure.candidates import prepare
 from matmul.measure.interleave import RoundSettings, time_rounds
+from matmul.measure.paired import write_rows
 from matmul.schedules.rules import block_set_load, decide
 
 facts = host_facts()
@@ -39,7 +39,4 @@ for n, key in enumerate(sys.argv[2:]):
            "new_gflops": round(shape.flops / med["new"] / 1e9, 1), "rounds": len(r.samples[0])}
     rows.append(row)
     print(row, flush=True)
-with open(sys.argv[1], "w", newline="") as fh:
-    w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
+write_rows(sys.argv[1], rows)
