@@ -46,7 +46,8 @@ BLOCK_S = 0.03
 SAMPLE_S = 0.004
 #: Rounds taken even when the budget is spent (two mirrored pairs: the fewest an interval can rest on).
 MIN_ROUNDS = 4
-#: Resamples used while deciding whether to stop (the reported interval uses the full count).
+#: Resamples of the quick check run after every round pair; only when it passes is the full interval (the one
+#: reported, :data:`~matmul.measure.stats.BOOTSTRAP` resamples) computed, and the group stops if that is tight.
 CHECK_RESAMPLES = 400
 #: After waiting for quiet, the next candidate runs untimed for this long first. The wait is a sleep, and a
 #: 2-core VM's CPU comes back from it slowly: qkv-sized kernels read 1.5-3x their time for the first 2-5 ms
@@ -224,6 +225,7 @@ def time_rounds(
         return max(r.half_width for r in ratios if r is not None) <= settings.ci_width
 
     last_pool = None
+    ratios: list[Ratio | None] | None = None
     while True:
         for _ in range(2):  # a mirrored pair of rounds
             last_pool = _round(cands, calls, samples, last_pool, clock, settle, shadow_timers, shadow,
@@ -232,11 +234,17 @@ def time_rounds(
         spent = clock() - t0 >= settings.budget_s
         if done < settings.min_rounds and not (spent and done >= MIN_ROUNDS):
             continue  # the budget caps even the minimum, down to two round pairs
-        if anchor is None or tight(_ratios(samples, anchor, CHECK_RESAMPLES)):
+        if anchor is None:
             break
+        # The quick check (fewer resamples) only says when to look; the group stops on the reported interval
+        # itself, so a group that stops early is never reported inconclusive by the resamples it skipped.
+        if tight(_ratios(samples, anchor, CHECK_RESAMPLES)) and tight(ratios := _ratios(samples, anchor, BOOTSTRAP)):
+            break
+        ratios = None
         if done + 2 > settings.max_rounds or spent:
             break
-    ratios = _ratios(samples, anchor, BOOTSTRAP)  # the reported intervals, with every resample
+    if ratios is None:
+        ratios = _ratios(samples, anchor, BOOTSTRAP)  # the reported intervals, with every resample
     converged = anchor is None or tight(ratios)
     return Rounds(samples, calls, anchor, ratios, converged, clock() - t0, settings, shadow)
 
