@@ -18,6 +18,9 @@ The package is layered; each layer imports only the layers below it:
 5. :mod:`matmul.cli`: ``python -m matmul``.
 """
 
+from .core import pools  # noqa: F401  (first: sets the pools' idle spin before NumPy and TVM load)
+
+# isort: split
 from . import schedules  # noqa: F401  (registers every schedule family)
 from .core.gpu import GpuSpec, gpu_present, gpu_spec
 from .core.hardware import (

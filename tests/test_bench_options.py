@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from matmul.core.pools import SPIN_DEFAULTS
+
 from .bench_config import configure_bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +100,7 @@ def test_runs_are_stored_per_cpu_profile(tmp_path):
          "--m-values", "3", "--variants", "full,numpy", f"--benchmark-storage=file://{tmp_path}",
          "--benchmark-save=p", "--rounds=3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k not in SPIN_DEFAULTS},  # as in a fresh shell
     )
     assert run.returncode == 0, run.stdout + run.stderr
     (saved,) = tmp_path.glob("*/0001_p.json")
@@ -107,6 +110,7 @@ def test_runs_are_stored_per_cpu_profile(tmp_path):
     facts = data["machine_info"]["matmul"]
     assert facts["profile"] == profile and facts["mcpu"] == host_facts().mcpu
     assert facts["fp32_peak"]["method"] == "measured" and facts["fp32_peak"]["gflops"] > 0
+    assert facts["pool_spin"] == {**SPIN_DEFAULTS, "late": []}  # set before the session loaded NumPy
     for case in data["benchmarks"]:
         info = case["extra_info"]
         assert info["gflops"] > 0 and info["pct_peak"] > 0 and info["threads"] == host_facts().runtime_threads

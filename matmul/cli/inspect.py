@@ -7,6 +7,7 @@ import json
 import logging
 
 from ..core.hardware import host_facts
+from ..core.pools import pool_spin
 from ..core.registry import TARGETS, get_variant, variant_names
 from ..core.runner import CUDA_SOURCE_KINDS, SOURCE_KINDS, build, build_gpu, count_vector_fma
 from ..core.verify import DATA_KINDS, check_memory, verify
@@ -18,11 +19,11 @@ from .common import add_kernel_args, positive, shape_of, variant_of
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    facts = host_facts()
+    info = {**host_facts().as_dict(), "pool_spin": pool_spin()}
     if args.json:
-        print(json.dumps(facts.as_dict(), indent=2))
+        print(json.dumps(info, indent=2))
     else:
-        for key, value in facts.as_dict().items():
+        for key, value in info.items():
             print(f"{key:18} {value}")
     return 0
 
