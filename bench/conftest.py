@@ -383,6 +383,7 @@ def grid_timer(request) -> GridTimer:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
+    from matmul.core.memory import huge_pages
     from matmul.core.pools import pool_spin
     from matmul.measure.peak import computed_fp32_peak, fp32_peak
     from matmul.measure.timing import blas_info
@@ -394,6 +395,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "fp32_peak_computed": computed.as_dict() if computed else None,
         "blas": blas_info(),
         "pool_spin": pool_spin(),
+        "operand_memory": huge_pages(),
         "noise_floor": config.stash[_GRID_TIMER].noise_summary() if _GRID_TIMER in config.stash else None,
     }
 

@@ -1,8 +1,7 @@
-"""Operands live in NumPy-allocated host memory, aligned as TVM's own allocations are.
+"""Operands live in the suite's operand memory (``core.memory``), aligned at least as TVM's own allocations are.
 
-NumPy's large arrays are backed by transparent huge pages where the kernel allows; the NumPy and PyTorch
-references read NumPy's arrays, so the kernels' operands must come from the same kind of memory for a
-comparison to be about the code. What can be checked on any host: the alignment TVM's code may assume,
+The NumPy and PyTorch references read the same memory (``tests/test_memory.py``), so a comparison is about
+the code, not about where pages fell. What can be checked on any host: the alignment TVM's code may assume,
 the values, the shapes, no aliasing of the caller's array, and that a kernel reads such tensors exactly.
 """
 
@@ -29,7 +28,7 @@ def test_a_host_tensor_is_aligned_holds_the_values_and_owns_its_memory(shape, dt
 
 
 def test_many_host_tensors_stay_aligned_whatever_numpy_returns():
-    """NumPy's allocator returns 16-byte aligned blocks; the slack is skipped for every one of them."""
+    """Whatever the size, every tensor starts aligned."""
     offsets = {np.from_dlpack(host_tensor(np.ones(n, np.float32))).ctypes.data % TENSOR_ALIGN for n in range(1, 200)}
     assert offsets == {0}
 

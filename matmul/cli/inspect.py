@@ -7,6 +7,7 @@ import json
 import logging
 
 from ..core.hardware import host_facts
+from ..core.memory import huge_pages
 from ..core.pools import pool_spin
 from ..core.registry import TARGETS, get_variant, variant_names
 from ..core.runner import CUDA_SOURCE_KINDS, SOURCE_KINDS, build, build_gpu, count_vector_fma
@@ -19,7 +20,7 @@ from .common import add_kernel_args, positive, shape_of, variant_of
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    info = {**host_facts().as_dict(), "pool_spin": pool_spin()}
+    info = {**host_facts().as_dict(), "pool_spin": pool_spin(), "operand_memory": huge_pages()}
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -20,6 +20,7 @@ from tvm.s_tir import Schedule
 from .gpu import CudaBuild, GpuSpec, build_cuda, gpu_present, gpu_spec
 from .hardware import HardwareError, HostFacts, configure_runtime_threads, host_facts
 from .kernel import accumulator_dtype, b_shape
+from .memory import operand_copy
 from .registry import get_variant, relayout_b, schedule, variant_names
 from .verify import garbage
 from .workloads import MatmulShape
@@ -43,17 +44,10 @@ TENSOR_ALIGN = 64
 
 
 def host_tensor(x: np.ndarray) -> tvm.runtime.Tensor:
-    """``x`` copied into host memory NumPy allocates, aligned to :data:`TENSOR_ALIGN`, handed to TVM without a
-    copy. NumPy asks the kernel for transparent huge pages on allocations of 4 MiB and more, so a kernel reads
-    its operands from the same kind of memory as the NumPy and PyTorch references (which read NumPy's arrays).
-    The difference is small but one-sided: the same compiled kernel read 1.005-1.033x faster from NumPy's
-    memory than from TVM's on six shapes with 9-196 MiB of B, interleaved (A/A 0.97-1.02; ``evidence/README.md``,
-    huge pages)."""
-    raw = np.empty(x.nbytes + TENSOR_ALIGN, np.uint8)
-    start = -raw.ctypes.data % TENSOR_ALIGN
-    view = raw[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
-    view[...] = x
-    return tvm_ffi.from_dlpack(view, require_alignment=TENSOR_ALIGN, require_contiguous=True)
+    """``x`` copied into operand memory (:func:`~matmul.core.memory.operand_copy`: 2 MiB-aligned, huge pages where
+    the host grants them), handed to TVM without a copy. The NumPy and PyTorch references read the same kind of
+    memory, so a kernel and a reference, or two copies of one kernel, never differ by where their pages fell."""
+    return tvm_ffi.from_dlpack(operand_copy(x), require_alignment=TENSOR_ALIGN, require_contiguous=True)
 
 
 @dataclasses.dataclass

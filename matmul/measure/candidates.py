@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.hardware import HostFacts, host_facts
 from ..core.kernel import check_dtype, check_layout
+from ..core.memory import operand_copy
 from ..core.registry import get_variant, variant_decisions, variant_names
 from ..core.runner import CompiledKernel, build, build_cached, compile_module
 from ..core.verify import check_calls, make_inputs
@@ -132,7 +133,7 @@ def prepare(
         cand.promoted = {k: decisions[k] for k in variant.info_keys if k in decisions}
         return cand
     ref = get_reference(name)
-    call, output = ref.prepare(a, b, layout, threads)
+    call, output = ref.prepare(operand_copy(a), operand_copy(b), layout, threads)  # as a TVM kernel's operands
     with ref.threads(threads):
         check_calls(call, output, a, b, layout=layout, what=f"{name} on {shape} ({layout})")
     return Candidate(name, kind, shape, layout, call, threads, {"library": ref.summary, "threads": threads},

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.kernel import check_dtype, check_layout
+from ..core.memory import operand_empty
 from ..core.workloads import MatmulShape
 from .timing import blas_threads
 
@@ -65,7 +66,7 @@ class Reference:
 # --------------------------------------------------------------------------- numpy
 def _numpy_prepare(a: np.ndarray, b: np.ndarray, layout: str, threads: int) -> Prepared:
     rhs = b if layout == "NN" else b.T
-    c = np.empty((a.shape[0], rhs.shape[1]), dtype=a.dtype)
+    c = operand_empty((a.shape[0], rhs.shape[1]), a.dtype)
     return (lambda: np.matmul(a, rhs, out=c)), (lambda: c)
 
 
@@ -88,7 +89,7 @@ def _torch_prepare(a: np.ndarray, b: np.ndarray, layout: str, threads: int) -> P
     ta = torch.from_numpy(a)
     tb = torch.from_numpy(b)
     rhs = tb if layout == "NN" else tb.t()
-    tc = torch.empty((a.shape[0], rhs.shape[1]), dtype=ta.dtype)
+    tc = torch.from_numpy(operand_empty((a.shape[0], rhs.shape[1]), a.dtype))
 
     def call() -> object:
         with torch.inference_mode():
