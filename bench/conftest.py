@@ -83,7 +83,7 @@ def pytest_addoption(parser):
                      "never fewer than 4), the exact count with --no-interleave (default: %(default)s)")
     g.addoption("--no-interleave", action="store_true",
                 help="time each case on its own, one after another (the old way; no A/A control, no intervals)")
-    g.addoption("--group-budget", default="10",
+    g.addoption("--group-budget", default="20",
                 help="seconds of sampling per shape before a group that is not tight yet is marked inconclusive "
                      "(default: %(default)s)")
     g.addoption("--e2e-models", default=E2E_DEFAULTS["models"],
