@@ -36,9 +36,9 @@ def _case(variant: str, samples: list[float], floor: float, inconclusive: bool =
     }
 
 
-def _run(path: Path, when: str, cases: list[dict]) -> Path:
+def _run(path: Path, when: str, cases: list[dict], profile: str = "p") -> Path:
     path.write_text(json.dumps({"benchmarks": cases, "datetime": when, "commit_info": {"id": when},
-                                "machine_info": {"matmul": {"profile": "p"}}}))
+                                "machine_info": {"matmul": {"profile": profile}}}))
     return path
 
 
@@ -54,6 +54,7 @@ def test_a_significant_slowdown_beyond_the_floor_is_a_regression_and_an_aa_pair_
     comp = build_report([base, run]).comparison.set_index("variant")
     slow, same = comp.loc["rule_based"], comp.loc["full"]
     assert slow.method == "samples" and slow.ci_lo > 1.05 and slow.p < 0.001 and slow.regression
+    assert slow.drift == 0.0 and slow.floor == pytest.approx(0.02)  # no reference in the runs: the A/A floor alone
     assert same.ci_lo <= 1.0 <= same.ci_hi and not same.significant and not same.regression
 
 
@@ -71,11 +72,39 @@ def test_normalizing_by_numpy_cancels_drift_both_runs_share(tmp_path):
     run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.2, 3), 0.02),
                                                          _case("numpy", _stream(2.4, 4), 0.02)])
     raw = build_report([base, run]).comparison.set_index("variant").loc["rule_based"]
-    assert raw.regression  # 20% slower in absolute terms
+    # 20% slower in absolute terms, but NumPy, which no commit changes, moved as much: the machine's drift
+    assert raw.ratio == pytest.approx(1.2, abs=0.03) and raw.significant
+    assert raw.drift == pytest.approx(0.2, abs=0.03) and raw.floor == raw.drift and not raw.regression
     norm = build_report([base, run], normalize="numpy")
     row = norm.comparison.set_index("variant").loc["rule_based"]
     assert "numpy" not in set(norm.comparison["variant"])
     assert row.ratio == pytest.approx(1.0, abs=0.03) and not row.regression
+
+
+def test_a_case_that_moved_beyond_the_references_is_a_regression_and_they_never_are(tmp_path):
+    # the machine 2-5% slower in the second run (both references show it); rule_based 20% slower, full 2%
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [
+        _case("rule_based", _stream(1.0, 1), 0.02), _case("full", _stream(3.0, 2), 0.02),
+        _case("numpy", _stream(2.0, 3), 0.02), _case("torch", _stream(2.5, 4), 0.02)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [
+        _case("rule_based", _stream(1.2, 5), 0.02), _case("full", _stream(3.06, 6), 0.02),
+        _case("numpy", _stream(2.1, 7), 0.02), _case("torch", _stream(2.55, 8), 0.02)])
+    comp = build_report([base, run]).comparison.set_index("variant")
+    drift = max(abs(comp.loc[v, "ratio"] - 1) for v in ("numpy", "torch"))
+    assert drift == pytest.approx(0.05, abs=0.02) and (comp["drift"] == drift).all()
+    assert comp.loc["rule_based", "regression"] and comp.loc["rule_based", "floor"] == pytest.approx(drift)
+    assert not comp.loc["full", "regression"]  # no further than the references moved
+    assert not comp.loc[["numpy", "torch"], "regression"].any()
+
+
+def test_between_cpu_profiles_the_references_set_no_floor(tmp_path):
+    # another CPU: NumPy 30% slower there, rule_based 20%; that is the hardware, which the comparison is about
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02),
+                                                          _case("numpy", _stream(2.0, 2), 0.02)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.2, 3), 0.02),
+                                                         _case("numpy", _stream(2.6, 4), 0.02)], profile="q")
+    comp = build_report([base, run]).comparison.set_index("variant")
+    assert (comp["drift"] == 0).all() and comp["regression"].all()
 
 
 def test_normalize_without_numpy_in_the_rounds_says_what_is_needed(tmp_path):

@@ -44,7 +44,8 @@ def add_parsers(sub) -> None:
     """Add this group's commands to the top-level sub-parsers."""
     rep = sub.add_parser("report", help="tables, comparisons and plots from saved benchmark runs",
                          description="Exit status: 0 ok, 1 a regression (significant and beyond the runs' A/A noise "
-                                     "floor; runs without samples: beyond --threshold, default 10%), 2 bad input.")
+                                     "floor and what NumPy and PyTorch moved between runs of one CPU profile; "
+                                     "runs without samples: beyond --threshold, default 10%), 2 bad input.")
     rep.add_argument("runs", nargs="*", help="run files, folders or globs (default: every run under --storage)")
     rep.add_argument("--storage", type=Path, default=STORAGE, help="pytest-benchmark storage (default: %(default)s)")
     rep.add_argument("--base", help="run label to compare the others against (default: the oldest)")

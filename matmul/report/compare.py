@@ -20,6 +20,18 @@ of the drift that is not the clock.
 
 Older runs without samples fall back to the interquartile rule: a ratio
 above ``1 + threshold`` (default 10%) whose IQR lies wholly above the base's.
+
+A run's A/A floor says how far two builds read apart *within* it; between
+runs the machine itself moves. So the floor of every case of a shape is also
+at least that shape's **drift**: how far the references (NumPy, PyTorch:
+code no commit of this project changes) moved between the two runs, after
+the same normalisation. On ``emeraldrapids-2c-simd16-t2`` two runs of the
+same code had every case of four MLP shapes, NumPy's too, 11-20% slower in
+the second (its peak probe 419 against 467-480 GFLOP/s): 31 of 174 cases
+flagged against the A/A floor alone (``evidence/README.md``, eighth session).
+A change the references also show is the machine's, not the commit's.
+Between CPU profiles the references move with the hardware, and that is
+what such a comparison is about: there the floor stays the A/A one.
 """
 
 from __future__ import annotations
@@ -30,14 +42,17 @@ import numpy as np
 import pandas as pd
 
 from ..core.tables import geomeans_by_kernel
+from ..measure.references import is_reference
 from ..measure.stats import ratio_of_medians
 from .load import CASE, ReportError
 
 #: Without raw samples: a latency ratio above 1 + this (and IQRs apart) is a regression.
 FALLBACK_THRESHOLD = 0.10
 NORMALIZE = ("none", "numpy", "peak")
-COLUMNS = ["base", "run", *CASE, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "method",
+COLUMNS = ["base", "run", *CASE, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "drift", "method",
            "inconclusive", "noisy", "iqr_separated", "significant", "regression"]
+#: Columns that name one shape of one run (a group of the interleaved grid).
+SHAPE = ["run", "kernel", "M", "K", "N", "layout"]
 
 
 def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
@@ -47,10 +62,9 @@ def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
     if normalize == "none":
         return cases
     if normalize == "numpy":
-        shape = ["run", "kernel", "M", "K", "N", "layout"]
-        numpy = cases[cases["variant"] == "numpy"].set_index(shape)["samples"]
+        numpy = cases[cases["variant"] == "numpy"].set_index(SHAPE)["samples"]
         out = cases[cases["variant"] != "numpy"].copy()
-        refs = [numpy.get(tuple(r[k] for k in shape)) for _, r in out.iterrows()]
+        refs = [numpy.get(tuple(r[k] for k in SHAPE)) for _, r in out.iterrows()]
     else:
         out = cases.copy()
         refs = list(out["peak_samples"]) if "peak_samples" in out else [None] * len(out)
@@ -84,12 +98,29 @@ def compare_runs(cases: pd.DataFrame, base: str, threshold: float | None = None,
         joined = grp.set_index(CASE).merge(ref, left_index=True, right_index=True, how="inner", suffixes=("", "_base"))
         for key, r in joined.iterrows():
             rows.append(_compare_case(base, run, key, r, threshold, cv_threshold))
-    comp = pd.DataFrame(rows, columns=COLUMNS)
+    profiles = cases.groupby("run")["profile"].first() if "profile" in cases else pd.Series(dtype=str)
+    same_machine = {run for run, prof in profiles.items() if prof == profiles.get(base)}
+    comp = _with_drift(pd.DataFrame(rows, columns=COLUMNS), same_machine)
     cols = ["base", "run", "kernel", "cases", "ratio_geomean", "regressions"]
     parts = [geomeans_by_kernel(grp, ["ratio"], sort=True, extra=lambda g: {"regressions": int(g["regression"].sum())})
              .assign(base=base, run=run).rename(columns={"shapes": "cases", "ratio": "ratio_geomean"})[cols]
              for run, grp in comp.groupby("run", sort=False)]
     return comp, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def _with_drift(comp: pd.DataFrame, same_machine: set[str]) -> pd.DataFrame:
+    """Each case's ``drift`` (the largest distance from 1 of its shape's reference ratios, 0 without references)
+    raises its ``floor``; a regression must clear both. Only runs of the base's CPU profile (``same_machine``)
+    get one: between profiles the references move with the hardware, which is what such a comparison shows."""
+    if comp.empty:
+        return comp
+    refs = comp[comp["variant"].map(is_reference) & comp["run"].isin(same_machine)]
+    drift = (refs.assign(d=(refs["ratio"] - 1).abs()).groupby(SHAPE)["d"].max() if len(refs)
+             else pd.Series(dtype=float))
+    comp["drift"] = [float(drift.get(tuple(r[k] for k in SHAPE), 0.0)) for _, r in comp.iterrows()]
+    comp["floor"] = comp[["floor", "drift"]].max(axis=1)
+    comp["regression"] = comp["significant"].astype(bool) & (comp["ratio"] - 1 > comp["floor"])
+    return comp
 
 
 def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: float | None,
@@ -98,6 +129,7 @@ def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: floa
     separated = bool(r["q1_s"] > r["q3_s_base"])  # the run's IQR wholly above the base's
     row = {"base": base, "run": run, **dict(zip(CASE, key, strict=True)), "base_ms": r["median_s_base"] * 1e3,
            "run_ms": r["median_s"] * 1e3, "ratio": ratio, "ci_lo": math.nan, "ci_hi": math.nan, "p": math.nan,
+           "drift": 0.0,
            "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold), "iqr_separated": separated,
            "inconclusive": bool(r.get("inconclusive") or r.get("inconclusive_base"))}
     s, sb = r.get("samples"), r.get("samples_base")
@@ -115,4 +147,4 @@ def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: floa
     return row
 
 
-__all__ = ["COLUMNS", "FALLBACK_THRESHOLD", "NORMALIZE", "compare_runs"]
+__all__ = ["COLUMNS", "FALLBACK_THRESHOLD", "NORMALIZE", "SHAPE", "compare_runs"]

@@ -33,8 +33,9 @@ def to_text(report: Report) -> str:
     if report.comparison is not None:
         n = len(report.regressions)
         norm = report.settings.get("normalize", "none")
-        how = ("significant and beyond the noise floor" if (report.comparison["method"] == "samples").all()
-               else "significant and beyond the noise floor (runs without samples: beyond "
+        how = ("significant and beyond the noise floor and the references' drift"
+               if (report.comparison["method"] == "samples").all()
+               else "significant and beyond the noise floor and the references' drift (runs without samples: beyond "
                     f"{report.settings['threshold'] or REGRESSION_THRESHOLD:.0%} with IQRs apart)")
         what = f"{n} regression(s)" if n else "no regression"
         parts.append(f"{what} against {report.settings['base']} ({how}"

@@ -29,7 +29,8 @@ Tables (pandas DataFrames, also written as CSV and Markdown):
     with two or more runs: for every case present in the base run and
     another, the latency ratio other / base with its interval and
     significance (see :mod:`matmul.report.compare`): a regression is
-    significant and beyond the runs' A/A noise floor. Geometric means per
+    significant and beyond the runs' A/A noise floor and the references'
+    drift between them. Geometric means per
     kernel and overall come with it.
 """
 
