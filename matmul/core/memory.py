@@ -4,19 +4,21 @@ An L2 picks a line's set from its physical address. In 4 KiB pages, an
 operand's physical pages lie wherever the kernel found free ones, so which of
 its lines share a set, and how many, changes from one allocation to the
 next. On the 2-core Emerald Rapids VM (2 MiB L2 of 16 ways: sets repeat
-every 128 KiB) that made the same compiled kernel, given operands of its
-own, read up to 13% apart from itself with intervals of +-0.5%: qkv at
-M = 16 (B 2.25 MiB), 0.87-1.05x in three processes; fresh builds alike. One
+every 128 KiB) copies of the same compiled kernel, each given operands of
+its own, read 0.83-0.98x the first in three processes (qkv at M = 16, B 2.25
+MiB; a fresh build alike), each group's intervals within +-3%. One
 allocation's luck was saved as the kernel's speed, and an A/A pair showed
 it as a floor of 10%.
 
 Inside one transparent huge page physical and virtual addresses agree in
 their low 21 bits, which hold every set index bit of an L1 or L2 of that
 size, so the sets an operand covers follow from its shape alone. With every
-operand in huge pages the same copies read 0.997-1.004x (``evidence/README.md``,
-eighth session). NumPy asks for huge pages itself only from 4 MiB, so below
-that the references' operands are moved here as well (``measure.references``):
-TVM kernels, NumPy and PyTorch read the same kind of memory at every size.
+operand in huge pages the same copies read 0.984-1.009x, and copies of NumPy
+and PyTorch 0.985-1.009x
+(``evidence/emeraldrapids-2c-simd16-t2/noise-eighth/copies.csv``). NumPy asks
+for huge pages itself only from 4 MiB, so below that the references'
+operands are moved here as well (``measure.references``): TVM kernels, NumPy
+and PyTorch read the same kind of memory at every size.
 
 Where the kernel grants no huge pages (``transparent_hugepage`` set to
 ``never``, or not Linux) the memory is still 2 MiB-aligned; :func:`huge_pages`

@@ -6,9 +6,9 @@ the previous pool's workers stop spinning, or they would take a core from
 the next library (:func:`~matmul.measure.timing.wait_for_quiet`). How long
 they spin is each library's own setting: OpenBLAS about 2^28 cycles (0.13 s
 measured on the 2-core Emerald Rapids VM), TVM's pool 300000 yields (56 ms).
-Those waits were three quarters of a group's time there (7.3 of 10 s for
-qkv M=128 with eight cases), so a group took about 40 rounds in its 10 s and
-every BERT shape ended inconclusive at +-3%.
+Those waits were most of a group's time there (4.3 of 6.1 s for qkv M=128
+with eight cases; ``evidence/emeraldrapids-2c-simd16-t2/noise-eighth/settle.txt``),
+and every BERT shape of the default grid ended inconclusive at +-3%.
 
 Here both are shortened to about 2 ms, through the variables the libraries
 read when they start (OpenBLAS when NumPy is imported, TVM when its pool
@@ -19,9 +19,9 @@ untimed first call wakes them. Side by side on that host, NumPy's, PyTorch's
 and ``ml_guided``'s ratios to ``rule_based`` read the same with either
 setting (within the groups' own +-2-5%; ``evidence/README.md``).
 
-Importing :mod:`matmul` applies them (this module comes first); a user's own value of either variable
-wins (``setdefault``). NumPy imported
-before :mod:`matmul` has already read OpenBLAS's; :func:`pool_spin` says so.
+Importing :mod:`matmul` applies them (this module comes first); a user's
+own value of either variable wins (``setdefault``). NumPy imported before
+:mod:`matmul` has already read OpenBLAS's; :func:`pool_spin` says so.
 """
 
 from __future__ import annotations
