@@ -51,8 +51,8 @@ FALLBACK_THRESHOLD = 0.10
 NORMALIZE = ("none", "numpy", "peak")
 COLUMNS = ["base", "run", *CASE, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "drift", "method",
            "inconclusive", "noisy", "iqr_separated", "significant", "regression"]
-#: Columns that name one shape of one run (a group of the interleaved grid).
-SHAPE = ["run", "kernel", "M", "K", "N", "layout"]
+#: Columns that name one shape of one run (a group of the interleaved grid): a case's, less its variant.
+SHAPE = ["run", *(c for c in CASE if c != "variant")]
 
 
 def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
@@ -110,8 +110,10 @@ def compare_runs(cases: pd.DataFrame, base: str, threshold: float | None = None,
 
 def _with_drift(comp: pd.DataFrame, same_machine: set[str]) -> pd.DataFrame:
     """Each case's ``drift`` (the largest distance from 1 of its shape's reference ratios, 0 without references)
-    raises its ``floor``; a regression must clear both. Only runs of the base's CPU profile (``same_machine``)
-    get one: between profiles the references move with the hardware, which is what such a comparison shows."""
+    raises its ``floor``, and a ``regression`` is a significant ratio beyond that floor (the one place it is
+    decided; for runs without samples ``significant`` is the IQR rule). Only runs of the base's CPU profile
+    (``same_machine``) get a drift: between profiles the references move with the hardware, which is what such
+    a comparison shows."""
     if comp.empty:
         return comp
     refs = comp[comp["variant"].map(is_reference) & comp["run"].isin(same_machine)]
@@ -129,7 +131,6 @@ def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: floa
     separated = bool(r["q1_s"] > r["q3_s_base"])  # the run's IQR wholly above the base's
     row = {"base": base, "run": run, **dict(zip(CASE, key, strict=True)), "base_ms": r["median_s_base"] * 1e3,
            "run_ms": r["median_s"] * 1e3, "ratio": ratio, "ci_lo": math.nan, "ci_hi": math.nan, "p": math.nan,
-           "drift": 0.0,
            "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold), "iqr_separated": separated,
            "inconclusive": bool(r.get("inconclusive") or r.get("inconclusive_base"))}
     s, sb = r.get("samples"), r.get("samples_base")
@@ -139,11 +140,8 @@ def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: floa
         floor = max([*floors, threshold or 0.0])
         row.update(ratio=est.value, ci_lo=est.lo, ci_hi=est.hi, p=est.p, floor=floor, method="samples",
                    significant=est.significant)
-        row["regression"] = bool(est.significant and est.value - 1 > floor)
     else:
-        floor = FALLBACK_THRESHOLD if threshold is None else threshold
-        row.update(floor=floor, method="iqr", significant=separated)
-        row["regression"] = bool(ratio > 1 + floor and separated)
+        row.update(floor=FALLBACK_THRESHOLD if threshold is None else threshold, method="iqr", significant=separated)
     return row
 
 
