@@ -584,6 +584,41 @@ def test_a_gemv_split_into_whole_rows_is_exact(target, M):
     assert check.ok, f"rule_based {shape} on {target}: {check}"
 
 
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_a_gemv_whose_b_exceeds_its_l3_share_takes_one_vector_across_j(profile):
+    """R12: a GEMV whose B exceeds NARROW_MAX_L3_SHARE of L3 streams B from memory one vector across j at a
+    time; where B fits that share, or the L3 is unknown, or M is past the GEMV path, R2's j-pack stands."""
+    facts = PROFILES[profile]
+    lanes, unknown_l3 = facts.simd_lanes_fp32, dataclasses.replace(facts, l3_bytes=None)
+    moved = 0
+    for M in range(1, GEMV_MAX_ROWS + 2):
+        for K, N in ((4096, 4096), (1024, 1024), (16384, 4096), (1024, 1000)):
+            shape = MatmulShape(M, K, N)
+            plan, r2 = decide(shape, facts), decide(shape, unknown_l3).config
+            jpack = next(d for d in plan.decisions if d.knob == "jpack")
+            if M <= GEMV_MAX_ROWS and K * N * 4 > facts.l3_bytes * NARROW_MAX_L3_SHARE and r2.jpack > lanes:
+                assert (plan.config.jpack, jpack.rule) == (lanes, "R12"), (shape, plan.config)
+                assert "streams from memory" in jpack.why
+                moved += 1
+            else:
+                assert (plan.config.jpack, jpack.rule) == (r2.jpack, "R2"), (shape, plan.config)
+    assert moved
+    nt = MatmulShape(1, 16384, 4096)
+    assert decide(nt, facts, layout="NT").config.jpack == decide(nt, unknown_l3, layout="NT").config.jpack
+
+
+@pytest.mark.parametrize("target", RUNNABLE)
+@pytest.mark.parametrize("M", [1, 3])
+def test_a_gemv_of_one_vector_across_j_is_exact(target, M):
+    facts = dataclasses.replace(RUNNABLE[target], l3_bytes=2 * 1024 * 1024)  # B of 4 MB lies beyond the L3 share
+    shape = MatmulShape(M, 1024, 1000)  # N no multiple of the vector: R3's tail as well
+    assert decide(shape, facts).config.jpack == facts.simd_lanes_fp32
+    kernel = build("rule_based", shape, facts=facts)
+    a, b = make_inputs(shape, kind="int", seed=M)
+    check = compare(kernel.run(a, b), a, b, kind="int")
+    assert check.ok, f"rule_based {shape} on {target}: {check}"
+
+
 def test_a_split_k_is_refused_below_one_part_per_k():
     with pytest.raises(RuleError, match="kparts must be a positive integer"):
         get_variant("rule_based[kparts=0]")

@@ -76,7 +76,8 @@ RULES: dict[str, str] = {
     "R12": "GEMV path (M <= 4 rows, NN): B is streamed once per call; each thread owns a contiguous range of "
            "N / threads columns (TN) and reads 8 rows of B side by side (TK), one sequential stream each; where "
            "a thread's share of B fits L2 as one slab but its column ranges, which load the cache sets unevenly, "
-           "would not, each thread takes whole rows of B instead (K split, KPARTS = threads)",
+           "would not, each thread takes whole rows of B instead (K split, KPARTS = threads); where B exceeds half "
+           "of L3 (it streams from memory), one vector across j (JPACK) instead of R2's several",
     "R13": "split K between the threads (each a contiguous part of K into its own partial C, then a vectorised "
            "parallel sum) when the output has fewer tasks than threads (narrow N, M too small to split) and "
            "each part keeps at least 2048 k iterations",

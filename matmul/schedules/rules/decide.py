@@ -213,12 +213,19 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     regs = vector_registers(facts)
     lanes = note("vector", vector_lanes(facts, dtype), "R1", f"{facts.simd_lanes_fp32} fp32 lanes, {size}-byte elements")
     mr0, nv0 = _register_tile(shape, lanes, regs)
-    jpack = note("jpack", nv0 * lanes, "R2", f"{nv0} vectors across j; {mr0 * nv0} accumulators of {regs} registers")
+    gemv = shape.M <= GEMV_MAX_ROWS and layout == "NN"  # NT would pack (copy) all of B per call
+    b_bytes, l3 = shape.K * shape.N * size, facts.l3_bytes or 0
+    in_l3 = b_bytes * NARROW_MAX_L3_SHARE.denominator <= l3 * NARROW_MAX_L3_SHARE.numerator
+    if gemv and l3 and not in_l3 and nv0 > 1:  # R12: B streams from DRAM; one vector per row at a time
+        jpack = note("jpack", lanes, "R12", f"GEMV: B's {b_bytes / 2**20:.0f} MiB exceed {NARROW_MAX_L3_SHARE} of "
+                     f"L3, so B streams from memory: 1 vector across j, not {nv0}")
+    else:
+        jpack = note("jpack", nv0 * lanes, "R2", f"{nv0} vectors across j; {mr0 * nv0} accumulators of {regs} "
+                     "registers")
     mr = note("mr", mr0, "R2", f"{mr0} rows, at most M")
     # R3 pads M and N to the register tile; the task tiles below divide the padded sizes.
     mp, np_ = round_up(shape.M, mr), round_up(shape.N, jpack)
 
-    gemv = shape.M <= GEMV_MAX_ROWS and layout == "NN"  # NT would pack (copy) all of B per call
     tk_budget = max(lanes, l1_bytes(facts) * L1_SHARE_NUM // L1_SHARE_DEN // (jpack * size))
     tk_budget = 1 << (tk_budget.bit_length() - 1)  # power of two
     if gemv:
@@ -281,8 +288,6 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
         tn = note("tn", tn0, "R12", why_tn + why_tail)
     else:
         panels, why_narrow = MAX_PANELS_PER_TASK, ""
-        b_bytes, l3 = shape.K * shape.N * size, facts.l3_bytes or 0
-        in_l3 = b_bytes * NARROW_MAX_L3_SHARE.denominator <= l3 * NARROW_MAX_L3_SHARE.numerator
         if overrides.get("pack_b", pack0) and shape.M <= NARROW_MAX_ROWS and in_l3:  # the copy weighs: narrow tasks
             narrow = max(1, NARROW_ROW_BYTES // (jpack * size))
             if narrow < panels:
