@@ -104,7 +104,9 @@ NARROW_MAX_ROWS = 128
 NARROW_ROW_BYTES = 384
 #: R6: the narrow tasks only where B fits in this share of L3. Where B streams from DRAM, a strip of 256 B of
 #: each row is too short: ALBERT-xxlarge's 268 MB MLP weights (rows 64 KiB apart) read 0.52x, 0.69x and 0.81x
-#: with it at 7 x 4096 x 16384, 77 x 4096 x 16384 and 77 x 16384 x 4096 (evidence/README.md).
+#: with it at 7 x 4096 x 16384, 77 x 4096 x 16384 and 77 x 16384 x 4096 (evidence/README.md). R12 reads the same
+#: share: a GEMV whose B exceeds it streams B from memory one vector across j, which on Zen 4 read 1.09-1.57x
+#: R2's four on weights of 25-256 MiB and 0.91-1.03x on 1-16 MiB ones, which stay in L3 (evidence/README.md).
 NARROW_MAX_L3_SHARE = Fraction(1, 2)
 #: Share of L1 the packed B micro-panel may fill (R4). Half of L1 (TK=128 on
 #: AVX2) and 3/4 (TK=256) differ by 3-4% in two paired runs, in favour of 3/4.
