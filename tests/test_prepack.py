@@ -175,9 +175,9 @@ def test_the_layers_constant_arguments_are_its_parameters_past_the_input():
 
 
 # --------------------------------------------------------------------------- the layer
-#: TINY's projection weights as (K, N) of their NT matmuls: hidden 64, intermediate 160.
-PROJECTION_KN = {"q.weight": (64, 64), "k.weight": (64, 64), "v.weight": (64, 64), "o.weight": (64, 64),
-                 "up.weight": (64, 160), "down.weight": (160, 64)}
+#: TINY's projection weights as (K, N) of their NT matmuls.
+PROJECTION_KN = {**dict.fromkeys(("q.weight", "k.weight", "v.weight", "o.weight"), (TINY.hidden, TINY.hidden)),
+                 "up.weight": (TINY.hidden, TINY.intermediate), "down.weight": (TINY.intermediate, TINY.hidden)}
 
 
 @pytest.mark.parametrize("schedule", ["rule_based", "ml_guided", "rule_based[tk=16]"])
@@ -187,10 +187,10 @@ def test_the_layer_takes_its_projection_weights_packed_and_stays_correct(schedul
     check_layer(built)
     if schedule != "ml_guided":  # the weights the rules (with the pinned knobs) read as packed panels on this host
         pins = (rules.parse_overrides(schedule) or ("", {}))[1]
-        shapes = {n: MatmulShape(48, k, n_) for n, (k, n_) in PROJECTION_KN.items()}  # 24 x 2 rows
+        shapes = {n: MatmulShape(spec.seq * spec.batch, k, n_) for n, (k, n_) in PROJECTION_KN.items()}
         want = sorted(n for n, s in shapes.items() if prepacks(decide(s, host_facts(), layout="NT",
                                                                       overrides=pins).config, s))
-        assert {"q.weight", "k.weight", "v.weight", "o.weight"} <= set(want)  # K = 64 tiles whole on any L1
+        assert {"q.weight", "k.weight", "v.weight", "o.weight"} <= set(want)  # K = hidden = 64: whole on any L1
         assert sorted(p.name for p in built.packed) == want
     assert sorted(n for plan in built.plans for n in plan.prepacked) == sorted(p.name for p in built.packed)
     assert {p.name for p in built.packed} <= set(PROJECTIONS)
