@@ -15,7 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from matmul import MatmulShape, build, compare, make_inputs
-from matmul.schedules.rules import GEMV_MAX_ROWS, GEMV_STREAMS, RuleConfig, decide, prepacks
+from matmul.schedules.rules import (
+    GEMV_MAX_ROWS,
+    GEMV_STREAMS,
+    HALF_RATE_UNPACKED_MAX_ROWS,
+    RuleConfig,
+    decide,
+    prepacks,
+)
 from matmul.schedules.template import candidate_configs, config_name
 
 from .batched import run_batched
@@ -67,6 +74,8 @@ def test_packed_b_and_padded_rows_keep_n_unpadded_too(facts):
     gemv = _odd_n(facts, 1, 15, 3)
     mr = decide(MatmulShape(64, 1024, 1024), facts).config.mr
     rows = 8 * mr + 1  # never whole row tiles
+    while facts.half_rate_fma and rows <= HALF_RATE_UNPACKED_MAX_ROWS:  # enough rows that R5 packs B there too
+        rows += 8 * mr
     for plan in (decide(gemv, facts, layout="NT"),  # NT packs B
                  decide(gemv, facts, overrides={"pack_b": True}),  # pinned: B packed
                  decide(MatmulShape(rows, gemv.K, gemv.N), facts),  # R5 packs B; M padded to the row tile
@@ -210,11 +219,13 @@ def test_packed_tails_are_exact_rows_padded_or_not_weights_packed_once_or_not(ta
     to the row tile or not; ``rule_based_prepacked`` falls back to packing per call, its panels not whole."""
     facts = RUNNABLE[target]
     jpack = decide(MatmulShape(64, 1024, 1024), facts).config.jpack
-    # 37 rows: no tile that divides them has enough accumulators (R2), so M is padded; 48 rows: not padded
-    for shape in (MatmulShape(37, 256, 5 * jpack + 3), MatmulShape(48, 256, 4 * jpack + jpack // 2 + 1)):
+    # 37 rows: no tile that divides them has enough accumulators (R2), so M is padded; 48 rows: not padded.
+    # Where the FMAs issue at half rate, R5 reads B in place up to 64 rows: 64 more rows, padded and not.
+    more = HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0
+    for shape in (MatmulShape(37 + more, 256, 5 * jpack + 3), MatmulShape(48 + more, 256, 4 * jpack + jpack // 2 + 1)):
         c = decide(shape, facts, layout=layout).config
         assert c.pack_b and c.tail(shape), (shape, c)
-        assert (c.padded(shape)[0] > shape.M) == (shape.M == 37), (shape, c)
+        assert (c.padded(shape)[0] > shape.M) == (shape.M == 37 + more), (shape, c)
         a, b = make_inputs(shape, layout=layout, kind="int", seed=shape.M)
         for name in ("rule_based", "rule_based_prepacked"):
             got = build(name, shape, layout=layout, facts=facts).run(a, b)

@@ -67,6 +67,8 @@ def test_facts_survive_a_round_trip_through_json(facts):
     ({"runtime_threads": True}, r"runtime_threads=True"),
     ({"l2_ways": 0}, r"l2_ways=0"),
     ({"l2_ways": True}, r"l2_ways=True"),
+    ({"half_rate_fma": "yes"}, r"half_rate_fma='yes'"),
+    ({"half_rate_fma": 1}, r"half_rate_fma=1"),
     ({"profile": "znver9-2c-simd8-t2"}, r"name profile 'znver9-2c-simd8-t2'"),
 ])
 def test_bad_saved_facts_are_refused_with_the_field(change, match):
@@ -78,8 +80,9 @@ def test_bad_saved_facts_are_refused_with_the_field(change, match):
     with pytest.raises(HardwareError, match="lack the field 'mcpu'"):
         HostFacts.from_dict(d)
     d = FACTS.as_dict()
-    del d["l2_ways"]  # facts saved before the ways were recorded: unknown, not refused
-    assert HostFacts.from_dict(d) == dataclasses.replace(FACTS, l2_ways=None, target_overridden=FACTS.target_overridden)
+    del d["l2_ways"], d["half_rate_fma"]  # facts saved before the ways and the FMA rate were recorded: unknown
+    assert HostFacts.from_dict(d) == dataclasses.replace(FACTS, l2_ways=None, half_rate_fma=None,
+                                                         target_overridden=FACTS.target_overridden)
 
 
 def test_measuring_writes_the_facts_once_and_a_broken_file_is_named_and_kept(tmp_path):

@@ -35,9 +35,12 @@ def test_peak_loop_beats_a_scalar_estimate_side_by_side():
 
 
 def test_computed_peak_formula(tmp_path):
-    f = dataclasses.replace(host_facts(), runtime_threads=2, simd_lanes_fp32=8)
+    f = dataclasses.replace(host_facts(), runtime_threads=2, simd_lanes_fp32=8, half_rate_fma=False)
     p = computed_fp32_peak(f, mhz=3000.0)
-    assert p.method == "computed" and p.gflops == pytest.approx(2 * 3.0 * 8 * 2 * 2)
+    assert p.method == "computed" and p.gflops == pytest.approx(2 * 3.0 * 8 * 2 * 2) and "(assumed)" in p.detail
+    assert computed_fp32_peak(dataclasses.replace(f, half_rate_fma=None), mhz=3000.0) == p  # unknown: 2 pipes
+    half = computed_fp32_peak(dataclasses.replace(f, half_rate_fma=True), mhz=3000.0)  # AVX-512 on 256-bit units
+    assert half.gflops == pytest.approx(p.gflops / 2) and "1 FMA pipe(s) (measured half-rate FMAs)" in half.detail
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\ncpu MHz\t\t: 2445.422\n")
     assert cpu_mhz(info) == pytest.approx(2445.422)

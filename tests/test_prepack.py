@@ -25,7 +25,7 @@ from matmul.e2e.profile import build_layer, check_layer
 from matmul.e2e.schedule import REPACK, check_schedule, schedule_module, schedule_names, split_schedule
 from matmul.e2e.versus import fused_vs_kernels
 from matmul.schedules import rules
-from matmul.schedules.rules import apply_config, decide, pack_panels, prepacks
+from matmul.schedules.rules import HALF_RATE_UNPACKED_MAX_ROWS, apply_config, decide, pack_panels, prepacks
 
 from .profiles import PROFILES, RUNNABLE
 
@@ -74,6 +74,7 @@ def _prepacked_kernel(shape: MatmulShape, layout: str, facts):
 def test_a_prepacked_kernel_reads_b_as_panels_and_computes_the_product(m, layout, target):
     facts = RUNNABLE[target]
     lanes = facts.simd_lanes_fp32
+    m += HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0  # R5 reads B in place up to 64 rows there
     shape = MatmulShape(m, 8 * lanes, 12 * lanes)
     cfg, mod, exe = _prepacked_kernel(shape, layout, facts)
     assert cfg.pack_b and prepacks(cfg, shape)
@@ -94,7 +95,8 @@ def test_a_prepacked_kernel_reads_b_as_panels_and_computes_the_product(m, layout
 def test_the_prepacked_kernel_variant_takes_b_packed_once_by_the_caller(layout, target):
     """``rule_based_prepacked`` in the kernel grid: B's panels packed by the caller (tensors), no copy inside."""
     facts = RUNNABLE[target]
-    shape = MatmulShape(40, 8 * facts.simd_lanes_fp32, 12 * facts.simd_lanes_fp32)
+    rows = 40 + (HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0)  # rows that R5 packs B for
+    shape = MatmulShape(rows, 8 * facts.simd_lanes_fp32, 12 * facts.simd_lanes_fp32)
     kernel = build("rule_based_prepacked", shape, layout=layout, facts=facts)
     cfg = decide(shape, facts, layout=layout).config
     a, b = make_inputs(shape, layout=layout, seed=3)

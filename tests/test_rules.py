@@ -36,6 +36,7 @@ from matmul.schedules.rules import (
     FMA_CHAINS,
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
+    HALF_RATE_UNPACKED_MAX_ROWS,
     KPART_MIN_K,
     MAX_PANELS_PER_TASK,
     NARROW_MAX_L3_SHARE,
@@ -60,7 +61,7 @@ from .batched import run_batched
 from .profiles import AVX2, AVX512, BIG, HOST, PROFILES, RUNNABLE
 from .strategies import shapes
 
-ZEN3, ZEN4 = AVX2, AVX512
+ZEN3 = AVX2
 FACTS = PROFILES
 ODD = [MatmulShape(1, 768, 768), MatmulShape(17, 100, 50), MatmulShape(77, 1024, 4096), MatmulShape(1, 1, 1),
        MatmulShape(5, 3072, 13)]
@@ -168,7 +169,7 @@ def test_avx2_bert_tile_is_four_rows_by_three_vectors():
 
 def test_the_wider_machine_gets_wider_tiles():
     shape = kernel_shape("qkv", 128)
-    c3, c4 = decide(shape, ZEN3).config, decide(shape, ZEN4).config
+    c3, c4 = decide(shape, ZEN3).config, decide(shape, AVX512).config
     assert c4.vector == 16 and c4.jpack % 16 == 0
     assert c4.mr * c4.jpack // 16 > c3.mr * c3.jpack // 8  # 32 registers hold more accumulators
 
@@ -256,24 +257,49 @@ def test_a_gemv_tile_takes_all_rows_where_that_costs_no_accumulators(profile):
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_b_is_packed_where_enough_rows_reuse_it_or_its_rows_lie_whole_pages_apart(profile):
     """R5 over several facts profiles: a few rows (at most UNPACKED_MAX_ROWS) read B in place unless B's rows
-    are a whole number of pages apart; more rows, in two or more row blocks, pack it."""
+    are a whole number of pages apart; more rows, in two or more row blocks, pack it. Where the widest FMAs
+    issue at half rate, up to HALF_RATE_UNPACKED_MAX_ROWS rows read it in place, page-aligned rows or not."""
     facts = PROFILES[profile]
     for kernel in ("qkv", "mlp_expand", "mlp_reduce"):
-        for M in (8, UNPACKED_MAX_ROWS, 2 * UNPACKED_MAX_ROWS):
+        for M in sorted({8, UNPACKED_MAX_ROWS, 2 * UNPACKED_MAX_ROWS, HALF_RATE_UNPACKED_MAX_ROWS,
+                         HALF_RATE_UNPACKED_MAX_ROWS + 32}):
             shape = kernel_shape(kernel, M)
             plan = decide(shape, facts)
             c = plan.config
             row_blocks = c.padded(shape)[0] // c.mr
             aliased = shape.N * 4 % PAGE_BYTES == 0  # mlp_expand: 3072 floats, 3 pages
-            want = row_blocks >= 2 and (M > UNPACKED_MAX_ROWS or aliased)
+            if facts.half_rate_fma:
+                want = row_blocks >= 2 and M > HALF_RATE_UNPACKED_MAX_ROWS
+            else:
+                want = row_blocks >= 2 and (M > UNPACKED_MAX_ROWS or aliased)
             assert c.pack_b == want, (kernel, M, c)
             why = next(d.why for d in plan.decisions if d.knob == "pack_b")
             if row_blocks >= 2 and not want:
                 assert f"only {M} rows reuse B" in why
+                assert ("half rate" in why) == bool(facts.half_rate_fma)
             if want and aliased:
                 assert "pages apart" in why
-    assert not decide(kernel_shape("qkv", 16), ZEN3).config.pack_b and decide(kernel_shape("qkv", 32), ZEN3).config.pack_b
+    assert not decide(kernel_shape("qkv", 16), ZEN3).config.pack_b
+    assert decide(kernel_shape("qkv", 32), ZEN3).config.pack_b
     assert decide(kernel_shape("qkv", 8), ZEN3, layout="NT").config.pack_b  # NT always packs: the transpose
+
+
+@pytest.mark.parametrize("half_rate", [True, False, None])
+def test_half_rate_fma_moves_r5_and_nothing_else(half_rate):
+    """Only R5 reads the measured FMA rate: unknown (facts saved before it was measured) is full rate, and a
+    half-rate core keeps every other knob's rule, R6's narrow tasks aside (they are for packed B)."""
+    base = dataclasses.replace(PROFILES["avx512"], half_rate_fma=False)
+    facts = dataclasses.replace(base, half_rate_fma=half_rate)
+    for kernel in ("qkv", "mlp_expand", "mlp_reduce"):
+        for M in (1, 16, 32, 64, 65, 96, 384):
+            shape = kernel_shape(kernel, M)
+            got, ref = decide(shape, facts), decide(shape, base)
+            if not half_rate or got.config.pack_b == ref.config.pack_b:
+                assert got.config == ref.config, (kernel, M)
+                continue
+            assert M <= HALF_RATE_UNPACKED_MAX_ROWS and ref.config.pack_b and not got.config.pack_b
+            pinned = decide(shape, facts, overrides={"pack_b": True}).config  # the knob back: the rest as before
+            assert pinned == ref.config, (kernel, M)
 
 
 def test_float64_halves_the_lanes():

@@ -35,6 +35,8 @@ from typing import Any
 import tvm
 from tvm.target import codegen as _codegen
 
+from .fma import half_rate_fma
+
 log = logging.getLogger(__name__)
 
 #: Environment variable that overrides the compilation target (a JSON object,
@@ -84,6 +86,9 @@ class HostFacts:
         Per-core L1 data and L2 cache size, shared L3 size; None if unknown.
     l2_ways : int or None
         The L2's associativity (ways per set); None if unknown (facts saved before it was recorded).
+    half_rate_fma : bool or None
+        The widest vectors' FMAs issue at half the rate of half-width ones (AVX-512 on 256-bit units), measured
+        (:mod:`matmul.core.fma`); None if not measured (a target this host cannot run, facts saved before).
     runtime_threads : int
         Threads the TVM runtime pool uses (``TVM_NUM_THREADS``).
     target_overridden : bool
@@ -103,6 +108,7 @@ class HostFacts:
     runtime_threads: int
     target_overridden: bool = False
     l2_ways: int | None = None
+    half_rate_fma: bool | None = None
     #: Target attributes beyond kind, mcpu and num-cores (for example ``mattr``), as (name, JSON value) pairs.
     extra_target: tuple[tuple[str, str], ...] = ()
     #: Features the target enables that this host's CPU lacks: code built for it must not run here.
@@ -176,8 +182,8 @@ class HostFacts:
                 ok = v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
             elif f.name in ("num_cores", "logical_cpus", "simd_lanes_fp32", "runtime_threads"):
                 ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
-            elif f.name == "target_overridden":
-                ok = isinstance(v, bool)
+            elif f.name in ("target_overridden", "half_rate_fma"):
+                ok = isinstance(v, bool) or (v is None and f.name == "half_rate_fma")
             else:
                 ok = isinstance(v, str)
             if not ok:
@@ -418,7 +424,7 @@ def facts_for(target: tvm.target.Target | Mapping[str, Any] | str | None = None)
     caches = _cache_sizes()
     if "L1d" not in caches:
         log.warning("L1d cache size unknown on this host (no sysfs cache information); facts report None")
-    return HostFacts(
+    facts = HostFacts(
         cpu_model=_cpu_model(),
         mcpu=str(tgt.attrs["mcpu"]),
         triple=_codegen.llvm_get_system_triple(),
@@ -435,6 +441,7 @@ def facts_for(target: tvm.target.Target | Mapping[str, Any] | str | None = None)
         extra_target=extra,
         missing_features=tuple(sorted(f for f in features - host_features if f in _ISA_FLAGS)),
     )
+    return facts if facts.missing_features else dataclasses.replace(facts, half_rate_fma=half_rate_fma(facts))
 
 
 def _plain(value: Any) -> Any:

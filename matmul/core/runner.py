@@ -17,6 +17,7 @@ import tvm
 import tvm_ffi
 from tvm.s_tir import Schedule
 
+from .fma import fma_pattern
 from .gpu import CudaBuild, GpuSpec, build_cuda, gpu_present, gpu_spec
 from .hardware import HardwareError, HostFacts, configure_runtime_threads, host_facts
 from .kernel import accumulator_dtype, b_shape
@@ -230,14 +231,7 @@ def build_cached(variant: str, shape: MatmulShape, dtype: str = "float32", layou
 # --------------------------------------------------------------------------- code inspection
 def vector_fma_pattern(facts: HostFacts) -> re.Pattern[str]:
     """Regex matching a packed fp32 FMA at the target's full SIMD width in assembly."""
-    if facts.arch in ("x86_64", "i686", "i386"):
-        reg = {16: "zmm", 8: "ymm", 4: "xmm"}.get(facts.simd_lanes_fp32)
-        if reg is None:
-            raise ValueError(f"no packed FMA on x86 with {facts.simd_lanes_fp32} lanes")
-        return re.compile(rf"\bvfmadd\d{{3}}ps\b[^\n]*%{reg}\d+")
-    if facts.arch in ("aarch64", "arm64"):
-        return re.compile(r"\bfmla\s+v\d+\.4s")
-    raise ValueError(f"no FMA pattern known for architecture {facts.arch!r}")
+    return fma_pattern(facts.arch, facts.simd_lanes_fp32)
 
 
 def count_vector_fma(asm: str, facts: HostFacts) -> int:

@@ -29,7 +29,7 @@ from ..core.store import atomic_write, provenance
 from ..core.tables import ALL, to_markdown
 from ..core.workloads import M_SWEEP, Workload, bert_shapes, workloads
 from ..schedules.rules import RuleConfig, RuleError, decide, parse_overrides
-from ..schedules.rules.config import UNPACKED_MAX_ROWS, UNROLL_STEP
+from ..schedules.rules.config import UNROLL_STEP
 from .paired import paired, paired_table
 
 #: Default output folder (relative to the working directory).
@@ -104,21 +104,26 @@ def ablation_values(knob: str, facts: HostFacts | None = None,
     return tuple(kept)
 
 
-#: Ablations measured on part of the sweep only: R5 already reads B in place at M <= UNPACKED_MAX_ROWS where B's
-#: rows are not whole pages apart, so pinning it off there would time the rules' config against itself.
-ABLATION_M: dict[str, tuple[int, ...]] = {"pack_b": tuple(m for m in M_SWEEP if m > UNPACKED_MAX_ROWS)}
+#: Ablations pinned only at the M where the rules themselves make the choice the pin undoes, on every BERT shape
+#: (elsewhere the pin would time the rules' config against itself): B packed (R5 reads it in place at a few rows,
+#: up to 64 where the FMAs issue at half rate) and the j-packs first (R8 takes the row blocks first where A's
+#: task block overfills its L2 sets, at large M on a small L2).
+_PINS_UNDO: dict[str, tuple[Callable[[RuleConfig], bool], str]] = {
+    "pack_b": (lambda c: c.pack_b, "the rules read B in place at every M on this machine: nothing to pin against"),
+    "order": (lambda c: c.order == "jfirst",
+              "the rules take row blocks first at every M on this machine: nothing to pin against"),
+}
 
 
 def _ablation(knob: str, facts: HostFacts) -> Study:
     rule, question = ABLATIONS[knob]
-    m_values = ABLATION_M.get(knob, M_SWEEP)
-    if knob == "order":  # R8 takes row blocks first itself where A's task block overfills its L2 sets (at large M
-        # on a small L2): the ablation pins them first only at the M where the rules keep the j-packs first
-        m_values = tuple(m for m in m_values
-                         if all(decide(w.shape, facts).config.order == "jfirst" for w in workloads(None, (m,))))
+    m_values = M_SWEEP
+    if knob in _PINS_UNDO:
+        chosen, why_none = _PINS_UNDO[knob]
+        m_values = tuple(m for m in M_SWEEP
+                         if all(chosen(decide(w.shape, facts).config) for w in workloads(None, (m,))))
         if not m_values:
-            return Study(knob, question, (), ABLATION_M.get(knob, M_SWEEP), rule=rule,
-                         notes="the rules take row blocks first at every M on this machine: nothing to pin against")
+            return Study(knob, question, (), M_SWEEP, rule=rule, notes=why_none)
     pairs = tuple(("rule_based", f"rule_based[{knob}={v}]")
                   for v in ablation_values(knob, facts, list(workloads(None, m_values))))
     notes = "" if pairs else (f"no value of {knob} pins legally, changes the rules' config and pads nothing on "
@@ -243,5 +248,5 @@ def overall(result: StudyResult) -> dict[tuple[str, str], float]:
     return {(row.a, row.b): float(row.speedup_geomean) for row in g[g["kernel"] == ALL].itertuples()}
 
 
-__all__ = ["ABLATIONS", "ABLATION_M", "EVIDENCE_DIR", "TRENDS", "Study", "StudyResult", "ablation_values", "get_study",
+__all__ = ["ABLATIONS", "EVIDENCE_DIR", "TRENDS", "Study", "StudyResult", "ablation_values", "get_study",
            "overall", "run_study", "studies", "study_names", "write_study", "write_summary"]

@@ -1,7 +1,7 @@
 """The machine's FP32 FMA peak: measured by an FMA loop, with a computed cross-check.
 
-The measured peak runs a kernel that TVM itself compiles for the host target:
-every runtime thread updates ``chains`` independent accumulator registers of
+The measured peak runs a kernel that TVM itself compiles for the host target
+(:func:`matmul.core.fma.fma_loop`): every runtime thread updates ``chains`` independent accumulator registers of
 ``simd_lanes_fp32`` lanes with ``acc = acc * x + y``. Enough independent chains
 hide the FMA latency (4 cycles x 2 pipes needs 8 on Zen 3 and Skylake), the
 scalars ``x`` and ``y`` are function arguments so nothing aliases, and the
@@ -10,7 +10,8 @@ raises instead of being recorded.
 
 The computed peak is ``threads x GHz x lanes x 2 (FMA) x fma_pipes``, with the
 clock read from ``/proc/cpuinfo`` (the current, not the boost, clock on most
-VMs) and 2 FMA pipes assumed, as on every x86 core with AVX2 since Haswell.
+VMs) and 2 FMA pipes assumed, as on every x86 core with AVX2 since Haswell,
+or 1 where the widest FMAs were measured to issue at half rate (Zen 4's AVX-512).
 It is shown beside the measured figure, never used in its place.
 """
 
@@ -25,14 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import tvm
-from tvm.script import tirx as T
 
+from ..core.fma import CHAINS, fma_loop
 from ..core.hardware import HardwareError, HostFacts, host_facts
 from ..core.runner import compile_module, count_vector_fma
 from .timing import wait_for_quiet
 
-#: Independent accumulators per thread; 12 of the 16 vector registers.
-CHAINS = 12
 #: Assumed FMA pipes per core for the computed cross-check.
 FMA_PIPES = 2
 
@@ -47,26 +46,6 @@ class Peak:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _fma_loop(threads: int, lanes: int, chains: int, iters: int) -> tvm.IRModule:
-    @T.prim_func
-    def fma_loop(acc_out: T.Buffer((threads, chains, lanes), "float32"), x: T.float32, y: T.float32):
-        T.func_attr({"global_symbol": "fma_loop", "tir.noalias": True})
-        for p in T.parallel(threads):
-            acc = T.alloc_buffer((chains, lanes), "float32", scope="local")
-            for c in T.unroll(chains):
-                for v in T.vectorized(lanes):
-                    acc[c, v] = acc_out[p, c, v]
-            for _ in range(iters):
-                for c in T.unroll(chains):
-                    for v in T.vectorized(lanes):
-                        acc[c, v] = acc[c, v] * x + y
-            for c in T.unroll(chains):
-                for v in T.vectorized(lanes):
-                    acc_out[p, c, v] = acc[c, v]
-
-    return tvm.IRModule({"fma_loop": fma_loop})
 
 
 def measure_fp32_peak(
@@ -87,7 +66,7 @@ def measure_fp32_peak(
     """
     facts = facts or host_facts()
     threads, lanes = facts.runtime_threads, facts.simd_lanes_fp32
-    ex = compile_module(_fma_loop(threads, lanes, chains, iters), facts.target())
+    ex = compile_module(fma_loop(threads, lanes, chains, iters), facts.target())
     fmas = count_vector_fma(ex.mod.inspect_source("asm"), facts)
     if fmas < chains:
         raise HardwareError(
@@ -127,17 +106,19 @@ def cpu_mhz(cpuinfo: Path = Path("/proc/cpuinfo")) -> float | None:
 
 
 def computed_fp32_peak(facts: HostFacts | None = None, mhz: float | None = None) -> Peak | None:
-    """``threads x GHz x lanes x 2 x FMA_PIPES``; None when the clock is unknown."""
+    """``threads x GHz x lanes x 2 x FMA_PIPES`` (1 pipe where the widest FMAs issue at half rate); None when
+    the clock is unknown."""
     facts = facts or host_facts()
     mhz = mhz if mhz is not None else cpu_mhz()
     if not mhz or mhz <= 0:
         return None
-    gflops = facts.runtime_threads * mhz / 1e3 * facts.simd_lanes_fp32 * 2 * FMA_PIPES
+    pipes, why = (1, "measured half-rate FMAs") if facts.half_rate_fma else (FMA_PIPES, "assumed")
+    gflops = facts.runtime_threads * mhz / 1e3 * facts.simd_lanes_fp32 * 2 * pipes
     return Peak(
         gflops,
         "computed",
         f"{facts.runtime_threads} threads x {mhz / 1e3:.2f} GHz (cpuinfo) x {facts.simd_lanes_fp32} lanes "
-        f"x 2 x {FMA_PIPES} FMA pipes (assumed)",
+        f"x 2 x {pipes} FMA pipe(s) ({why})",
     )
 
 
@@ -156,7 +137,7 @@ PROBE_ITERS = 20_000
 @functools.cache
 def _probe(facts: HostFacts, chains: int, iters: int) -> tuple[Callable[[], object], float]:
     threads, lanes = facts.runtime_threads, facts.simd_lanes_fp32
-    ex = compile_module(_fma_loop(threads, lanes, chains, iters), facts.target())
+    ex = compile_module(fma_loop(threads, lanes, chains, iters), facts.target())
     fmas = count_vector_fma(ex.mod.inspect_source("asm"), facts)
     if fmas < chains:
         raise HardwareError(f"the FMA peak probe compiled to {fmas} packed {lanes}-lane FMAs (need >= {chains}) "
@@ -184,5 +165,5 @@ def peak_probe(facts: HostFacts | None = None, *, chains: int = CHAINS,
     return _probe(facts or host_facts(), chains, iters)
 
 
-__all__ = ["CHAINS", "FMA_PIPES", "PROBE", "PROBE_ITERS", "Peak", "computed_fp32_peak", "cpu_mhz", "fp32_peak",
+__all__ = ["FMA_PIPES", "PROBE", "PROBE_ITERS", "Peak", "computed_fp32_peak", "cpu_mhz", "fp32_peak",
            "measure_fp32_peak", "peak_probe"]

@@ -23,6 +23,7 @@ from .config import (
     FMA_CHAINS,
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
+    HALF_RATE_UNPACKED_MAX_ROWS,
     INT_KNOBS,
     KPART_MIN_K,
     L1_SHARE_DEN,
@@ -246,6 +247,9 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
         pack0, why_pack = True, "NT: B transposed into contiguous panels while packing"
     elif gemv:
         pack0, why_pack = False, "GEMV: B is read once per call; a packed copy would double its traffic"
+    elif row_blocks >= 2 and facts.half_rate_fma and shape.M <= HALF_RATE_UNPACKED_MAX_ROWS:
+        pack0, why_pack = False, (f"only {shape.M} rows reuse B, and this core's {lanes}-lane FMAs issue at half "
+                                  "rate (measured): loads of B in place fit between them, the copy does not pay")
     elif row_blocks >= 2 and shape.M <= UNPACKED_MAX_ROWS and (shape.N * size) % PAGE_BYTES:
         pack0, why_pack = False, (f"only {shape.M} rows reuse B and its rows are not whole pages apart: the copy "
                                   "costs more than contiguous panels save")

@@ -1,0 +1,49 @@
+"""R5 on a core whose widest FMAs issue at half rate: the rules' config now (B read in place up to 64 rows) against
+the config the same rules give for full-rate FMAs (``half_rate_fma=False``, pinned knob by knob), an A/A copy of
+the new build and NumPy, in 12 interleaved blocks. Every shape of the default BERT grid and of the model rows at
+M = 7 where the two configs differ; the BERT shapes where they agree are listed as unchanged.
+
+Run from the repository root: ``python evidence/<profile>/r5-half-rate/measure.py r5-half-rate.csv``.
+"""
+
+import dataclasses
+import statistics
+import sys
+
+from matmul.core.hardware import host_facts
+from matmul.core.workloads import M_SWEEP, MODELS, kernel_shape
+from matmul.measure.candidates import prepare
+from matmul.measure.interleave import time_interleaved
+from matmul.measure.paired import write_rows
+from matmul.measure.stats import ratio_of_medians
+from matmul.schedules.rules import decide
+from matmul.schedules.template import config_name
+
+facts = host_facts()
+assert facts.half_rate_fma, f"{facts.profile}: its FMAs issue at full rate; the rules' config is the old one here"
+full_rate = dataclasses.replace(facts, half_rate_fma=False)
+loads = [("bert-base", k, M) for k in ("qkv", "mlp_expand", "mlp_reduce") for M in M_SWEEP]
+loads += [(model, k, 7) for model in MODELS for k in ("qkv", "mlp_expand", "mlp_reduce")]
+rows = []
+for model, kernel, M in loads:
+    shape = kernel_shape(kernel, M, model)
+    old, new = decide(shape, full_rate).config, decide(shape, facts).config
+    if old == new:
+        print(f"{model} {kernel} M={M}: unchanged", flush=True)
+        continue
+    cands = [prepare(config_name(old), shape, fresh=True), prepare("rule_based", shape, fresh=True),
+             prepare("rule_based", shape, fresh=True), prepare("numpy", shape)]
+    assert cands[1].decisions["pack_b"] == new.pack_b and cands[0].decisions["pack_b"] == old.pack_b
+    t_old, t_new, t_twin, t_np = time_interleaved(cands, blocks=12, calls=10)
+    r, aa = ratio_of_medians(t_old, t_new, paired=True), ratio_of_medians(t_twin, t_new, paired=True)
+    vs_np = ratio_of_medians(t_np, t_new, paired=True)
+    row = dict(model=model, kernel=kernel, M=M, K=shape.K, N=shape.N, b_row_pages=shape.N * 4 / 4096,
+               old_pack_b=old.pack_b, old_tn=old.tn, new_pack_b=new.pack_b, new_tn=new.tn,
+               old_ms=round(statistics.median(t_old) * 1e3, 4), new_ms=round(statistics.median(t_new) * 1e3, 4),
+               speedup=round(r.value, 3), ci_low=round(r.lo, 3), ci_high=round(r.hi, 3), p=round(r.p, 4),
+               aa_ratio=round(aa.value, 3), aa_ci_low=round(aa.lo, 3), aa_ci_high=round(aa.hi, 3),
+               new_vs_numpy=round(vs_np.value, 3), vs_numpy_ci_low=round(vs_np.lo, 3),
+               vs_numpy_ci_high=round(vs_np.hi, 3))
+    print(row, flush=True)
+    rows.append(row)
+write_rows(sys.argv[1], rows)
