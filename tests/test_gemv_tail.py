@@ -220,7 +220,7 @@ def test_packed_tails_are_exact_rows_padded_or_not_weights_packed_once_or_not(ta
     facts = RUNNABLE[target]
     jpack = decide(MatmulShape(64, 1024, 1024), facts).config.jpack
     # 37 rows: no tile that divides them has enough accumulators (R2), so M is padded; 48 rows: not padded.
-    # Where the FMAs issue at half rate, R5 reads B in place up to 64 rows: 64 more rows, padded and not.
+    # Where the FMAs issue at half rate, R5 reads B in place up to HALF_RATE_UNPACKED_MAX_ROWS: that many more rows.
     more = HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0
     for shape in (MatmulShape(37 + more, 256, 5 * jpack + 3), MatmulShape(48 + more, 256, 4 * jpack + jpack // 2 + 1)):
         c = decide(shape, facts, layout=layout).config

@@ -74,7 +74,7 @@ def _prepacked_kernel(shape: MatmulShape, layout: str, facts):
 def test_a_prepacked_kernel_reads_b_as_panels_and_computes_the_product(m, layout, target):
     facts = RUNNABLE[target]
     lanes = facts.simd_lanes_fp32
-    m += HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0  # R5 reads B in place up to 64 rows there
+    m += HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0  # R5 reads B in place up to that many rows there
     shape = MatmulShape(m, 8 * lanes, 12 * lanes)
     cfg, mod, exe = _prepacked_kernel(shape, layout, facts)
     assert cfg.pack_b and prepacks(cfg, shape)

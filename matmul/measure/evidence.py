@@ -106,7 +106,7 @@ def ablation_values(knob: str, facts: HostFacts | None = None,
 
 #: Ablations pinned only at the M where the rules themselves make the choice the pin undoes, on every BERT shape
 #: (elsewhere the pin would time the rules' config against itself): B packed (R5 reads it in place at a few rows,
-#: up to 64 where the FMAs issue at half rate) and the j-packs first (R8 takes the row blocks first where A's
+#: up to 192 where the FMAs issue at half rate) and the j-packs first (R8 takes the row blocks first where A's
 #: task block overfills its L2 sets, at large M on a small L2).
 _PINS_UNDO: dict[str, tuple[Callable[[RuleConfig], bool], str]] = {
     "pack_b": (lambda c: c.pack_b, "the rules read B in place at every M on this machine: nothing to pin against"),

@@ -1,7 +1,7 @@
-"""R5 on a core whose widest FMAs issue at half rate: the rules' config now (B read in place up to 64 rows) against
+"""R5 on a core whose widest FMAs issue at half rate: the rules' config now (B read in place up to 192 rows) against
 the config the same rules give for full-rate FMAs (``half_rate_fma=False``, pinned knob by knob), an A/A copy of
 the new build and NumPy, in 12 interleaved blocks. Every shape of the default BERT grid and of the model rows at
-M = 7 where the two configs differ; the BERT shapes where they agree are listed as unchanged.
+M = 7 and 77 where the two configs differ; the BERT shapes where they agree are listed as unchanged.
 
 Run from the repository root: ``python evidence/<profile>/r5-half-rate/measure.py r5-half-rate.csv``.
 """
@@ -23,7 +23,7 @@ facts = host_facts()
 assert facts.half_rate_fma, f"{facts.profile}: its FMAs issue at full rate; the rules' config is the old one here"
 full_rate = dataclasses.replace(facts, half_rate_fma=False)
 loads = [("bert-base", k, M) for k in ("qkv", "mlp_expand", "mlp_reduce") for M in M_SWEEP]
-loads += [(model, k, 7) for model in MODELS for k in ("qkv", "mlp_expand", "mlp_reduce")]
+loads += [(model, k, M) for M in (7, 77) for model in MODELS for k in ("qkv", "mlp_expand", "mlp_reduce")]
 rows = []
 for model, kernel, M in loads:
     shape = kernel_shape(kernel, M, model)

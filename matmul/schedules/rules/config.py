@@ -56,7 +56,7 @@ RULES: dict[str, str] = {
     "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
     "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them and "
           "either more than 16 rows do or B's rows lie whole pages apart (or the layout is NT): contiguous, no "
-          "cache-set aliasing; where the widest FMAs issue at half rate (measured), up to 64 rows read B in "
+          "cache-set aliasing; where the widest FMAs issue at half rate (measured), up to 192 rows read B in "
           "place; NT transposes by square tiles, each row "
           "of a tile one vector load along K. A constant B (a model's weight) is packed into the same panels "
           "once, when loaded, and read so on every call",
@@ -154,12 +154,12 @@ KPART_MIN_K = 2048
 #: split (0.67-1.30x).
 UNPACKED_MAX_ROWS = 16
 #: R5 where the widest FMAs issue at half rate (``HostFacts.half_rate_fma``: Zen 4's AVX-512 on 256-bit units):
-#: B reused by at most this many rows is read in place, its rows whole pages apart or not. On Zen 4 reading B in
-#: place instead of R5's packing read 1.06-1.33x at M = 16-64 on all three BERT kernels (every 95% interval above
-#: 1, A/A 0.98-1.04x; evidence/znver4-2c-simd16-t2/r5-unpacked/), while on the three profiles with full-rate
-#: FMAs packing led at M = 32 and 64 (0.45-1.02x in place). Each FMA there takes twice the cycles, which the
-#: loads of a B read in place fill. At M = 96 and 128 the sweep's best configs on Zen 4 split (0.76-1.04x).
-HALF_RATE_UNPACKED_MAX_ROWS = 64
+#: B reused by at most this many rows is read in place, its rows whole pages apart or not. Each FMA there takes
+#: twice the cycles, which the loads of a B read in place fill. On Zen 4, B in place against R5's packing, side
+#: by side with an A/A copy (evidence/znver4-2c-simd16-t2/r5-unpacked/ and r5-half-rate/): 1.06-1.44x at
+#: M = 16-64 (mlp_expand at M = 32 level), 1.03-1.14x at M = 96-192 (7 of 9 intervals above 1), level at 256 and
+#: 384 (0.98-1.03x); on the three profiles with full-rate FMAs packing led from M = 32 (0.45-1.02x in place).
+HALF_RATE_UNPACKED_MAX_ROWS = 192
 #: R5: rows of B this many bytes apart (or a multiple) keep their packing at any M: the prefetchers stop at a
 #: page, and on a virtually indexed L1 of one page per way every row lands in the same sets. mlp_expand's
 #: 3072-float rows (3 pages) read 0.77x and 0.89x unpacked at M = 16 on Zen 3 and Emerald Rapids.
