@@ -482,6 +482,29 @@ def test_rows_padded_alone_are_stored_by_the_write_back(shape, overrides, copied
     assert verify(build(name, shape), seed=3).ok
 
 
+@pytest.mark.parametrize(("M", "mr", "tm"), [(64, 6, 6), (22, 6, 12), (22, 4, 8), (62, 8, 16), (7, 4, 4)])
+def test_rows_padded_where_tvm_refuses_the_in_place_write_back_are_copied_out_and_exact(M, mr, tm):
+    """TVM's own check of inlining the padded C into the write-back fails for some row counts past the last whole
+    row block (64 rows in tasks of 6: the rules' config with 6-row tiles for one j-pack of N); the schedule then
+    copies C out instead of failing. Unchecked (``debug_mask=0``) the inline stays: its code is right."""
+    shape = MatmulShape(M, 256, LANES)
+    name = f"rule_based[mr={mr},tm={tm},jpack={LANES},tn={LANES}]"
+    assert verify(build(name, shape), seed=4).ok
+    unchecked = schedule(name, shape, debug_mask=0).mod.script()
+    assert 'sblock("C_pad")' not in unchecked
+    checked = schedule(name, shape).mod.script()
+    assert ('sblock("C_pad")' in checked) == (M % tm % 2 == 0)  # the cases seen: an even number of rows left over
+
+
+def test_the_rules_config_builds_for_every_row_count_over_one_j_pack():
+    """Every M from 2 to 100 over one j-pack of N, where R7 gives tasks of one row tile and R2 pads M."""
+    for M in range(2, 101):
+        shape = MatmulShape(M, 64, LANES)
+        schedule("rule_based", shape)
+    for M in (21, 22, 64, 93):
+        assert verify(build("rule_based", MatmulShape(M, 256, LANES)), seed=M).ok
+
+
 def test_a_batched_block_with_padded_rows_is_exact():
     """Attention's heads: batch loops outermost, M padded to the tile, C's rows stored by the write-back."""
     heads, one = 3, MatmulShape(7, 64, 2 * LANES)
