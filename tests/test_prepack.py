@@ -17,7 +17,7 @@ from matmul.core.kernel import BLOCK, matmul_module
 from matmul.core.registry import relayout_b, variant_decisions
 from matmul.core.runner import build, compile_module
 from matmul.core.verify import VerificationError, make_inputs, verify
-from matmul.core.workloads import MatmulShape, ModelConfig
+from matmul.core.workloads import MatmulShape, ModelConfig, kernel_shape
 from matmul.e2e import versus
 from matmul.e2e.layer import export, layer_spec, lower
 from matmul.e2e.prepack import constant_args, pack_args
@@ -25,7 +25,14 @@ from matmul.e2e.profile import build_layer, check_layer
 from matmul.e2e.schedule import REPACK, check_schedule, schedule_module, schedule_names, split_schedule
 from matmul.e2e.versus import fused_vs_kernels
 from matmul.schedules import rules
-from matmul.schedules.rules import HALF_RATE_UNPACKED_MAX_ROWS, apply_config, decide, pack_panels, prepacks
+from matmul.schedules.rules import (
+    HALF_RATE_UNPACKED_MAX_ROWS,
+    PREPACKED_L2_SHARE,
+    apply_config,
+    decide,
+    pack_panels,
+    prepacks,
+)
 
 from .profiles import PROFILES, RUNNABLE
 
@@ -105,6 +112,26 @@ def test_the_prepacked_kernel_variant_takes_b_packed_once_by_the_caller(layout, 
     assert "_global" not in kernel.tir.script()  # B is not copied on every call
     assert verify(kernel, seed=2).ok  # the check packs B as the caller must, then compares with NumPy
     assert variant_decisions("rule_based_prepacked", shape, layout=layout, facts=facts)["b_prepacked"] is True
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_a_weight_packed_once_gets_tk_from_l2_only_where_the_fmas_issue_at_half_rate(profile):
+    """R4 for B packed once: on a half-rate core the panel is sized from L2 (PREPACKED_L2_SHARE), TK still a
+    divisor of K; everything else as for B packed per call, and nothing moves where B is not taken pre-packed
+    or the FMAs issue at full rate."""
+    facts = PROFILES[profile]
+    for kernel in ("qkv", "mlp_expand", "mlp_reduce"):
+        for M in (32, 128, 384):
+            shape = kernel_shape(kernel, M)
+            per_call, once = (decide(shape, facts, layout="NT", b_constant=bc).config for bc in (False, True))
+            if not (facts.half_rate_fma and prepacks(per_call, shape)):
+                assert once == per_call, (kernel, M)
+                continue
+            budget = facts.l2_bytes * PREPACKED_L2_SHARE // (once.jpack * 4)
+            assert once.tk > per_call.tk and shape.K % once.tk == 0 and once.tk <= budget, (kernel, M, once)
+            assert dataclasses.replace(once, tk=per_call.tk) == per_call and prepacks(once, shape)
+    pinned = decide(kernel_shape("qkv", 128), facts, layout="NT", b_constant=True, overrides={"tk": 64}).config
+    assert pinned.tk == 64
 
 
 def test_where_r5_reads_b_in_place_the_prepacked_variant_is_rule_based():

@@ -42,6 +42,7 @@ from .config import (
     ORDERS,
     PAD_ROWS_MAX,
     PAGE_BYTES,
+    PREPACKED_L2_SHARE,
     RULES,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
@@ -98,7 +99,8 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
     name = NAME + (f"[{','.join(f'{k}={v}' for k, v in pinned.items())}]" if pinned else "")
 
     def plan(ctx: ScheduleContext) -> Plan:
-        return decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, overrides=pinned, slices=ctx.slices)
+        return decide(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, overrides=pinned, slices=ctx.slices,
+                      b_constant=ctx.b_constant)
 
     def apply(sch: Schedule, ctx: ScheduleContext) -> None:
         apply_config(sch, plan(ctx).config, ctx.shape, ctx.layout, ctx.block, prepack_b=ctx.b_constant)
@@ -154,6 +156,7 @@ __all__ = [
     "PAD_ROWS_MAX",
     "PAGE_BYTES",
     "PREPACKED",
+    "PREPACKED_L2_SHARE",
     "RULES",
     "TASKS_PER_THREAD",
     "UNPACKED_MAX_ROWS",

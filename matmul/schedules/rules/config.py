@@ -53,7 +53,8 @@ RULES: dict[str, str] = {
           "out). Where K needs no padding, N is not padded: the columns past "
           "the last whole j-pack get loops of their own that read B in place (in power-of-two widths, K split as "
           "the tiles split it), because padding N copies all of B on every call, packed or not",
-    "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack)",
+    "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack); where B "
+          "is a weight packed once and the FMAs issue at half rate, at most 1/8 of L2 (the panel streams from L2)",
     "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them and "
           "either more than 16 rows do or B's rows lie whole pages apart (or the layout is NT): contiguous, no "
           "cache-set aliasing; where the widest FMAs issue at half rate (measured), up to 192 rows read B in "
@@ -160,6 +161,11 @@ UNPACKED_MAX_ROWS = 16
 #: M = 16-64 (mlp_expand at M = 32 level), 1.03-1.14x at M = 96-192 (7 of 9 intervals above 1), level at 256 and
 #: 384 (0.98-1.03x); on the three profiles with full-rate FMAs packing led from M = 32 (0.45-1.02x in place).
 HALF_RATE_UNPACKED_MAX_ROWS = 192
+#: R4 where B is a constant packed once (a model's weight) and the FMAs issue at half rate: the TK x j-pack panel
+#: within this share of L2 instead of 3/4 of L1 (TK 384-512 where L1 gives 64-128). On Zen 4, NT with weights
+#: packed once, TK = 384 read 1.02-1.07x the L1-sized TK on 8 BERT shapes at M = 32-384 and 512-1024 the same
+#: again where they divide K (evidence/znver4-2c-simd16-t2/prepacked-tk/).
+PREPACKED_L2_SHARE = Fraction(1, 8)
 #: R5: rows of B this many bytes apart (or a multiple) keep their packing at any M: the prefetchers stop at a
 #: page, and on a virtually indexed L1 of one page per way every row lands in the same sets. mlp_expand's
 #: 3072-float rows (3 pages) read 0.77x and 0.89x unpacked at M = 16 on Zen 3 and Emerald Rapids.

@@ -19,6 +19,7 @@ import numpy as np
 from ...core.hardware import HostFacts
 from ...core.kernel import check_dtype, check_layout
 from ...core.workloads import MatmulShape
+from .apply import prepacks
 from .config import (
     FMA_CHAINS,
     GEMV_MAX_ROWS,
@@ -35,6 +36,7 @@ from .config import (
     ORDERS,
     PAD_ROWS_MAX,
     PAGE_BYTES,
+    PREPACKED_L2_SHARE,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
     UNPADDED_MIN_ACC,
@@ -170,8 +172,12 @@ def decide(
     layout: str = "NN",
     overrides: Mapping[str, Any] | None = None,
     slices: int = 1,
+    b_constant: bool = False,
 ) -> Plan:
     """Apply the rules to one shape. ``overrides`` pins knobs (for ablations).
+
+    ``b_constant``: B is a weight the caller packs once (``rule_based_prepacked``, a model's layer): where the
+    config takes it pre-packed and the FMAs issue at half rate, R4 sizes TK from L2 instead of L1.
 
     ``slices`` is the number of independent matmuls of this shape the block computes (attention's heads):
     their loops join the parallel task loop, so R6 and R7 count their tasks too and cut N and M no
@@ -194,13 +200,19 @@ def decide(
         # tiles sized for N's whole j-packs, but a pinned knob (kparts, tk, tn) pads K or leaves part of a tile,
         # so N is padded too, to a multiple of those tiles: size them for N padded to the j-pack instead
         plan = _plan(shape, facts, dtype, layout, overrides, slices, tail_loops=False)
+    if (b_constant and facts.half_rate_fma and facts.l2_bytes and "tk" not in overrides
+            and prepacks(plan.config, shape, batched=slices > 1)):
+        streamed = _plan(shape, facts, dtype, layout, overrides, slices, tail_loops=True, tk_from_l2=True)
+        if prepacks(streamed.config, shape, batched=slices > 1) and streamed.config.padded(shape) == c.padded(shape):
+            plan = streamed
     return plan
 
 
 def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrides: Mapping[str, Any],
-          slices: int, *, tail_loops: bool) -> Plan:
+          slices: int, *, tail_loops: bool, tk_from_l2: bool = False) -> Plan:
     """:func:`decide`'s rules, the arguments checked. ``tail_loops``: size the column tiles for N's whole
-    j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`)."""
+    j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`). ``tk_from_l2``: R4's panel within
+    :data:`PREPACKED_L2_SHARE` of L2, not 3/4 of L1 (B packed once, half-rate FMAs)."""
     size = itemsize(dtype)
     decisions: list[Decision] = []
 
@@ -227,20 +239,28 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     # R3 pads M and N to the register tile; the task tiles below divide the padded sizes.
     mp, np_ = round_up(shape.M, mr), round_up(shape.N, jpack)
 
-    tk_budget = max(lanes, l1_bytes(facts) * L1_SHARE_NUM // L1_SHARE_DEN // (jpack * size))
+    if tk_from_l2:
+        cache, share = "L2", f"{PREPACKED_L2_SHARE} L2"
+        tk_budget = max(lanes, l2_bytes(facts) * PREPACKED_L2_SHARE.numerator // PREPACKED_L2_SHARE.denominator
+                        // (jpack * size))
+    else:
+        cache, share = "L1", "3/4 L1"
+        tk_budget = max(lanes, l1_bytes(facts) * L1_SHARE_NUM // L1_SHARE_DEN // (jpack * size))
     tk_budget = 1 << (tk_budget.bit_length() - 1)  # power of two
     if gemv:
         tk0 = min(shape.K, GEMV_STREAMS)
         why_tk = f"GEMV: {tk0} rows of B streamed side by side, each a sequential stream"
     elif shape.K <= tk_budget:
-        tk0, why_tk = shape.K, f"all of K fits the L1 budget of {tk_budget}"
+        tk0, why_tk = shape.K, f"all of K fits the {cache} budget of {tk_budget}"
     else:
         tk0 = _largest_dividing_multiple(shape.K, lanes, tk_budget)
         if tk0 * 2 <= tk_budget:  # no good divisor: pad K instead
             tk0 = tk_budget
-            why_tk = f"{tk_budget} x {jpack} x {size} B <= 3/4 L1; K padded to a multiple"
+            why_tk = f"{tk_budget} x {jpack} x {size} B <= {share}; K padded to a multiple"
         else:
-            why_tk = f"largest divisor of K with {tk0} x {jpack} x {size} B <= 3/4 L1"
+            why_tk = f"largest divisor of K with {tk0} x {jpack} x {size} B <= {share}"
+    if tk_from_l2:
+        why_tk += ": B is packed once and this core's FMAs issue at half rate, so its panel streams from L2"
     tk = note("tk", tk0, "R12" if gemv else "R4", why_tk)
     row_blocks = mp // mr
     if layout == "NT":
