@@ -101,6 +101,11 @@ def test_before_after_times_a_change_beside_its_a_a_pair_and_writes_the_rows(tmp
     row = before_after(old, new, twin, blocks=2, calls=10)  # 2 calls of a 1 us kernel: one stall read its A/A 2.9x
     assert row["old_ms"] > row["new_ms"] and row["speedup"] > 2 and row["ci_low"] <= row["speedup"] <= row["ci_high"]
     assert 0 < row["aa_ratio"] < 2 and 0 <= row["p"] <= 1
+    ref = prepare("full", shape, fresh=True)
+    ref_call = ref.call
+    ref.call = lambda: (time.sleep(0.001), ref_call())  # a slower reference in the same rounds
+    with_ref = before_after(old, new, twin, blocks=2, calls=10, reference=ref)
+    assert list(with_ref)[-3:] == ["new_vs_full", "vs_full_ci_low", "vs_full_ci_high"] and with_ref["new_vs_full"] > 1
     path = tmp_path / "rows.csv"
     write_rows(path, [{"shape": str(shape), **row}])
     back = list(csv.DictReader(path.open()))

@@ -105,15 +105,23 @@ def paired_table(results: Sequence[PairedResult]) -> tuple[pd.DataFrame, pd.Data
 
 
 def before_after(old: Candidate, new: Candidate, twin: Candidate, *, blocks: int = 8,
-                 calls: int = 10) -> dict[str, float]:
+                 calls: int = 10, reference: Candidate | None = None) -> dict[str, float]:
     """One change measured in one process: ``old`` and ``new`` builds timed interleaved with ``twin``, a
     second build of ``new`` (the A/A pair). ``speedup`` is old's time over new's (above 1: new is faster),
-    with its interval and Mann-Whitney p; ``aa_*`` is the twin over new, the floor that speedup must clear."""
-    t_old, t_new, t_twin = time_interleaved([old, new, twin], blocks=blocks, calls=calls)
+    with its interval and Mann-Whitney p; ``aa_*`` is the twin over new, the floor that speedup must clear.
+    With a ``reference`` (NumPy, say) in the same rounds, ``new_vs_<its name>`` is its time over new's."""
+    cands = [old, new, twin] + ([reference] if reference is not None else [])
+    t_old, t_new, t_twin, *t_ref = time_interleaved(cands, blocks=blocks, calls=calls)
     r, aa = ratio_of_medians(t_old, t_new, paired=True), ratio_of_medians(t_twin, t_new, paired=True)
-    return {"old_ms": round(statistics.median(t_old) * 1e3, 4), "new_ms": round(statistics.median(t_new) * 1e3, 4),
-            "speedup": round(r.value, 3), "ci_low": round(r.lo, 3), "ci_high": round(r.hi, 3), "p": round(r.p, 4),
-            "aa_ratio": round(aa.value, 3), "aa_ci_low": round(aa.lo, 3), "aa_ci_high": round(aa.hi, 3)}
+    row = {"old_ms": round(statistics.median(t_old) * 1e3, 4), "new_ms": round(statistics.median(t_new) * 1e3, 4),
+           "speedup": round(r.value, 3), "ci_low": round(r.lo, 3), "ci_high": round(r.hi, 3), "p": round(r.p, 4),
+           "aa_ratio": round(aa.value, 3), "aa_ci_low": round(aa.lo, 3), "aa_ci_high": round(aa.hi, 3)}
+    if reference is not None:
+        vs = ratio_of_medians(t_ref[0], t_new, paired=True)
+        name = reference.name.split("[", 1)[0]
+        row |= {f"new_vs_{name}": round(vs.value, 3), f"vs_{name}_ci_low": round(vs.lo, 3),
+                f"vs_{name}_ci_high": round(vs.hi, 3)}
+    return row
 
 
 def write_rows(path: str | Path, rows: Sequence[dict]) -> None:

@@ -7,15 +7,12 @@ Run from the repository root: ``python evidence/<profile>/r5-half-rate/measure.p
 """
 
 import dataclasses
-import statistics
 import sys
 
 from matmul.core.hardware import host_facts
 from matmul.core.workloads import M_SWEEP, MODELS, kernel_shape
 from matmul.measure.candidates import prepare
-from matmul.measure.interleave import time_interleaved
-from matmul.measure.paired import write_rows
-from matmul.measure.stats import ratio_of_medians
+from matmul.measure.paired import before_after, write_rows
 from matmul.schedules.rules import decide
 from matmul.schedules.template import config_name
 
@@ -31,19 +28,12 @@ for model, kernel, M in loads:
     if old == new:
         print(f"{model} {kernel} M={M}: unchanged", flush=True)
         continue
-    cands = [prepare(config_name(old), shape, fresh=True), prepare("rule_based", shape, fresh=True),
-             prepare("rule_based", shape, fresh=True), prepare("numpy", shape)]
-    assert cands[1].decisions["pack_b"] == new.pack_b and cands[0].decisions["pack_b"] == old.pack_b
-    t_old, t_new, t_twin, t_np = time_interleaved(cands, blocks=12, calls=10)
-    r, aa = ratio_of_medians(t_old, t_new, paired=True), ratio_of_medians(t_twin, t_new, paired=True)
-    vs_np = ratio_of_medians(t_np, t_new, paired=True)
+    old_c, new_c, twin = (prepare(config_name(old), shape, fresh=True), prepare("rule_based", shape, fresh=True),
+                          prepare("rule_based", shape, fresh=True))
+    assert new_c.decisions["pack_b"] == new.pack_b and old_c.decisions["pack_b"] == old.pack_b
     row = dict(model=model, kernel=kernel, M=M, K=shape.K, N=shape.N, b_row_pages=shape.N * 4 / 4096,
                old_pack_b=old.pack_b, old_tn=old.tn, new_pack_b=new.pack_b, new_tn=new.tn,
-               old_ms=round(statistics.median(t_old) * 1e3, 4), new_ms=round(statistics.median(t_new) * 1e3, 4),
-               speedup=round(r.value, 3), ci_low=round(r.lo, 3), ci_high=round(r.hi, 3), p=round(r.p, 4),
-               aa_ratio=round(aa.value, 3), aa_ci_low=round(aa.lo, 3), aa_ci_high=round(aa.hi, 3),
-               new_vs_numpy=round(vs_np.value, 3), vs_numpy_ci_low=round(vs_np.lo, 3),
-               vs_numpy_ci_high=round(vs_np.hi, 3))
+               **before_after(old_c, new_c, twin, blocks=12, reference=prepare("numpy", shape)))
     print(row, flush=True)
     rows.append(row)
 write_rows(sys.argv[1], rows)
