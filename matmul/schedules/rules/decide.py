@@ -203,7 +203,8 @@ def decide(
     if (b_constant and facts.half_rate_fma and facts.l2_bytes and "tk" not in overrides
             and prepacks(plan.config, shape, batched=slices > 1)):
         streamed = _plan(shape, facts, dtype, layout, overrides, slices, tail_loops=True, tk_from_l2=True)
-        if prepacks(streamed.config, shape, batched=slices > 1) and streamed.config.padded(shape) == c.padded(shape):
+        same_pads = streamed.config.padded(shape) == plan.config.padded(shape)
+        if same_pads and prepacks(streamed.config, shape, batched=slices > 1):
             plan = streamed
     return plan
 
