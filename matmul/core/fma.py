@@ -14,6 +14,7 @@ does: loads, and the misses of a B read in place (rule R5).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -80,22 +81,45 @@ def fma_pattern(arch: str, lanes: int) -> re.Pattern[str]:
     raise ValueError(f"no FMA pattern known for architecture {arch!r}")
 
 
-def _rate_probe(target: tvm.target.Target, arch: str, lanes: int):
-    """A one-worker call of the FMA loop at ``lanes`` and its flops, or None if it is not packed FMAs that wide."""
+@dataclasses.dataclass(frozen=True)
+class FmaLoop:
+    """:func:`fma_loop` compiled: calling it runs the loop once on its own accumulators."""
+
+    executable: tvm.runtime.Executable
+    acc: tvm.runtime.Tensor
+    flops: float  # of one call
+    fmas: int  # packed FMAs of the loop's width in its code
+
+    def __call__(self) -> None:
+        self.executable.mod["fma_loop"](self.acc, 0.999, 0.001)  # x < 1 keeps the accumulators finite
+
+
+def compile_fma_loop(target: tvm.target.Target, arch: str, threads: int, lanes: int, chains: int = CHAINS,
+                     iters: int = PROBE_ITERS) -> FmaLoop:
+    """:func:`fma_loop` built for ``target``, its packed FMAs of ``lanes`` lanes counted in the assembly.
+
+    Raises
+    ------
+    ValueError
+        No packed FMA of that width on ``arch`` (:func:`fma_pattern`).
+    """
+    pattern = fma_pattern(arch, lanes)
+    ex = tvm.compile(fma_loop(threads, lanes, chains, iters), target=target)
+    acc = tvm.runtime.tensor(np.ones((threads, chains, lanes), np.float32))
+    return FmaLoop(ex, acc, 2.0 * lanes * chains * iters * threads, len(pattern.findall(ex.mod.inspect_source("asm"))))
+
+
+def _rate_probe(target: tvm.target.Target, arch: str, lanes: int) -> FmaLoop | None:
+    """A one-worker FMA loop at ``lanes``, or None if it is not packed FMAs that wide."""
     try:
-        pattern = fma_pattern(arch, lanes)
-    except ValueError:
+        loop = compile_fma_loop(target, arch, 1, lanes)
+    except ValueError as err:  # no such width here, or TVM's own errors (they derive from RuntimeError, ValueError)
+        log.info("no %d-lane FMA loop for %s (%s): its FMA rate is unknown", lanes, target, err)
         return None
-    try:
-        ex = tvm.compile(fma_loop(1, lanes, CHAINS, PROBE_ITERS), target=target)
-    except (RuntimeError, ValueError) as err:  # TVM's errors derive from these
+    except RuntimeError as err:
         log.warning("the %d-lane FMA loop does not compile for %s (%s): its FMA rate is unknown", lanes, target, err)
         return None
-    if len(pattern.findall(ex.mod.inspect_source("asm"))) < CHAINS:  # no FMA (SSE), or not that wide
-        return None
-    acc = tvm.runtime.tensor(np.ones((1, CHAINS, lanes), np.float32))
-    fn = ex.mod["fma_loop"]
-    return (lambda: fn(acc, 0.999, 0.001)), 2.0 * lanes * CHAINS * PROBE_ITERS
+    return loop if loop.fmas >= CHAINS else None  # no FMA (SSE), or not that wide
 
 
 def width_gain(target: tvm.target.Target, arch: str, lanes: int) -> float | None:
@@ -111,12 +135,12 @@ def width_gain(target: tvm.target.Target, arch: str, lanes: int) -> float | None
         return None
     best = [float("inf"), float("inf")]
     for _ in range(PROBE_CALLS):
-        for i, (call, _flops) in enumerate(probes):
+        for i, loop in enumerate(probes):
             start = time.perf_counter()
-            call()
+            loop()
             best[i] = min(best[i], time.perf_counter() - start)
-    (_, full_flops), (_, half_flops) = probes
-    return (full_flops / best[0]) / (half_flops / best[1])
+    full, half = probes
+    return (full.flops / best[0]) / (half.flops / best[1])
 
 
 @functools.cache
@@ -129,5 +153,5 @@ def half_rate_fma(facts: Any) -> bool | None:
     return None if gain is None else gain < HALF_RATE_GAIN
 
 
-__all__ = ["CHAINS", "HALF_RATE_GAIN", "PROBE_CALLS", "PROBE_ITERS", "fma_loop", "fma_pattern", "half_rate_fma",
-           "width_gain"]
+__all__ = ["CHAINS", "HALF_RATE_GAIN", "PROBE_CALLS", "PROBE_ITERS", "FmaLoop", "compile_fma_loop", "fma_loop",
+           "fma_pattern", "half_rate_fma", "width_gain"]

@@ -24,12 +24,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import tvm
 
-from ..core.fma import CHAINS, fma_loop
-from ..core.hardware import HardwareError, HostFacts, host_facts
-from ..core.runner import compile_module, count_vector_fma
+from ..core.fma import CHAINS, FmaLoop, compile_fma_loop
+from ..core.hardware import HardwareError, HostFacts, configure_runtime_threads, host_facts
 from .timing import wait_for_quiet
 
 #: Assumed FMA pipes per core for the computed cross-check.
@@ -66,30 +64,21 @@ def measure_fp32_peak(
     """
     facts = facts or host_facts()
     threads, lanes = facts.runtime_threads, facts.simd_lanes_fp32
-    ex = compile_module(fma_loop(threads, lanes, chains, iters), facts.target())
-    fmas = count_vector_fma(ex.mod.inspect_source("asm"), facts)
-    if fmas < chains:
-        raise HardwareError(
-            f"the FMA peak loop compiled to {fmas} packed {lanes}-lane FMAs (need >= {chains}) "
-            f"for {facts.mcpu}; the measured peak would not be a peak"
-        )
-    acc = tvm.runtime.tensor(np.ones((threads, chains, lanes), np.float32))
+    loop = _checked_loop(facts, chains, iters, "the measured peak would not be a peak")
     # x < 1 keeps the accumulators finite; the values do not affect speed.
     # Each sample is the best of 3 back-to-back runs: the first wakes the
     # runtime's worker threads, which sleep during the spacing.
-    timer = ex.mod.time_evaluator("fma_loop", tvm.cpu(), number=1, repeat=3)
+    timer = loop.executable.mod.time_evaluator("fma_loop", tvm.cpu(), number=1, repeat=3)
     wait_for_quiet()  # a BLAS pool still spinning would take a core from the loop
     # The runs are spread over about a second: back to back they take ~12 ms
     # in all, and one busy neighbour process (pytest-benchmark's cpuinfo probe
     # was one) then halved every run of a 2-thread peak.
     runs = []
     for _ in range(repeat):
-        runs.append(min(timer(acc, 0.999, 0.001).results))
+        runs.append(min(timer(loop.acc, 0.999, 0.001).results))
         time.sleep(spacing_s)
-    seconds = min(runs)
-    flops = 2.0 * lanes * chains * iters * threads
     return Peak(
-        flops / seconds / 1e9,
+        loop.flops / min(runs) / 1e9,
         "measured",
         f"TVM FMA loop: {threads} threads x {chains} chains x {lanes} lanes x {iters} iterations, "
         f"best of {repeat} samples {spacing_s * 1e3:.0f} ms apart",
@@ -134,17 +123,21 @@ PROBE = "fp32-peak"
 PROBE_ITERS = 20_000
 
 
+def _checked_loop(facts: HostFacts, chains: int, iters: int, why: str) -> FmaLoop:
+    """The FMA loop on every runtime thread at the facts' width; HardwareError if it is not packed FMAs that wide."""
+    configure_runtime_threads()  # the pool sized before its first use
+    lanes = facts.simd_lanes_fp32
+    loop = compile_fma_loop(facts.target(), facts.arch, facts.runtime_threads, lanes, chains, iters)
+    if loop.fmas < chains:
+        raise HardwareError(f"the FMA peak loop compiled to {loop.fmas} packed {lanes}-lane FMAs (need >= {chains}) "
+                            f"for {facts.mcpu}; {why}")
+    return loop
+
+
 @functools.cache
 def _probe(facts: HostFacts, chains: int, iters: int) -> tuple[Callable[[], object], float]:
-    threads, lanes = facts.runtime_threads, facts.simd_lanes_fp32
-    ex = compile_module(fma_loop(threads, lanes, chains, iters), facts.target())
-    fmas = count_vector_fma(ex.mod.inspect_source("asm"), facts)
-    if fmas < chains:
-        raise HardwareError(f"the FMA peak probe compiled to {fmas} packed {lanes}-lane FMAs (need >= {chains}) "
-                            f"for {facts.mcpu}; it would not measure the peak")
-    acc = tvm.runtime.tensor(np.ones((threads, chains, lanes), np.float32))
-    fn = ex.mod["fma_loop"]
-    return (lambda: fn(acc, 0.999, 0.001)), 2.0 * lanes * chains * iters * threads
+    loop = _checked_loop(facts, chains, iters, "it would not measure the peak")
+    return loop, loop.flops
 
 
 def peak_probe(facts: HostFacts | None = None, *, chains: int = CHAINS,
