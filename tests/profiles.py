@@ -12,6 +12,7 @@ import dataclasses
 
 from matmul import host_facts
 from matmul.core.hardware import HostFacts, facts_for
+from matmul.schedules.rules import HALF_RATE_UNPACKED_MAX_ROWS
 
 HOST = host_facts()
 #: Zen 3: AVX2, 8 fp32 lanes, 16 vector registers, 32 KiB L1d, 512 KiB 8-way L2, 32 MiB L3 (a CCX's).
@@ -45,3 +46,10 @@ def _narrower() -> dict[str, HostFacts]:
 #: Targets this host can execute: its own, and where it has AVX-512 the AVX2 target too, so tests that run
 #: kernels check two ISAs on one machine. Their real caches are the host's; only the code differs.
 RUNNABLE = {"host": HOST, **_narrower()}
+
+
+def past_in_place(rows: int, facts: HostFacts) -> int:
+    """A row count past the rows R5 reads B in place for, from ``rows`` chosen past the few rows it reads in place
+    on any core: where the FMAs issue at half rate it reads B in place up to HALF_RATE_UNPACKED_MAX_ROWS rows, so
+    that many more (a multiple of every row tile, so M keeps its remainder)."""
+    return rows + (HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0)

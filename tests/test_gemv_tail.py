@@ -18,7 +18,6 @@ from matmul import MatmulShape, build, compare, make_inputs
 from matmul.schedules.rules import (
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
-    HALF_RATE_UNPACKED_MAX_ROWS,
     RuleConfig,
     decide,
     prepacks,
@@ -26,7 +25,7 @@ from matmul.schedules.rules import (
 from matmul.schedules.template import candidate_configs, config_name
 
 from .batched import run_batched
-from .profiles import PROFILES, RUNNABLE
+from .profiles import PROFILES, RUNNABLE, past_in_place
 
 
 def _odd_n(facts, M: int, whole_packs: int, extra: int) -> MatmulShape:
@@ -73,9 +72,7 @@ def test_packed_b_and_padded_rows_keep_n_unpadded_too(facts):
     rows padded to the row tile pad A and C, never B: N stays as it is either way."""
     gemv = _odd_n(facts, 1, 15, 3)
     mr = decide(MatmulShape(64, 1024, 1024), facts).config.mr
-    rows = 8 * mr + 1  # never whole row tiles
-    while facts.half_rate_fma and rows <= HALF_RATE_UNPACKED_MAX_ROWS:  # enough rows that R5 packs B there too
-        rows += 8 * mr
+    rows = past_in_place(8 * mr + 1, facts)  # never whole row tiles
     for plan in (decide(gemv, facts, layout="NT"),  # NT packs B
                  decide(gemv, facts, overrides={"pack_b": True}),  # pinned: B packed
                  decide(MatmulShape(rows, gemv.K, gemv.N), facts),  # R5 packs B; M padded to the row tile
@@ -220,8 +217,7 @@ def test_packed_tails_are_exact_rows_padded_or_not_weights_packed_once_or_not(ta
     facts = RUNNABLE[target]
     jpack = decide(MatmulShape(64, 1024, 1024), facts).config.jpack
     # 37 rows: no tile that divides them has enough accumulators (R2), so M is padded; 48 rows: not padded.
-    # Where the FMAs issue at half rate, R5 reads B in place up to HALF_RATE_UNPACKED_MAX_ROWS: that many more rows.
-    more = HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0
+    more = past_in_place(0, facts)  # past the rows R5 reads B in place for, the remainders kept
     for shape in (MatmulShape(37 + more, 256, 5 * jpack + 3), MatmulShape(48 + more, 256, 4 * jpack + jpack // 2 + 1)):
         c = decide(shape, facts, layout=layout).config
         assert c.pack_b and c.tail(shape), (shape, c)

@@ -26,7 +26,6 @@ from matmul.e2e.schedule import REPACK, check_schedule, schedule_module, schedul
 from matmul.e2e.versus import fused_vs_kernels
 from matmul.schedules import rules
 from matmul.schedules.rules import (
-    HALF_RATE_UNPACKED_MAX_ROWS,
     PREPACKED_L2_SHARE,
     apply_config,
     decide,
@@ -34,7 +33,7 @@ from matmul.schedules.rules import (
     prepacks,
 )
 
-from .profiles import PROFILES, RUNNABLE
+from .profiles import PROFILES, RUNNABLE, past_in_place
 
 TINY = ModelConfig("tiny", 64, 160, 4)
 PROJECTIONS = ("q.weight", "k.weight", "v.weight", "o.weight", "up.weight", "down.weight")
@@ -81,7 +80,7 @@ def _prepacked_kernel(shape: MatmulShape, layout: str, facts):
 def test_a_prepacked_kernel_reads_b_as_panels_and_computes_the_product(m, layout, target):
     facts = RUNNABLE[target]
     lanes = facts.simd_lanes_fp32
-    m += HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0  # R5 reads B in place up to that many rows there
+    m = past_in_place(m, facts)
     shape = MatmulShape(m, 8 * lanes, 12 * lanes)
     cfg, mod, exe = _prepacked_kernel(shape, layout, facts)
     assert cfg.pack_b and prepacks(cfg, shape)
@@ -102,7 +101,7 @@ def test_a_prepacked_kernel_reads_b_as_panels_and_computes_the_product(m, layout
 def test_the_prepacked_kernel_variant_takes_b_packed_once_by_the_caller(layout, target):
     """``rule_based_prepacked`` in the kernel grid: B's panels packed by the caller (tensors), no copy inside."""
     facts = RUNNABLE[target]
-    rows = 40 + (HALF_RATE_UNPACKED_MAX_ROWS if facts.half_rate_fma else 0)  # rows that R5 packs B for
+    rows = past_in_place(40, facts)  # rows that R5 packs B for
     shape = MatmulShape(rows, 8 * facts.simd_lanes_fp32, 12 * facts.simd_lanes_fp32)
     kernel = build("rule_based_prepacked", shape, layout=layout, facts=facts)
     cfg = decide(shape, facts, layout=layout).config

@@ -183,7 +183,7 @@ class HostFacts:
             elif f.name in ("num_cores", "logical_cpus", "simd_lanes_fp32", "runtime_threads"):
                 ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
             elif f.name in ("target_overridden", "half_rate_fma"):
-                ok = isinstance(v, bool) or (v is None and f.name == "half_rate_fma")
+                ok = isinstance(v, bool) or (v is None and f.default is None)  # None where it is the default
             else:
                 ok = isinstance(v, str)
             if not ok:
