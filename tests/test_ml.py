@@ -160,6 +160,31 @@ def test_after_a_rule_change_the_sweep_measures_over_the_new_rules_config(tiny_r
     assert sweep_workload(TINY[0], configs=6, calls=1, root=root).measured == 0
 
 
+def test_a_pair_whose_control_reads_off_the_workloads_median_is_timed_again(tmp_path, monkeypatch):
+    """The rules' config is timed in every pair: a pair whose rules' median lies more than OFF_MEDIAN from the
+    others' was timed in another machine state. It is timed again, and the try closest to the median is kept."""
+    from matmul.measure import sweep as sweep_mod
+
+    script = iter([(1.0, 1.0), (1.4, 1.0), (1.0, 1.0)]  # no median yet: the 2nd pair is checked at the end
+                  + [(1.5, 1.0), (1.02, 1.0)]  # 4th pair: control 1.5x off, retried: 1.02
+                  + [(2.0, 1.0), (1.3, 1.0), (1.6, 1.0)]  # 5th: never near; the closest try (1.3) is kept
+                  + [(0.95, 1.0)]  # 6th: within OFF_MEDIAN, one try
+                  + [(1.2, 1.0), (1.5, 1.0)])  # the 2nd again: 1.2 beats its first 1.4; at most 2 more tries
+
+    def fake_timer(cands, *, blocks, calls):
+        rule_s, cfg_s = next(script)
+        return [rule_s] * 4, [cfg_s] * 4
+    monkeypatch.setattr(sweep_mod, "time_interleaved", fake_timer)
+    sweep_workload(TINY[0], configs=6, calls=1, root=tmp_path)
+    recs = read_records(record_path(TINY[0], root=tmp_path))["records"]
+    assert [(r["rule_s"], r["tries"]) for r in recs] == [(1.0, 1), (1.2, 3), (1.0, 1), (1.02, 2), (1.3, 3),
+                                                          (0.95, 1)]
+    assert [round(r["speedup"], 2) for r in recs] == [1.0, 1.2, 1.0, 1.02, 1.3, 0.95]
+    assert sweep_mod.PAIR_RETRIES == 2 and 0 < sweep_mod.OFF_MEDIAN < 0.5
+    with pytest.raises(StopIteration):  # every scripted pair was used: no more, no fewer tries
+        next(script)
+
+
 def test_a_corrupt_or_foreign_record_file_is_named_and_left_alone(tiny_root, tmp_path):
     root = tmp_path / "t"
     shutil.copytree(tiny_root, root)
