@@ -36,6 +36,7 @@ from matmul.schedules.rules import (
     FMA_CHAINS,
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
+    HALF_RATE_L2_TK_MIN_ROWS,
     HALF_RATE_UNPACKED_MAX_ROWS,
     KPART_MIN_K,
     MAX_PANELS_PER_TASK,
@@ -44,6 +45,7 @@ from matmul.schedules.rules import (
     NARROW_ROW_BYTES,
     PAD_ROWS_MAX,
     PAGE_BYTES,
+    PREPACKED_L2_SHARE,
     RULES,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
@@ -76,7 +78,9 @@ def test_plan_respects_registers_caches_and_tiles(facts, shape):
     assert c.vector == lanes
     assert c.jpack % lanes == 0 and c.tn % c.jpack == 0 and c.tm % c.mr == 0
     assert c.mr * (c.jpack // lanes) + c.jpack // lanes + 1 <= vector_registers(facts)
-    assert c.tk * c.jpack * 4 <= facts.l1d_bytes * 3 // 4 or c.tk <= lanes
+    in_l2 = facts.half_rate_fma and shape.M >= HALF_RATE_L2_TK_MIN_ROWS  # R4's panel within a share of L2 there
+    assert c.tk * c.jpack * 4 <= facts.l1d_bytes * 3 // 4 or c.tk <= lanes or in_l2
+    assert c.tk * c.jpack * 4 <= facts.l2_bytes * PREPACKED_L2_SHARE
     assert c.tm * c.tn * 4 <= facts.l2_bytes // 2 or c.tm == c.mr
     mp, np_, kp = c.padded(shape)
     assert shape.M <= mp < shape.M + c.tm and shape.N <= np_ < shape.N + c.tn and shape.K <= kp < shape.K + c.tk
@@ -220,6 +224,34 @@ def test_l1_size_sets_tk():
     assert small < decide(shape, ZEN3).config.tk < large
 
 
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_from_192_rows_on_half_rate_fmas_tk_comes_from_l2(profile):
+    """R4 on a core whose widest FMAs issue at half rate: from HALF_RATE_L2_TK_MIN_ROWS rows of one matrix the
+    TK x j-pack panel is sized from PREPACKED_L2_SHARE of L2, TK a divisor of K larger than the L1-sized one;
+    every other knob is what the rules choose for that TK. Below the bound, on a full-rate core, for a batch of
+    slices and with TK pinned, TK is sized from L1 as before."""
+    facts = PROFILES[profile]
+    lanes = facts.simd_lanes_fp32
+    for kernel in ("qkv", "mlp_expand", "mlp_reduce"):
+        for M in (HALF_RATE_L2_TK_MIN_ROWS // 2, HALF_RATE_L2_TK_MIN_ROWS - 1, HALF_RATE_L2_TK_MIN_ROWS, 384):
+            shape = kernel_shape(kernel, M)
+            c = decide(shape, facts).config
+            l1_panel = facts.l1d_bytes * 3 // 4
+            if not (facts.half_rate_fma and M >= HALF_RATE_L2_TK_MIN_ROWS):
+                assert c.tk * c.jpack * 4 <= l1_panel or c.tk <= lanes, (kernel, M, c)
+                continue
+            assert c.tk * c.jpack * 4 > l1_panel and shape.K % c.tk == 0 and c.tk % lanes == 0, (kernel, M, c)
+            assert c.tk * c.jpack * 4 <= facts.l2_bytes * PREPACKED_L2_SHARE, (kernel, M, c)
+            assert c.tk * 2 * c.jpack * 4 > facts.l2_bytes * PREPACKED_L2_SHARE or c.tk * 2 > shape.K  # the largest
+            l1 = decide(shape, facts, overrides={"tk": 64}).config
+            assert dataclasses.replace(l1, tk=c.tk, unroll=c.unroll) == dataclasses.replace(c, order=l1.order)
+            assert decide(shape, facts, slices=12).config.tk * c.jpack * 4 <= l1_panel  # attention's heads: L1
+    if facts.half_rate_fma:
+        plan = decide(kernel_shape("qkv", 384), facts)
+        tk = next(d for d in plan.decisions if d.knob == "tk")
+        assert tk.rule == "R4" and "384 rows reuse each panel" in tk.why and "1/8 L2" in tk.why
+
+
 def test_more_threads_split_m_only_when_columns_run_out():
     shape = kernel_shape("qkv", 384)
     two, twelve = decide(shape, ZEN3).config, decide(shape, BIG).config
@@ -285,15 +317,23 @@ def test_b_is_packed_where_enough_rows_reuse_it_or_its_rows_lie_whole_pages_apar
 
 
 @pytest.mark.parametrize("half_rate", [True, False, None])
-def test_half_rate_fma_moves_r5_and_nothing_else(half_rate):
-    """Only R5 reads the measured FMA rate: unknown (facts saved before it was measured) is full rate, and a
-    half-rate core keeps every other knob's rule, R6's narrow tasks aside (they are for packed B)."""
+def test_half_rate_fma_moves_r5_r4_and_nothing_else(half_rate):
+    """Only R5 and R4 read the measured FMA rate: unknown (facts saved before it was measured) is full rate, and
+    a half-rate core keeps every other knob's rule, R6's narrow tasks aside (they are for packed B). R4 moves
+    from HALF_RATE_L2_TK_MIN_ROWS rows (test_from_192_rows_on_half_rate_fmas_tk_comes_from_l2): pinned to the
+    L1-sized TK, those plans are as before."""
     base = dataclasses.replace(PROFILES["avx512"], half_rate_fma=False)
     facts = dataclasses.replace(base, half_rate_fma=half_rate)
     for kernel in ("qkv", "mlp_expand", "mlp_reduce"):
         for M in (1, 16, 32, 64, 65, 96, 384):
             shape = kernel_shape(kernel, M)
-            got, ref = decide(shape, facts), decide(shape, base)
+            ref = decide(shape, base)
+            l1_tk = {"tk": ref.config.tk} if half_rate and M >= HALF_RATE_L2_TK_MIN_ROWS else {}
+            got = decide(shape, facts, overrides=l1_tk)
+            if l1_tk:
+                assert decide(shape, facts).config.tk > ref.config.tk
+                assert got.config == ref.config, (kernel, M)
+                continue
             if not half_rate or got.config.pack_b == ref.config.pack_b:
                 assert got.config == ref.config, (kernel, M)
                 continue

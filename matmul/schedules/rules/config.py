@@ -53,8 +53,9 @@ RULES: dict[str, str] = {
           "out). Where K needs no padding, N is not padded: the columns past "
           "the last whole j-pack get loops of their own that read B in place (in power-of-two widths, K split as "
           "the tiles split it), because padding N copies all of B on every call, packed or not",
-    "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack); where B "
-          "is a weight packed once and the FMAs issue at half rate, at most 1/8 of L2 (the panel streams from L2)",
+    "R4": "TK: the packed B micro-panel (TK x j-pack) fills at most 3/4 of L1 (the rest: A rows, stack); where "
+          "the FMAs issue at half rate and B is a weight packed once, or at least 192 rows reuse it, at most 1/8 "
+          "of L2 (the panel streams from L2)",
     "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them and "
           "either more than 16 rows do or B's rows lie whole pages apart (or the layout is NT): contiguous, no "
           "cache-set aliasing; where the widest FMAs issue at half rate (measured), up to 192 rows read B in "
@@ -166,6 +167,12 @@ HALF_RATE_UNPACKED_MAX_ROWS = 192
 #: packed once, TK = 384 read 1.02-1.07x the L1-sized TK on 8 BERT shapes at M = 32-384 and 512-1024 the same
 #: again where they divide K (evidence/znver4-2c-simd16-t2/prepacked-tk/).
 PREPACKED_L2_SHARE = Fraction(1, 8)
+#: R4 where the FMAs issue at half rate: from this many rows of A (one matrix, not a batch of slices), TK comes
+#: from :data:`PREPACKED_L2_SHARE` of L2 too, B packed per call or read in place. On Zen 4, TK = 320-512 against
+#: the L1-sized 64-128, side by side with an A/A copy, on the 9 BERT shapes at M = 192-384 and the 23 model rows
+#: at M = 200 it moves: 31 of 32 faster, 0.99-1.08x, 22 intervals above 1, none below. At M = 96 and 128 two runs
+#: disagree (0.92-1.07x, 0.97-1.03x), so not there (evidence/znver4-2c-simd16-t2/tall-tk/).
+HALF_RATE_L2_TK_MIN_ROWS = 192
 #: R5: rows of B this many bytes apart (or a multiple) keep their packing at any M: the prefetchers stop at a
 #: page, and on a virtually indexed L1 of one page per way every row lands in the same sets. mlp_expand's
 #: 3072-float rows (3 pages) read 0.77x and 0.89x unpacked at M = 16 on Zen 3 and Emerald Rapids.

@@ -24,6 +24,7 @@ from .config import (
     FMA_CHAINS,
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
+    HALF_RATE_L2_TK_MIN_ROWS,
     HALF_RATE_UNPACKED_MAX_ROWS,
     INT_KNOBS,
     KPART_MIN_K,
@@ -177,7 +178,8 @@ def decide(
     """Apply the rules to one shape. ``overrides`` pins knobs (for ablations).
 
     ``b_constant``: B is a weight the caller packs once (``rule_based_prepacked``, a model's layer): where the
-    config takes it pre-packed and the FMAs issue at half rate, R4 sizes TK from L2 instead of L1.
+    config takes it pre-packed and the FMAs issue at half rate, R4 sizes TK from L2 instead of L1 (as it does
+    there from :data:`HALF_RATE_L2_TK_MIN_ROWS` rows of one matrix, B packed or not).
 
     ``slices`` is the number of independent matmuls of this shape the block computes (attention's heads):
     their loops join the parallel task loop, so R6 and R7 count their tasks too and cut N and M no
@@ -200,20 +202,23 @@ def decide(
         # tiles sized for N's whole j-packs, but a pinned knob (kparts, tk, tn) pads K or leaves part of a tile,
         # so N is padded too, to a multiple of those tiles: size them for N padded to the j-pack instead
         plan = _plan(shape, facts, dtype, layout, overrides, slices, tail_loops=False)
-    if (b_constant and facts.half_rate_fma and facts.l2_bytes and "tk" not in overrides
-            and prepacks(plan.config, shape, batched=slices > 1)):
-        streamed = _plan(shape, facts, dtype, layout, overrides, slices, tail_loops=True, tk_from_l2=True)
-        same_pads = streamed.config.padded(shape) == plan.config.padded(shape)
-        if same_pads and prepacks(streamed.config, shape, batched=slices > 1):
-            plan = streamed
+    if facts.half_rate_fma and facts.l2_bytes and "tk" not in overrides:  # R4's panel in L2
+        prepacked = b_constant and prepacks(plan.config, shape, batched=slices > 1)
+        tall = slices == 1 and shape.M >= HALF_RATE_L2_TK_MIN_ROWS
+        if prepacked or tall:
+            why = ("B is packed once" if prepacked else f"{shape.M} rows reuse each panel")
+            streamed = _plan(shape, facts, dtype, layout, overrides, slices, tail_loops=True, tk_from_l2=why)
+            same_pads = streamed.config.padded(shape) == plan.config.padded(shape)
+            if same_pads and (not prepacked or prepacks(streamed.config, shape, batched=slices > 1)):
+                plan = streamed
     return plan
 
 
 def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrides: Mapping[str, Any],
-          slices: int, *, tail_loops: bool, tk_from_l2: bool = False) -> Plan:
+          slices: int, *, tail_loops: bool, tk_from_l2: str = "") -> Plan:
     """:func:`decide`'s rules, the arguments checked. ``tail_loops``: size the column tiles for N's whole
-    j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`). ``tk_from_l2``: R4's panel within
-    :data:`PREPACKED_L2_SHARE` of L2, not 3/4 of L1 (B packed once, half-rate FMAs)."""
+    j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`). ``tk_from_l2``: why R4's panel is
+    within :data:`PREPACKED_L2_SHARE` of L2, not 3/4 of L1 (half-rate FMAs; empty: it is not)."""
     size = itemsize(dtype)
     decisions: list[Decision] = []
 
@@ -261,7 +266,7 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
         else:
             why_tk = f"largest divisor of K with {tk0} x {jpack} x {size} B <= {share}"
     if tk_from_l2:
-        why_tk += ": B is packed once and this core's FMAs issue at half rate, so its panel streams from L2"
+        why_tk += f": {tk_from_l2} and this core's FMAs issue at half rate, so its panel streams from L2"
     tk = note("tk", tk0, "R12" if gemv else "R4", why_tk)
     row_blocks = mp // mr
     if layout == "NT":
