@@ -496,6 +496,32 @@ def test_ml_guided_never_picks_a_config_that_leaves_threads_idle(tiny_models, mo
     assert pred.decisions["idle_threads_excluded"] == 1 and pred.decisions["candidates"] == 2
 
 
+def test_for_a_weight_packed_once_keeping_the_rules_config_keeps_the_one_for_b_packed_once(tiny_models, tmp_path,
+                                                                                           monkeypatch):
+    """The model scores configs for B packed per call; where it keeps the rules' config (picked, outside its
+    domain, or fallen back), a weight packed once gets the rules' config for that (R4's TK from L2 on
+    half-rate FMAs), as rule_based_prepacked does, and a config the model picks over the rules' stays as picked."""
+    facts = dataclasses.replace(FACTS, half_rate_fma=True, l2_bytes=FACTS.l2_bytes or 1 << 20)
+    shape = kernel_shape("qkv", 128)
+    per_call = decide(shape, facts, layout="NT").config
+    once = decide(shape, facts, layout="NT", b_constant=True).config
+    assert once.tk > per_call.tk  # the case this is about
+    other = dataclasses.replace(per_call, tn=per_call.jpack)
+    monkeypatch.setattr(ml.model, "candidate_set", lambda shape, facts, **kw: [per_call, other])
+    monkeypatch.setattr(ml.model, "outside", lambda *a: None)  # whatever the tiny model's domain
+    pick = ml.model.pick
+    for bias, want in (([0.0, -10.0], once), ([-10.0, 0.0], other)):
+        monkeypatch.setattr(ml.model, "pick", lambda scores, is_rule, margin, b=bias: pick(scores + b, is_rule, margin))
+        pred = ml.predict(shape, facts, layout="NT", root=tiny_models, b_constant=True)
+        assert pred.fallback is None and pred.config == want
+        assert pred.decisions["rules_config"] == (want == once)
+        assert ml.predict(shape, facts, layout="NT", root=tiny_models).config in (per_call, other)
+    monkeypatch.setattr(ml.model, "outside", lambda *a: "far from the training shapes")
+    assert ml.predict(shape, facts, layout="NT", root=tiny_models, b_constant=True).config == once
+    fell = ml.predict(shape, facts, layout="NT", root=tmp_path / "none", b_constant=True)  # no model at all
+    assert fell.config == once and fell.decisions["source"] in ("rule_based", "model")
+
+
 def test_the_variant_records_the_fallback_and_still_computes_the_right_product(tmp_path, monkeypatch):
     monkeypatch.setenv(ml.MODEL_ROOT_ENV, str(tmp_path))
     shape = kernel_shape("qkv", 16)

@@ -63,7 +63,8 @@ NAME = MODEL_NAME
 
 
 def _prediction(ctx: ScheduleContext) -> Prediction:
-    return predict(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, slices=ctx.slices)
+    return predict(ctx.shape, ctx.facts, dtype=ctx.dtype, layout=ctx.layout, slices=ctx.slices,
+                   b_constant=ctx.b_constant)
 
 
 def _apply(sch: Schedule, ctx: ScheduleContext) -> None:

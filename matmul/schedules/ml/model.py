@@ -343,11 +343,15 @@ candidate_set: Callable[..., list[RuleConfig]] = candidate_configs
 
 
 def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = "float32", layout: str = "NN",
-            root: str | Path | None = None, slices: int = 1) -> Prediction:
+            root: str | Path | None = None, slices: int = 1, b_constant: bool = False) -> Prediction:
     """The model's config for a shape, or the rules' with the reason it fell back.
 
     ``slices`` > 1 (a batched block, attention's heads) lies outside what the model was trained on
     (single matmuls): it keeps the rules' config, decided for the slices, and says so.
+
+    ``b_constant``: B is a weight packed once (a model's layer). The model scores configs for B packed per call
+    (its records are); where it keeps the rules' config, falls back or declines, the config is the one the rules
+    give for B packed once (R4's TK from L2 on half-rate FMAs), as ``rule_based_prepacked`` builds it.
 
     Candidates with fewer parallel tasks than the threads the rules' config keeps busy are never picked: the
     model learns the split between threads from few records (R12's whole-row GEMVs: TN = N with K split),
@@ -355,6 +359,8 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
     """
     facts = facts or host_facts()
     rule = decide(shape, facts, dtype=dtype, layout=layout, slices=slices).config
+    kept = decide(shape, facts, dtype=dtype, layout=layout, slices=slices, b_constant=True).config \
+        if b_constant else rule  # what keeping the rules' config builds
     info: dict[str, Any] = {"profile": facts.profile, "threads": facts.runtime_threads, "search_trials": 0}
     try:
         model = _model_for(facts, root)
@@ -365,7 +371,7 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
                 outside(model.meta["domain"], shape, dtype, layout))
         if away:  # no fallback: the model declines to extrapolate, and says why
             info.update(domain=f"outside: {away}", rules_config=True)
-            return Prediction(rule, None, {"source": "model", "fallback": None, **rule.as_dict(), **info})
+            return Prediction(kept, None, {"source": "model", "fallback": None, **kept.as_dict(), **info})
         configs = candidate_set(shape, facts, dtype=dtype, layout=layout,
                               limit=int(model.meta.get("configs_per_shape", CONFIGS_DEFAULT)))
         feats = feature_rows(shape, configs, facts, dtype=dtype, layout=layout)
@@ -374,17 +380,19 @@ def predict(shape: MatmulShape, facts: HostFacts | None = None, *, dtype: str = 
         scores = np.where(idle, -np.inf, scores)
         best = pick(scores, feats["is_rule"].to_numpy(), float(model.meta.get("margin", MARGIN)))
         cfg, changed = clamp(configs[best], shape, facts, dtype)
+        if config_key(cfg) == config_key(rule):
+            cfg = kept
         rule_idx = np.flatnonzero(feats["is_rule"].to_numpy())
         gain = float(scores[best] - scores[rule_idx[0]]) if len(rule_idx) else None
         info.update(domain="inside", candidates=len(configs), idle_threads_excluded=int(idle.sum()),
                     margin=float(model.meta.get("margin", MARGIN)),
                     predicted_speedup=math.exp(float(scores[best])), predicted_gain_over_rules=gain,
-                    clamped=changed, rules_config=config_key(rule) == config_key(cfg))
+                    clamped=changed, rules_config=config_key(cfg) in (config_key(rule), config_key(kept)))
         return Prediction(cfg, None, {"source": "model", "fallback": None, **cfg.as_dict(), **info})
     except (ModelError, RuleError) as err:
         reason = str(err)
     log.warning("ml_guided falls back to rule_based for %s (%s, %s): %s", shape, dtype, layout, reason)
-    return Prediction(rule, reason, {"source": "rule_based", "fallback": reason, **rule.as_dict(), **info})
+    return Prediction(kept, reason, {"source": "rule_based", "fallback": reason, **kept.as_dict(), **info})
 
 
 def _model_for(facts: HostFacts, root: str | Path | None) -> LoadedModel:
