@@ -1,5 +1,6 @@
 """rule_based over NumPy in the same rounds, per model row and M, from a report: python table.py REPORTDIR."""
 import csv
+import re
 import statistics
 import sys
 
@@ -21,7 +22,8 @@ for run in runs:
                 la = lat[(run, r["kernel"], M)]
                 below.append(f"{run} {r['kernel']} M={M}: {x:.3f} (A/A floor {float(la['noise_floor']):.3f}, "
                              f"inconclusive {la['inconclusive']}, {la['limit']} limit {float(la['pct_limit']):.0f}%)")
-    print(f"| {run.split('mr9-')[-1]} | " + " | ".join(cells) + " |")
+    model = re.sub(r"^\d+_mr\d+-", "", run)  # 0004_mr9-albert-xxlarge: albert-xxlarge
+    print(f"| {model} | " + " | ".join(cells) + " |")
 at_least = sum(1 for r in sp if float(r["speedup_vs_numpy_paired"]) >= 1.0)
 print(f"\n{at_least} of {len(sp)} shapes at or above 1.0x NumPy")
 print("\n".join(below))
