@@ -1,5 +1,6 @@
 """R4 on a core whose widest FMAs issue at half rate, from 192 rows of A: the rules' config (TK from 1/8 of L2)
-against the same config with R4's L1-sized TK (the config before, every other knob re-decided for it), an A/A
+against the same config with R4's L1-sized TK (as on a full-rate core: the config before, every other knob
+re-decided for it), an A/A
 copy of the new build and NumPy, 12 interleaved blocks, NN. The BERT-base grid at M >= 192 and every model row
 of ``workloads.MODELS`` at M = 200; shapes where the two configs agree are listed as unchanged.
 
@@ -9,6 +10,7 @@ instead: the BERT-base grid at M = 96 and 128, the rules' config (L1-sized TK) a
 with R4's L2-sized TK pinned as "new" (``below-bound.csv``).
 """
 
+import dataclasses
 import sys
 
 from matmul.core.hardware import host_facts
@@ -16,26 +18,13 @@ from matmul.core.workloads import KERNELS, M_SWEEP, MODELS, kernel_shape
 from matmul.measure.candidates import prepare
 from matmul.measure.paired import before_after, write_rows
 from matmul.schedules.rules import HALF_RATE_L2_TK_MIN_ROWS, decide
-from matmul.schedules.rules.config import L1_SHARE_DEN, L1_SHARE_NUM, l1_bytes, vector_lanes
 from matmul.schedules.template import config_name
 
 facts = host_facts()
 quick = "--quick" in sys.argv
-
-
-def l1_tk(K: int, jpack: int) -> int:
-    """R4's TK from 3/4 of L1, as it is below 192 rows: a power-of-two budget, then its largest divisor of K
-    that is a multiple of the vector (or the budget itself where K has none above half of it)."""
-    lanes = vector_lanes(facts, "float32")
-    budget = max(lanes, l1_bytes(facts) * L1_SHARE_NUM // L1_SHARE_DEN // (jpack * 4))
-    budget = 1 << (budget.bit_length() - 1)
-    if K <= budget:
-        return K
-    best = max((t for t in range(lanes, budget + 1, lanes) if K % t == 0), default=lanes)
-    return budget if best * 2 <= budget else best
-
-
 below = "--below" in sys.argv
+full_rate = dataclasses.replace(facts, half_rate_fma=False)  # R4's TK from L1 there; R2 (the j-pack) the same
+
 shapes = [(k, M, kernel_shape(k, M)) for k in ("qkv", "mlp_expand", "mlp_reduce") for M in M_SWEEP
           if (M >= HALF_RATE_L2_TK_MIN_ROWS) != (below and M >= HALF_RATE_L2_TK_MIN_ROWS // 2)]
 for name in () if below else MODELS:
@@ -49,7 +38,7 @@ for name in () if below else MODELS:
 rows = []
 for label, M, shape in shapes:
     new = decide(shape, facts).config
-    old = decide(shape, facts, overrides={"tk": l1_tk(shape.K, new.jpack)}).config
+    old = decide(shape, facts, overrides={"tk": decide(shape, full_rate).config.tk}).config
     if below:  # the rules' config is the L1-sized one there: "new" pins the L2-sized TK of the 192-row plan
         old, new = new, decide(shape, facts, overrides={"tk": decide(kernel_shape(label, 384), facts).config.tk}
                                ).config
