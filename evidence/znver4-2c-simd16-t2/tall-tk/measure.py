@@ -1,8 +1,8 @@
 """R4 on a core whose widest FMAs issue at half rate, from 192 rows of A: the rules' config (TK from 1/8 of L2)
 against the same config with R4's L1-sized TK (as on a full-rate core: the config before, every other knob
-re-decided for it), an A/A
-copy of the new build and NumPy, 12 interleaved blocks, NN. The BERT-base grid at M >= 192 and every model row
-of ``workloads.MODELS`` at M = 200; shapes where the two configs agree are listed as unchanged.
+re-decided for it), an A/A copy of the new build and NumPy, 12 interleaved blocks, NN. The BERT-base grid at
+M >= 192 and every model row of ``workloads.MODELS`` at M = 200; shapes where the two configs agree are listed as
+unchanged.
 
 Run from the repository root: ``python evidence/<profile>/tall-tk/measure.py tall-tk.csv [--quick]``
 (``--quick``: 6 blocks, and the model rows whose B exceeds L3 are left out). ``--below`` measures the bound
