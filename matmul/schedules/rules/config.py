@@ -170,8 +170,8 @@ PREPACKED_L2_SHARE = Fraction(1, 8)
 #: R4 where the FMAs issue at half rate: from this many rows of A (one matrix, not a batch of slices), TK comes
 #: from :data:`PREPACKED_L2_SHARE` of L2 too, B packed per call or read in place. On Zen 4, TK = 320-512 against
 #: the L1-sized 64-128, side by side with an A/A copy, on the 9 BERT shapes at M = 192-384 and the 23 model rows
-#: at M = 200 it moves: 31 of 32 faster, 0.99-1.08x, 22 intervals above 1, none below. At M = 96 and 128 five runs
-#: read 0.92-1.07x, only qkv at 96 above 1 in each, mlp_expand at 96 below, so not there
+#: at M = 200 it moves: 31 of 32 faster, 0.99-1.08x, 22 intervals above 1, none below. At M = 96 and 128 four runs
+#: read 0.92-1.07x (qkv at 96 above 1 in each, the other shapes on both sides), so not there
 #: (evidence/znver4-2c-simd16-t2/tall-tk/).
 HALF_RATE_L2_TK_MIN_ROWS = 192
 #: R5: rows of B this many bytes apart (or a multiple) keep their packing at any M: the prefetchers stop at a
