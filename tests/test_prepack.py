@@ -27,7 +27,7 @@ from matmul.e2e.versus import fused_vs_kernels
 from matmul.schedules import rules
 from matmul.schedules.rules import (
     HALF_RATE_L2_TK_MIN_ROWS,
-    PREPACKED_L2_SHARE,
+    L2_PANEL_SHARE,
     apply_config,
     decide,
     pack_panels,
@@ -116,7 +116,7 @@ def test_the_prepacked_kernel_variant_takes_b_packed_once_by_the_caller(layout, 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_a_weight_packed_once_gets_tk_from_l2_only_where_the_fmas_issue_at_half_rate(profile):
-    """R4 for B packed once: on a half-rate core the panel is sized from L2 (PREPACKED_L2_SHARE), TK still a
+    """R4 for B packed once: on a half-rate core the panel is sized from L2 (L2_PANEL_SHARE), TK still a
     divisor of K; everything else as for B packed per call, and nothing moves where B is not taken pre-packed
     or the FMAs issue at full rate."""
     facts = PROFILES[profile]
@@ -127,7 +127,7 @@ def test_a_weight_packed_once_gets_tk_from_l2_only_where_the_fmas_issue_at_half_
             if not (facts.half_rate_fma and prepacks(per_call, shape)) or M >= HALF_RATE_L2_TK_MIN_ROWS:
                 assert once == per_call, (kernel, M)  # from HALF_RATE_L2_TK_MIN_ROWS rows B packed per call too
                 continue
-            budget = facts.l2_bytes * PREPACKED_L2_SHARE // (once.jpack * 4)
+            budget = facts.l2_bytes * L2_PANEL_SHARE // (once.jpack * 4)
             assert once.tk > per_call.tk and shape.K % once.tk == 0 and once.tk <= budget, (kernel, M, once)
             assert dataclasses.replace(once, tk=per_call.tk) == per_call and prepacks(once, shape)
     pinned = decide(kernel_shape("qkv", 128), facts, layout="NT", b_constant=True, overrides={"tk": 64}).config

@@ -39,13 +39,13 @@ from matmul.schedules.rules import (
     HALF_RATE_L2_TK_MIN_ROWS,
     HALF_RATE_UNPACKED_MAX_ROWS,
     KPART_MIN_K,
+    L2_PANEL_SHARE,
     MAX_PANELS_PER_TASK,
     NARROW_MAX_L3_SHARE,
     NARROW_MAX_ROWS,
     NARROW_ROW_BYTES,
     PAD_ROWS_MAX,
     PAGE_BYTES,
-    PREPACKED_L2_SHARE,
     RULES,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
@@ -80,7 +80,7 @@ def test_plan_respects_registers_caches_and_tiles(facts, shape):
     assert c.mr * (c.jpack // lanes) + c.jpack // lanes + 1 <= vector_registers(facts)
     in_l2 = facts.half_rate_fma and shape.M >= HALF_RATE_L2_TK_MIN_ROWS  # R4's panel within a share of L2 there
     assert c.tk * c.jpack * 4 <= facts.l1d_bytes * 3 // 4 or c.tk <= lanes or in_l2
-    assert c.tk * c.jpack * 4 <= facts.l2_bytes * PREPACKED_L2_SHARE
+    assert c.tk * c.jpack * 4 <= facts.l2_bytes * L2_PANEL_SHARE
     assert c.tm * c.tn * 4 <= facts.l2_bytes // 2 or c.tm == c.mr
     mp, np_, kp = c.padded(shape)
     assert shape.M <= mp < shape.M + c.tm and shape.N <= np_ < shape.N + c.tn and shape.K <= kp < shape.K + c.tk
@@ -227,7 +227,7 @@ def test_l1_size_sets_tk():
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_from_192_rows_on_half_rate_fmas_tk_comes_from_l2(profile):
     """R4 on a core whose widest FMAs issue at half rate: from HALF_RATE_L2_TK_MIN_ROWS rows of one matrix the
-    TK x j-pack panel is sized from PREPACKED_L2_SHARE of L2, TK a divisor of K larger than the L1-sized one;
+    TK x j-pack panel is sized from L2_PANEL_SHARE of L2, TK a divisor of K larger than the L1-sized one;
     every other knob is what the rules choose for that TK. Below the bound, on a full-rate core, for a batch of
     slices and with TK pinned, TK is sized from L1 as before."""
     facts = PROFILES[profile]
@@ -241,8 +241,8 @@ def test_from_192_rows_on_half_rate_fmas_tk_comes_from_l2(profile):
                 assert c.tk * c.jpack * 4 <= l1_panel or c.tk <= lanes, (kernel, M, c)
                 continue
             assert c.tk * c.jpack * 4 > l1_panel and shape.K % c.tk == 0 and c.tk % lanes == 0, (kernel, M, c)
-            assert c.tk * c.jpack * 4 <= facts.l2_bytes * PREPACKED_L2_SHARE, (kernel, M, c)
-            assert c.tk * 2 * c.jpack * 4 > facts.l2_bytes * PREPACKED_L2_SHARE or c.tk * 2 > shape.K  # the largest
+            assert c.tk * c.jpack * 4 <= facts.l2_bytes * L2_PANEL_SHARE, (kernel, M, c)
+            assert c.tk * 2 * c.jpack * 4 > facts.l2_bytes * L2_PANEL_SHARE or c.tk * 2 > shape.K  # the largest
             l1 = decide(shape, facts, overrides={"tk": 64}).config
             assert dataclasses.replace(l1, tk=c.tk, unroll=c.unroll) == dataclasses.replace(c, order=l1.order)
             assert decide(shape, facts, slices=12).config.tk * c.jpack * 4 <= l1_panel  # attention's heads: L1

@@ -162,13 +162,13 @@ UNPACKED_MAX_ROWS = 16
 #: M = 16-64 (mlp_expand at M = 32 level), 1.03-1.14x at M = 96-192 (7 of 9 intervals above 1), level at 256 and
 #: 384 (0.98-1.03x); on the three profiles with full-rate FMAs packing led from M = 32 (0.45-1.02x in place).
 HALF_RATE_UNPACKED_MAX_ROWS = 192
-#: R4 where B is a constant packed once (a model's weight) and the FMAs issue at half rate: the TK x j-pack panel
-#: within this share of L2 instead of 3/4 of L1 (TK 384-512 where L1 gives 64-128). On Zen 4, NT with weights
+#: R4 where the FMAs issue at half rate and B is a constant packed once (a model's weight), or from
+#: :data:`HALF_RATE_L2_TK_MIN_ROWS` rows: the TK x j-pack panel within this share of L2 instead of 3/4 of L1 (TK 384-512 where L1 gives 64-128). On Zen 4, NT with weights
 #: packed once, TK = 384 read 1.02-1.07x the L1-sized TK on 8 BERT shapes at M = 32-384 and 512-1024 the same
 #: again where they divide K (evidence/znver4-2c-simd16-t2/prepacked-tk/).
-PREPACKED_L2_SHARE = Fraction(1, 8)
+L2_PANEL_SHARE = Fraction(1, 8)
 #: R4 where the FMAs issue at half rate: from this many rows of A (one matrix, not a batch of slices), TK comes
-#: from :data:`PREPACKED_L2_SHARE` of L2 too, B packed per call or read in place. On Zen 4, TK = 320-512 against
+#: from :data:`L2_PANEL_SHARE` of L2 too, B packed per call or read in place. On Zen 4, TK = 320-512 against
 #: the L1-sized 64-128, side by side with an A/A copy, on the 9 BERT shapes at M = 192-384 and the 23 model rows
 #: at M = 200 it moves: 31 of 32 faster, 0.99-1.08x, 22 intervals above 1, none below. At M = 96 and 128 four runs
 #: read 0.92-1.07x (qkv at 96 above 1 in each, the other shapes on both sides), so not there

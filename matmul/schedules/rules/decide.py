@@ -30,6 +30,7 @@ from .config import (
     KPART_MIN_K,
     L1_SHARE_DEN,
     L1_SHARE_NUM,
+    L2_PANEL_SHARE,
     MAX_PANELS_PER_TASK,
     NARROW_MAX_L3_SHARE,
     NARROW_MAX_ROWS,
@@ -37,7 +38,6 @@ from .config import (
     ORDERS,
     PAD_ROWS_MAX,
     PAGE_BYTES,
-    PREPACKED_L2_SHARE,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
     UNPADDED_MIN_ACC,
@@ -206,7 +206,7 @@ def decide(
         prepacked = b_constant and prepacks(plan.config, shape, batched=slices > 1)
         tall = slices == 1 and shape.M >= HALF_RATE_L2_TK_MIN_ROWS
         if prepacked or tall:
-            why = ("B is packed once" if prepacked else f"{shape.M} rows reuse each panel")
+            why = "B is packed once" if prepacked else f"{shape.M} rows reuse each panel"
             streamed = _plan(shape, facts, dtype, layout, overrides, slices, tail_loops=True, tk_from_l2=why)
             same_pads = streamed.config.padded(shape) == plan.config.padded(shape)
             if same_pads and (not prepacked or prepacks(streamed.config, shape, batched=slices > 1)):
@@ -218,7 +218,7 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
           slices: int, *, tail_loops: bool, tk_from_l2: str = "") -> Plan:
     """:func:`decide`'s rules, the arguments checked. ``tail_loops``: size the column tiles for N's whole
     j-packs and leave the rest to R3's tail loops (:meth:`RuleConfig.tail`). ``tk_from_l2``: why R4's panel is
-    within :data:`PREPACKED_L2_SHARE` of L2, not 3/4 of L1 (half-rate FMAs; empty: it is not)."""
+    within :data:`L2_PANEL_SHARE` of L2, not 3/4 of L1 (half-rate FMAs; empty: it is not)."""
     size = itemsize(dtype)
     decisions: list[Decision] = []
 
@@ -246,8 +246,8 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     mp, np_ = round_up(shape.M, mr), round_up(shape.N, jpack)
 
     if tk_from_l2:
-        cache, share = "L2", f"{PREPACKED_L2_SHARE} L2"
-        tk_budget = max(lanes, l2_bytes(facts) * PREPACKED_L2_SHARE.numerator // PREPACKED_L2_SHARE.denominator
+        cache, share = "L2", f"{L2_PANEL_SHARE} L2"
+        tk_budget = max(lanes, l2_bytes(facts) * L2_PANEL_SHARE.numerator // L2_PANEL_SHARE.denominator
                         // (jpack * size))
     else:
         cache, share = "L1", "3/4 L1"
