@@ -123,10 +123,8 @@ def sweep_workload(
                 continue
             cand = prepare(config_name(config_from_dict(rec["config"])), shape, layout=layout, dtype=dtype,
                            facts=facts)
-            pair, tries = _timed_pair(rule, cand, calls, others, first_off=rec["rule_s"])
-            rec["tries"] += tries
-            if pair is not None:  # a try closer to the median than the first: it replaces the first
-                rec.update(rule_s=pair[0], config_s=pair[1], speedup=pair[0] / pair[1])
+            (rule_s, cfg_s), tries = _timed_pair(rule, cand, calls, others, first=(rec["rule_s"], rec["config_s"]))
+            rec.update(rule_s=rule_s, config_s=cfg_s, speedup=rule_s / cfg_s, tries=rec["tries"] + tries)
             atomic_write(path, json.dumps(data, indent=1) + "\n")
     recs = data["records"]
     best = max((float(r["speedup"]) for r in recs if record_basis(r, recs) == config_key(base)), default=float("nan"))
@@ -134,25 +132,23 @@ def sweep_workload(
 
 
 def _timed_pair(rule: Any, cand: Any, calls: int, controls: Sequence[float],
-                first_off: float | None = None) -> tuple[tuple[float, float] | None, int]:
-    """``(rules' median, candidate's median)`` of one ABBA pair, and how many tries it took: with three or more
-    ``controls`` (the rules' medians of the workload's other pairs), a pair whose control lies off their median
-    by more than :data:`OFF_MEDIAN` is timed again (see there). ``first_off``: the control of a try already made
-    (a pair timed before there was a median): only tries closer than it count, and at most PAIR_RETRIES more;
-    None where none was."""
+                first: tuple[float, float] | None = None) -> tuple[tuple[float, float], int]:
+    """``(rules' median, candidate's median)`` of one ABBA pair, and how many tries it took now: with three or
+    more ``controls`` (the rules' medians of the workload's other pairs), a pair whose control lies off their
+    median by more than :data:`OFF_MEDIAN` is timed again (see there), and the try closest to it is kept.
+    ``first``: a try already made (a pair timed before there was a median), which counts as the first."""
     center = statistics.median(controls) if len(controls) >= 3 else None
-    best = None if first_off is None else (abs(first_off / center - 1), None)
-    for tries in range(1, PAIR_RETRIES + 2 - (first_off is not None)):
+
+    def off(pair: tuple[float, float]) -> float:  # how far its control lies from the median (0: no median yet)
+        return abs(pair[0] / center - 1) if center is not None else 0.0
+
+    best, tries, most = first, 0, PAIR_RETRIES + (first is None)
+    while tries < most and (best is None or off(best) > OFF_MEDIAN):
         ta, tb = time_interleaved([rule, cand], blocks=2, calls=calls)
-        pair = statistics.median(ta), statistics.median(tb)
-        if center is None:
-            return pair, tries
-        off = abs(pair[0] / center - 1)
-        if best is None or off < best[0]:
-            best = off, pair
-        if off <= OFF_MEDIAN:
-            break
-    return best[1], tries
+        pair, tries = (statistics.median(ta), statistics.median(tb)), tries + 1
+        if best is None or off(pair) < off(best):
+            best = pair
+    return best, tries
 
 
 def sweep(
