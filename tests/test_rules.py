@@ -350,7 +350,8 @@ def test_float64_halves_the_lanes():
 def test_every_decision_names_its_rule():
     plan = decide(kernel_shape("mlp_expand", 96), ZEN3)
     assert {d.rule for d in plan.decisions} <= set(RULES)
-    assert {d.knob for d in plan.decisions} == {f.name for f in dataclasses.fields(RuleConfig)}
+    assert {d.knob for d in plan.decisions} == {f.name for f in dataclasses.fields(RuleConfig)} | {"prefetch"}
+    assert [d.knob for d in plan.decisions if d.knob not in plan.config.as_dict()] == ["prefetch"]  # R14: the plan's
     text = plan.table()
     for d in plan.decisions:
         assert d.rule in text and d.knob in text
@@ -383,7 +384,8 @@ def test_parse_overrides(text, expected):
 
 @pytest.mark.parametrize("text", ["rule_based[tq=4]", "rule_based[tk]", "rule_based[=3]", "rule_based[tk=64,tk=32]"])
 def test_bad_override_names_the_knobs(text):
-    with pytest.raises(RuleError, match="knob=value with knob one of: jpack, kparts, mr, order, pack_b, tk, tm, tn"):
+    knobs = "jpack, kparts, mr, order, pack_b, prefetch, tk, tm, tn"
+    with pytest.raises(RuleError, match=f"knob=value with knob one of: {knobs}"):
         parse_overrides(text)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from tvm.s_tir import Schedule
 
 from ...core.registry import ScheduleContext, Variant, register
-from ..rules import apply_config, panel_relayout, prepacks
+from ..rules import apply_config, panel_relayout, prefetch_blocker, prepacks
 from . import data, domain, evaluate, features, model
 from .data import (
     SCHEMA,
@@ -67,15 +67,23 @@ def _prediction(ctx: ScheduleContext) -> Prediction:
                    b_constant=ctx.b_constant)
 
 
+def _prefetch(config, ctx: ScheduleContext) -> bool:
+    """R14 for the predicted config, as the rules decide it for theirs."""
+    return not prefetch_blocker(config, ctx.shape, ctx.layout, ctx.dtype, ctx.slices, ctx.facts)
+
+
 def _apply(sch: Schedule, ctx: ScheduleContext) -> None:
-    apply_config(sch, _prediction(ctx).config, ctx.shape, ctx.layout, ctx.block, prepack_b=ctx.b_constant)
+    config = _prediction(ctx).config
+    apply_config(sch, config, ctx.shape, ctx.layout, ctx.block, prepack_b=ctx.b_constant,
+                 prefetch=_prefetch(config, ctx))
 
 
 def _decisions(ctx: ScheduleContext) -> dict:
     pred = _prediction(ctx)
+    d = {**pred.decisions, "prefetch_b": _prefetch(pred.config, ctx)}
     if not ctx.b_constant:
-        return pred.decisions
-    return {**pred.decisions, "b_prepacked": prepacks(pred.config, ctx.shape, batched=ctx.slices > 1)}
+        return d
+    return {**d, "b_prepacked": prepacks(pred.config, ctx.shape, batched=ctx.slices > 1)}
 
 
 register(Variant(

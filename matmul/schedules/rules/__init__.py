@@ -44,6 +44,8 @@ from .config import (
     ORDERS,
     PAD_ROWS_MAX,
     PAGE_BYTES,
+    PREFETCH_MIN_L3_SHARE,
+    PREFETCH_MIN_TILES,
     RULES,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
@@ -52,6 +54,8 @@ from .config import (
     Plan,
     RuleConfig,
     RuleError,
+    prefetch_blocker,
+    rule_knobs,
     vector_lanes,
     vector_registers,
 )
@@ -72,7 +76,7 @@ def parse_overrides(name: str) -> tuple[str, dict[str, Any]] | None:
         An item that is not ``knob=value``, a knob that is not a rule knob
         (the message lists them), or a knob given twice.
     """
-    knobs = sorted(f.name for f in dataclasses.fields(RuleConfig))
+    knobs = sorted(rule_knobs())
     try:
         parsed = parse_name(name)
     except VariantNameError as err:
@@ -104,7 +108,8 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
                       b_constant=ctx.b_constant)
 
     def apply(sch: Schedule, ctx: ScheduleContext) -> None:
-        apply_config(sch, plan(ctx).config, ctx.shape, ctx.layout, ctx.block, prepack_b=ctx.b_constant)
+        p = plan(ctx)
+        apply_config(sch, p.config, ctx.shape, ctx.layout, ctx.block, prepack_b=ctx.b_constant, prefetch=p.prefetch)
 
     def summary(facts: HostFacts) -> str:
         return ("register-blocked GEMM from hardware rules: pad, pack B, task tiles TM x TN in parallel, "
@@ -116,6 +121,7 @@ def _rule_based(overrides: dict[str, Any]) -> Variant:
         d["parallel_tasks"] = p.config.tasks(ctx.shape) * ctx.slices
         d["threads"] = ctx.facts.runtime_threads
         d["vector_width"] = p.config.vector
+        d["prefetch_b"] = p.prefetch
         if ctx.b_constant:
             d["b_prepacked"] = prepacks(p.config, ctx.shape, batched=ctx.slices > 1)
         return d
@@ -158,6 +164,8 @@ __all__ = [
     "ORDERS",
     "PAD_ROWS_MAX",
     "PAGE_BYTES",
+    "PREFETCH_MIN_L3_SHARE",
+    "PREFETCH_MIN_TILES",
     "PREPACKED",
     "RULES",
     "TASKS_PER_THREAD",
@@ -174,7 +182,9 @@ __all__ = [
     "pack_panels",
     "panel_relayout",
     "parse_overrides",
+    "prefetch_blocker",
     "prepacks",
+    "rule_knobs",
     "set_pressure",
     "vector_lanes",
     "vector_registers",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import tvm.tirx as tirx
 from tvm.error import InternalError
 from tvm.s_tir import Schedule, ScheduleError
 from tvm.s_tir.schedule import _ffi_api as _schedule_ffi
@@ -13,7 +14,7 @@ from tvm.tirx.function import IndexMap
 
 from ...core.kernel import BLOCK
 from ...core.workloads import MatmulShape
-from .config import RuleConfig
+from .config import LINE_BYTES, RuleConfig, RuleError, itemsize, prefetch_blocker
 
 
 def prepacks(config: RuleConfig, shape: MatmulShape, batched: bool = False) -> bool:
@@ -36,7 +37,7 @@ def pack_panels(b: np.ndarray, jpack: int, layout: str = "NN") -> np.ndarray:
 
 
 def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: str = "NN",
-                 block_name: str = BLOCK, *, prepack_b: bool = False) -> None:
+                 block_name: str = BLOCK, *, prepack_b: bool = False, prefetch: bool = False) -> None:
     """Schedule the matmul block ``block_name`` (``C`` in the canonical kernel) with ``config``.
 
     The block reads A then B and writes C; its loops are ``[batch..., i, j, k]``. ``shape`` is one batch
@@ -47,6 +48,8 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     :func:`prepacks`, B's own buffer takes R5's panel layout, so the function reads B already packed
     (:func:`pack_panels`, done once by the caller) instead of packing it on every call; elsewhere the
     flag changes nothing.
+
+    ``prefetch``: R14, B's next block prefetched in software (the plan's choice, :attr:`Plan.prefetch`).
 
     Raises
     ------
@@ -59,6 +62,9 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     nb = len(sch.get_loops(block)) - 3
     stmt = sch.get(block)
     buffers = {"A": stmt.reads[0].source.name, "B": stmt.reads[1].source.name, "C": stmt.writes[0].source.name}
+    b_buffer = stmt.reads[1].source
+    if prefetch and (why := prefetch_blocker(c, shape, layout, str(b_buffer.dtype), slices=2 if nb else 1)):
+        raise RuleError(f"R14 cannot prefetch B here: {why}")
     mp = c.padded(shape)[0]
     m_grown = mp != shape.M
     prepacked = prepack_b and prepacks(c, shape, batched=nb > 0)  # asked of the whole shape, tail included
@@ -142,6 +148,52 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
             _inline_or_copy_out(sch, buffers[operand] + "_pad")
         else:
             _parallel_copy(sch, copy)
+    if prefetch:  # R14, last: the loops it reads are final
+        _prefetch_next_block(sch, c, shape, b_buffer, task, ko, j_mid, i_mid)
+
+
+def prefetch_sizes(c: RuleConfig, shape: MatmulShape, size: int) -> dict[str, int]:
+    """R14's counts for ``c`` on ``shape`` (``size``-byte elements): ``per_line`` elements per cache line,
+    ``row_lines`` lines per row of a block (one j-pack wide), ``lines`` per block (TK rows), ``share`` prefetched
+    at the head of each of the ``tiles`` row tiles, ``j_packs`` per task, ``blocks`` per task (K blocks x
+    j-packs) and ``tasks_n``, the task columns."""
+    per_line = LINE_BYTES // size
+    row_lines = -(-c.jpack // per_line)
+    lines, tiles = c.tk * row_lines, c.tm // c.mr
+    return {"per_line": per_line, "row_lines": row_lines, "lines": lines, "tiles": tiles,
+            "share": -(-lines // tiles), "j_packs": c.tn // c.jpack,
+            "blocks": shape.K // c.tk * (c.tn // c.jpack), "tasks_n": shape.N // c.tn}
+
+
+def prefetch_index(c: RuleConfig, z: dict[str, int], task, ko, jm, im, p, div, mod) -> tuple:
+    """The ``p``-th line row tile ``im`` prefetches in step ``(ko, jm)`` of ``task``: ``(row, col, line, nxt)``
+    (B's element at the line's start; the line's number in its block and the block's number in the task), to
+    be fetched where ``line < lines`` and ``nxt < blocks``. ``div`` and ``mod`` floor-divide (TIR's, or
+    NumPy's for the tests, which check every index in bounds and every line fetched once)."""
+    line, nxt = im * z["share"] + p, ko * z["j_packs"] + jm + 1
+    row = div(nxt, z["j_packs"]) * c.tk + div(line, z["row_lines"])
+    col = (mod(task, z["tasks_n"]) * c.tn + mod(nxt, z["j_packs"]) * c.jpack
+           + mod(line, z["row_lines"]) * z["per_line"])
+    return row, col, line, nxt
+
+
+def _prefetch_next_block(sch: Schedule, c: RuleConfig, shape: MatmulShape, b, task, ko, j_mid, i_mid) -> None:
+    """R14: at the head of each row tile (``i_mid``), prefetch into L1 a share of the lines of the B block the
+    next ``(ko, j_mid)`` step reads (TK rows of one j-pack), so the block's first row tile finds them there.
+    Each row tile takes an equal share; the last block of a task prefetches nothing (its next task's first
+    block is read by the same loop soon after, from L2 at worst)."""
+    z = prefetch_sizes(c, shape, itemsize(str(b.dtype)))
+    t, k, jm, im = (sch.get(loop).loop_var for loop in (task, ko, j_mid, i_mid))
+    p = tirx.Var("pf", im.ty)
+    row, col, line, nxt = prefetch_index(c, z, t, k, jm, im, p, tirx.floordiv, tirx.floormod)
+    fetch = tirx.Evaluate(tirx.call_intrin("void", "tirx.prefetch", tirx.address_of(tirx.BufferLoad(b, [row, col])),
+                                           0, 3, 1))  # read, keep in all levels (L1), data cache
+    guarded = tirx.IfThenElse(tirx.all(line < z["lines"], nxt < z["blocks"]), fetch, None)
+    loop = tirx.For(p, tirx.const(0, str(im.ty)), tirx.const(z["share"], str(im.ty)), tirx.ForKind.SERIAL, guarded)
+    tile = sch.get(i_mid)
+    sch.state.replace(sch.get_sref(i_mid), tirx.For(tile.loop_var, tile.min, tile.extent, tile.kind,
+                                                     tirx.SeqStmt([loop, tile.body]), tile.thread_binding,
+                                                     tile.annotations), {})
 
 
 def _inline_or_copy_out(sch: Schedule, name: str) -> None:
@@ -263,4 +315,4 @@ def _panels(nb: int, jp: int, layout: str):
     return pack
 
 
-__all__ = ["apply_config", "pack_panels", "prepacks"]
+__all__ = ["apply_config", "pack_panels", "prefetch_index", "prefetch_sizes", "prepacks"]

@@ -84,6 +84,10 @@ RULES: dict[str, str] = {
     "R13": "split K between the threads (each a contiguous part of K into its own partial C, then a vectorised "
            "parallel sum) when the output has fewer tasks than threads (narrow N, M too small to split) and "
            "each part keeps at least 2048 k iterations",
+    "R14": "where B is read in place (NN, not packed), its rows lie at least a page apart and it exceeds 1/4 of L3, "
+           "prefetch into L1 the B block (TK rows of one j-pack, no larger than L1) the next step reads, a share "
+           "at the head of each of at least 8 row tiles: the hardware prefetchers stop at page boundaries, so "
+           "without it the first line of every row of a new block misses, to memory",
 }
 
 #: Loop orders :func:`apply_config` knows. ``jfirst`` is R8's; ``ifirst``
@@ -178,6 +182,16 @@ HALF_RATE_L2_TK_MIN_ROWS = 192
 #: page, and on a virtually indexed L1 of one page per way every row lands in the same sets. mlp_expand's
 #: 3072-float rows (3 pages) read 0.77x and 0.89x unpacked at M = 16 on Zen 3 and Emerald Rapids.
 PAGE_BYTES = 4096
+#: Bytes of a cache line: the stride of R14's prefetches (64 on every x86-64 core and most Arm cores).
+LINE_BYTES = 64
+#: R14 spreads a block's prefetches over its row tiles and needs at least this many of them. Measured on Zen 4
+#: (``evidence/README.md``): BERT-base's MLP expand read 0.91-0.94x the time with the prefetch at M = 64-128
+#: (8-16 tiles), about the same at M = 32 (4) and 1.02x slower at M = 16 (2 tiles, 192 prefetches each).
+PREFETCH_MIN_TILES = 8
+#: R14 prefetches only a B larger than this share of L3 (from memory, not cache). On Zen 4 (32 MiB L3) B of 9-268
+#: MiB read 1.02-1.16x faster with the prefetch, B of 4-6.5 MiB (BERT-large's QKV, t5-small's MLP expand,
+#: ViT-huge's QKV) 0.95-1.02x (``evidence/znver4-2c-simd16-t2/prefetch/``).
+PREFETCH_MIN_L3_SHARE = Fraction(1, 4)
 
 
 class RuleError(ValueError):
@@ -283,6 +297,43 @@ class RuleConfig:
         return dataclasses.asdict(self)
 
 
+def rule_knobs() -> list[str]:
+    """What an override may pin: the config's knobs and R14's ``prefetch`` (on or off), which is the plan's, not
+    the config's (:attr:`Plan.prefetch`)."""
+    return [f.name for f in dataclasses.fields(RuleConfig)] + ["prefetch"]
+
+
+def prefetch_blocker(config: RuleConfig, shape: MatmulShape, layout: str = "NN", dtype: str = "float32",
+                     slices: int = 1, facts: HostFacts | None = None) -> str:
+    """Why R14 does not prefetch B for ``config`` (empty: it does). Its schedule wants B read in place (not
+    packed, per call or once), one matrix in NN, its rows at least a page apart (the hardware prefetchers stop
+    at page boundaries, so the first line of every row of a new block misses), neither of B's axes padded nor
+    N left a tail (R3), R8's jfirst order, K whole (R13), and at least :data:`PREFETCH_MIN_TILES` row tiles to
+    spread the prefetches over. With ``facts``, the rule also wants the misses to be worth hiding and the block
+    to fit where it goes: B larger than :data:`PREFETCH_MIN_L3_SHARE` of L3 (its lines come from memory) and a
+    block (TK rows of one j-pack) no larger than L1."""
+    c, size = config, itemsize(dtype)
+    row = shape.N * size
+    blockers = [
+        (layout != "NN", f"{layout}: B is packed"), (slices > 1, "a batched block"),
+        (c.pack_b, "B is packed into panels"), (c.kparts > 1, "K is split"),
+        (c.order != "jfirst", f"order {c.order}"),
+        (c.tiled(shape)[1:] != (shape.N, shape.K), "R3 pads B or leaves N a tail"),
+        (row < PAGE_BYTES, f"B's rows are {row} B apart, under a page: the hardware prefetchers follow them"),
+        (c.tm // c.mr < PREFETCH_MIN_TILES, f"{c.tm // c.mr} row tiles, under {PREFETCH_MIN_TILES}"),
+        (shape.K // c.tk * (c.tn // c.jpack) < 2, "one B block per task"),
+    ]
+    if facts is not None:
+        b_bytes, block = shape.K * shape.N * size, c.tk * c.jpack * size
+        l3 = facts.l3_bytes or 0
+        blockers += [
+            (b_bytes * PREFETCH_MIN_L3_SHARE.denominator <= l3 * PREFETCH_MIN_L3_SHARE.numerator,
+             f"B's {b_bytes / 2**20:.1f} MiB fit in {PREFETCH_MIN_L3_SHARE} of L3: its lines come from cache"),
+            (block > l1_bytes(facts), f"the block ({block // 1024} KiB) exceeds L1"),
+        ]
+    return next((why for hit, why in blockers if hit), "")
+
+
 @dataclasses.dataclass(frozen=True)
 class Decision:
     knob: str
@@ -302,6 +353,9 @@ class Plan:
     config: RuleConfig
     decisions: tuple[Decision, ...]
     overrides: tuple[str, ...] = ()
+    #: R14: B's next block prefetched in software (:func:`prefetch_blocker`; not a config knob: it depends on
+    #: the machine, and records of configs measured before it stay valid).
+    prefetch: bool = False
 
     def budget(self) -> list[dict[str, Any]]:
         """Working sets of the schedule's levels against the budget each rule set."""

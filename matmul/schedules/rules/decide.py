@@ -8,7 +8,6 @@ one CPU.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -49,7 +48,9 @@ from .config import (
     itemsize,
     l1_bytes,
     l2_bytes,
+    prefetch_blocker,
     round_up,
+    rule_knobs,
     vector_lanes,
     vector_registers,
 )
@@ -150,7 +151,7 @@ def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         An unknown knob (the message lists them) or a value of the wrong kind.
     """
     overrides = dict(overrides)
-    knobs = [f.name for f in dataclasses.fields(RuleConfig)]
+    knobs = rule_knobs()
     unknown = set(overrides) - set(knobs)
     if unknown:
         raise RuleError(f"unknown rule knob(s) {', '.join(sorted(unknown))}; knobs are: {', '.join(knobs)}")
@@ -160,8 +161,8 @@ def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
             raise RuleError(f"illegal rule config: {knob} must be a positive integer, got {value!r}")
         if knob == "order" and value not in ORDERS:
             raise RuleError(f"illegal rule config: order {value!r} is not one of {', '.join(ORDERS)}")
-        if knob == "pack_b" and not isinstance(value, bool):
-            raise RuleError(f"illegal rule config: pack_b must be on or off, got {value!r}")
+        if knob in ("pack_b", "prefetch") and not isinstance(value, bool):
+            raise RuleError(f"illegal rule config: {knob} must be on or off, got {value!r}")
     return overrides
 
 
@@ -368,8 +369,14 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     pack_b = note("pack_b", pack0, "R5", why_pack)
     config = RuleConfig(tm=tm, tn=tn, tk=tk, mr=mr, jpack=jpack, vector=lanes, unroll=unroll,
                         writeback=writeback, order=order, pack_b=bool(pack_b), kparts=kparts).check()
+    blocker = prefetch_blocker(config, shape, layout, dtype, slices, facts)
+    prefetch = note("prefetch", not blocker, "R14", f"not here: {blocker}" if blocker else
+                    f"B's rows are {shape.N * size} B apart (a page or more) and B comes from memory: each row tile "
+                    "prefetches a share of the next B block")
+    if prefetch and (illegal := prefetch_blocker(config, shape, layout, dtype, slices)):
+        raise RuleError(f"illegal rule config: prefetch=on, but R14's schedule cannot prefetch here: {illegal}")
     pinned = tuple(f"{k}={v}" for k, v in overrides.items())
-    return Plan(shape, dtype, layout, facts, config, tuple(decisions), pinned)
+    return Plan(shape, dtype, layout, facts, config, tuple(decisions), pinned, prefetch=bool(prefetch))
 
 
 __all__ = ["block_set_load", "check_overrides", "decide", "set_pressure"]
