@@ -102,8 +102,8 @@ def pytest_addoption(parser):
     g.addoption("--gpu-dtypes", default="float16,float32", help="--target cuda: dtypes (default: %(default)s)")
     g.addoption("--arch", default=None, help="--target cuda: CUDA arch (default: this machine's GPU)")
     g.addoption("--aa", default="auto",
-                help="the case copied as each shape's A/A control: a variant, 'auto' (rule_based, else the first "
-                     "TVM case) or 'none' (default: %(default)s)")
+                help="the case copied as each shape's A/A control: a TVM variant among --variants, 'auto' "
+                     "(rule_based, else the first TVM case) or 'none' (default: %(default)s)")
 
 
 def _positive_int(config, option: str) -> int:
@@ -271,6 +271,7 @@ def pytest_configure(config):
         "rounds": _positive_int(config, "--rounds"),
         "interleave": not config.getoption("--no-interleave"),
         "aa": None if config.getoption("--aa") == "none" else config.getoption("--aa"),
+        "e2e_batch": _positive_int(config, "--e2e-batch"),  # checked even when --e2e-models none leaves it unused
     }
     try:
         budget, width = float(config.getoption("--group-budget")), float(config.getoption("--ci-width"))
@@ -285,10 +286,13 @@ def pytest_configure(config):
                 raise ValueError(f"--aa {settings['aa']!r} is a vendor reference; the A/A copy must be a TVM variant")
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
+        variants = list(dict.fromkeys(v for _, _, v, _ in config.stash[_GRID]))
+        if settings["aa"] not in variants:  # time_group would find no case to copy in any shape
+            raise pytest.UsageError(f"--aa {settings['aa']!r} is not among --variants ({', '.join(variants)}); "
+                                    "name one of them, auto (rule_based, else the first TVM case) or none")
     config.stash[_GRID_TIMER] = GridTimer(settings)
     config.stash[_E2E] = _e2e_grid(config)
     config.stash[_GPU] = _gpu_grid(config)
-    settings["e2e_batch"] = int(config.getoption("--e2e-batch"))
     config.stash[_E2E_TIMER] = E2ETimer(settings)
     # pytest-benchmark files runs under a machine id built from the OS and
     # Python only, so a Zen 3 and a Skylake run would land in one folder and

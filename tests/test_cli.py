@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
@@ -101,6 +102,9 @@ def test_paired_takes_explicit_shapes(capsys):
         (["report", "/no/such/run.json"], "no such run file"),
         (["describe", "--set", "tn=100"], "tn 100 is not a multiple of jpack"),
         (["describe", "--set", "fast=1"], "knob=value with knob one of"),
+        (["describe", "--set", "rule_based[tk=64]"], "--set takes knob=value,... without the variant name (e.g. --set "
+                                                      "tk=64,jpack=16); knobs: "),
+        (["describe", "--variant", "full"], "describe shows the rule_based plan only, not --variant full; pin"),
         (["evidence", "tk", "nope"], "unknown study 'nope'; choose from: ksplit"),
         (["paired", "rule_based", "rule_based[tk=0]", "--kernels", "qkv"], "tk must be a positive integer"),
     ],
@@ -123,6 +127,40 @@ def test_describe_with_pinned_knobs(capsys):
     assert main(["describe", "--shape", "1", "768", "768", "--set", "tk=64,order=ifirst"]) == 0
     out = capsys.readouterr().out
     assert "overridden by the caller: tk=64, order=ifirst" in out
+
+
+def _did_the_work(*_args, **_kwargs):
+    raise AssertionError("the command started its work before checking where its output goes")
+
+
+@pytest.mark.parametrize(
+    "argv, work, kind",
+    [
+        (["e2e", "--model", "t5-small", "--seq", "3", "--json"], "e2e.layer_spec", "file"),
+        (["paired", "full", "numpy", "--kernels", "qkv", "--m-values", "4", "--csv"], "measure.paired", "file"),
+        (["compare-db", "base", "--csv"], "measure.workload_targets", "file"),
+        (["traces", "--csv"], "tune.traces_table", "file"),
+        (["ml", "dataset", "--out"], "ml.dataset", "file"),
+        (["ml", "evaluate", "--no-measure", "--out"], "ml.dataset", "folder"),
+        (["evidence", "order", "--out"], "measure.run_study", "folder"),
+        (["report", "--out"], "report.build_report", "folder"),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(argv, work, kind, capsys, monkeypatch,
+                                                                         tmp_path):
+    module, name = work.split(".")
+    monkeypatch.setattr(importlib.import_module(f"matmul.cli.{module}"), name, _did_the_work)
+    if kind == "file":  # an existing folder, or a file in a folder that does not exist
+        cases = [(tmp_path, "is a folder; give the path of a file to write"),
+                 (tmp_path / "no" / "out.csv", f"the folder {tmp_path / 'no'} does not exist")]
+    else:  # an existing file
+        (tmp_path / "taken").write_text("x")
+        cases = [(tmp_path / "taken", "is a file; give a folder")]
+    for path, message in cases:
+        assert main([*argv, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {argv[-1]} {path}" in err and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["taken"] if kind == "folder" else [])
 
 
 # --------------------------------------------------------------------------- --target cuda

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -193,6 +194,22 @@ def test_a_ledger_with_a_wrong_type_is_refused_and_never_rewritten(tmp_path):
     proc = _run("prune", "--dir", str(pdir))
     assert proc.returncode == 2 and "trials='many'" in proc.stderr and str(ledger) in proc.stderr
     assert ledger.read_bytes() == before
+
+
+@pytest.mark.parametrize("best_s", [0, 0.0, float("inf")])
+def test_a_ledger_best_time_that_is_no_positive_time_is_refused_and_never_rewritten(best_s, tmp_path):
+    # GFLOP/s divide by it: a best_s of 0 passed the type check and then raised ZeroDivisionError
+    from matmul.schedules.metaschedule.database import DatabaseError, read_ledger
+
+    pdir = tmp_path / "p"
+    pdir.mkdir()
+    ledger = pdir / "ledger.json"
+    ledger.write_text(json.dumps({"profile": "p", "workloads": {"NN-float32-M1-K1-N1": {
+        "M": 1, "K": 1, "N": 1, "layout": "NN", "dtype": "float32", "trials": 4, "best_s": best_s}}}))
+    before = ledger.read_bytes()
+    with pytest.raises(DatabaseError, match=re.escape(f"best_s={best_s!r}")) as err:
+        read_ledger(pdir)
+    assert str(ledger) in str(err.value) and ledger.read_bytes() == before
 
 
 def test_a_second_tune_of_one_profile_is_refused_while_the_first_holds_it(tmp_path):

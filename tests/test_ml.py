@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -253,6 +254,40 @@ def test_dataset_bad_inputs_name_the_choices(tmp_path):
         ml.read_dataset(tmp_path / "missing.csv")
 
 
+def test_a_dataset_without_the_columns_training_reads_is_named_with_how_to_rebuild(tmp_path, capsys):
+    from matmul.cli import main
+
+    bad = tmp_path / "old.csv"
+    bad.write_text("workload,M,K,N\nw,1,2,3\n")
+    why = f"dataset {bad} lacks the column(s) source, target, speedup_vs_rule, rel; rebuild it with `python -m"
+    with pytest.raises(ValueError, match=re.escape(why + " matmul ml dataset`")):
+        ml.read_dataset(bad)
+    with pytest.raises(ValueError, match=r"the dataset lacks the column\(s\) source, target"):
+        ml.training_frame(pd.DataFrame({"workload": ["w"], "rel": [1.0]}))
+    out = tmp_path / "eval"
+    for cmd in (["train", "--model-root", str(tmp_path / "models")], ["evaluate", "--no-measure", "--out", str(out)]):
+        assert main(["ml", *cmd, "--dataset", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad} lacks the column(s) source, target, speedup_vs_rule, rel" in err and "ml dataset" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.csv"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--cross"], "--dataset applies to one profile's model; --cross reads every profile's records"),
+    (["evaluate", "--leave-profile-out", FACTS.profile, "--no-measure"],
+     "--leave-profile-out reads every profile's records under --root, not --dataset"),
+])
+def test_a_dataset_is_refused_beside_a_split_that_reads_every_profile(argv, message, tmp_path, capsys):
+    from matmul.cli import main
+
+    data = tmp_path / "d.csv"
+    data.write_text("source,workload,target,speedup_vs_rule,rel\n")
+    where = ["--model-root", str(tmp_path / "models")] if argv[0] == "train" else ["--out", str(tmp_path / "eval")]
+    assert main(["ml", *argv, "--dataset", str(data), "--root", str(tmp_path / "empty"), *where]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
+
+
 # --------------------------------------------------------------------------- training
 def test_training_is_deterministic_and_saves_text_with_a_sidecar(tiny_root, tmp_path):
     df = ml.dataset(root=tiny_root, sources=["template"])
@@ -373,6 +408,8 @@ FALLBACKS = {
     "configs-per-shape-text": (lambda model, side: _edit_sidecar(side, configs_per_shape="many"),
                                r"configs_per_shape 'many', not a positive integer"),
     "no-domain": (lambda model, side: _edit_sidecar(side, domain=None), r"no valid trained domain"),
+    "trained-profiles-null": (lambda model, side: _edit_sidecar(side, trained_profiles=None),
+                              r"trained_profiles None, not a list of profile names"),
     "domain-backwards": (lambda model, side: _edit_sidecar(side, domain={"M": [9, 2], "K": [1, 1], "N": [1, 1],
                                                                          "layouts": ["NN"], "dtypes": ["float32"]}),
                          r"no valid trained domain"),

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -233,6 +234,47 @@ def test_bad_run_files_name_the_path(tmp_path, content, message):
         load_run(bad)
     assert str(bad) in str(err.value)
     assert bad.read_text() == content  # never rewritten
+
+
+MALFORMED = {
+    "commit-id-null": (lambda d: d["commit_info"].update(id=None), "commit_info.id is None, not a string"),
+    "fp32-peak-not-an-object": (lambda d: d["machine_info"]["matmul"].update(fp32_peak=[1]),
+                                "machine_info.matmul.fp32_peak is [1], not a JSON object"),
+    "cpu-not-an-object": (lambda d: d["machine_info"].update(cpu="zen"),
+                          "machine_info.cpu is 'zen', not a JSON object"),
+    "median-without-mean": (lambda d: d["benchmarks"][0]["stats"].pop("mean"), "has no stats.mean"),
+    "iqr-null": (lambda d: d["benchmarks"][0]["stats"].update(iqr=None), "has stats.iqr None, not a finite number"),
+}
+
+
+@pytest.mark.parametrize("mode", list(MALFORMED))
+def test_a_malformed_field_is_a_report_error_naming_the_file_and_the_field(mode, tmp_path):
+    edit, message = MALFORMED[mode]
+    data = json.loads(TWO.read_text())
+    edit(data)
+    bad = tmp_path / "0005_edited.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match=re.escape(message)) as err:
+        load_run(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_a_run_file_that_is_not_utf8_is_named_and_skipped(tmp_path):
+    bad = tmp_path / "0006_latin1.json"
+    content = b'{"benchmarks": [], "note": "caf\xe9"}'
+    bad.write_bytes(content)
+    with pytest.raises(ReportError, match="not UTF-8 text"):
+        load_run(bad)
+    proc = _cli(str(TWO), str(bad), "--threshold", "100")
+    assert proc.returncode == 0 and f"skipped {bad}" in proc.stdout and "not UTF-8" in proc.stdout, proc.stderr
+    assert "== geomeans ==" in proc.stdout and bad.read_bytes() == content
+
+
+@pytest.mark.parametrize("option", ["--threshold", "--cv-threshold"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1"])
+def test_thresholds_must_be_finite_positive_numbers(option, value):
+    proc = _cli(str(TWO), option, value)
+    assert proc.returncode == 2 and "thresholds must be finite positive numbers" in proc.stderr, proc.stderr
 
 
 def test_missing_inputs_are_clear(tmp_path):

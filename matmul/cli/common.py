@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..core.gpu import ARCHS
 from ..core.kernel import ALL_DTYPES, DTYPES, LAYOUTS
@@ -22,6 +23,25 @@ from ..core.workloads import (
 def say(line: str) -> None:
     """A status line on stderr (results go to stdout)."""
     print(line, file=sys.stderr, flush=True)
+
+
+def check_out(path: str | Path | None, option: str, *, folder: bool = False) -> None:
+    """Refuse an output path before any work is done (a ValueError naming the option; exit 2).
+
+    A file (``folder=False``): not an existing folder, and its folder must exist. A folder (``folder=True``):
+    not an existing file (missing folders are created when the files are written).
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{option} {path} is a file; give a folder for the files it writes")
+    elif path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give the path of a file to write (a new name inside it, "
+                         "or elsewhere)")
+    elif not path.parent.is_dir():
+        raise ValueError(f"{option} {path}: the folder {path.parent} does not exist; create it or choose another path")
 
 
 def positive(text: str) -> int:

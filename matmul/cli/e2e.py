@@ -19,10 +19,11 @@ from ..e2e.tune import E2E_DIR, tune_layer
 from ..e2e.versus import WITHIN, check_versus, fused_vs_kernels
 from ..schedules.metaschedule.database import TRIALS_PER_ITER
 from ..schedules.metaschedule.tune import SearchSettings
-from .common import positive, say
+from .common import check_out, positive, say
 
 
 def _cmd_e2e(args: argparse.Namespace) -> int:
+    check_out(args.json, "--json")
     spec = layer_spec(args.model, args.seq, args.batch)
     check_schedule(args.schedule)
     if args.vs_kernels:

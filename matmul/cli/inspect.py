@@ -15,7 +15,7 @@ from ..core.verify import DATA_KINDS, check_memory, verify
 from ..core.workloads import KERNELS, MODELS, workloads
 from ..measure.peak import computed_fp32_peak, measure_fp32_peak
 from ..measure.references import REFERENCES
-from ..schedules.rules import RULES, decide, parse_overrides
+from ..schedules.rules import RULES, decide, parse_overrides, rule_knobs
 from .common import add_kernel_args, positive, shape_of, variant_of
 
 
@@ -60,8 +60,24 @@ def _cmd_shapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_overrides(args: argparse.Namespace) -> dict | None:
+    """The knobs --set pins; a ValueError naming the knobs for a --set that is not ``knob=value,...`` and for a
+    --variant other than rule_based (describe plans rule_based only)."""
+    knobs = ", ".join(sorted(rule_knobs()))
+    if args.variant != "rule_based":
+        raise ValueError(f"describe shows the rule_based plan only, not --variant {args.variant}; pin rule_based's "
+                         f"knobs with --set knob=value,... (knobs: {knobs})")
+    if not args.set:
+        return None
+    parsed = None if "[" in args.set or "]" in args.set else parse_overrides(f"rule_based[{args.set}]")
+    if parsed is None:
+        raise ValueError(f"--set {args.set!r}: --set takes knob=value,... without the variant name (e.g. --set "
+                         f"tk=64,jpack=16); knobs: {knobs}")
+    return parsed[1]
+
+
 def _cmd_describe(args: argparse.Namespace) -> int:
-    overrides = parse_overrides(f"rule_based[{args.set}]")[1] if args.set else None
+    overrides = _describe_overrides(args)
     plan = decide(shape_of(args), host_facts(), dtype=args.dtype, layout=args.layout, overrides=overrides)
     print(plan.table())
     if args.rules:
@@ -126,7 +142,7 @@ def add_parsers(sub) -> None:
 
     desc = sub.add_parser("describe", help="the rule_based plan for a shape: each decision, its rule, the cache budget")
     add_kernel_args(desc)
-    desc.set_defaults(variant="rule_based")
+    desc.set_defaults(variant="rule_based")  # the only one it plans: any other --variant is refused
     desc.add_argument("--set", metavar="KNOB=V,...", help="pin knobs, as in rule_based[tk=64,jpack=16]")
     desc.add_argument("--rules", action="store_true", help="also list every rule")
     desc.set_defaults(func=_cmd_describe)

@@ -15,7 +15,7 @@ from ..measure.compare_db import compare_databases
 from ..measure.evidence import get_study, overall, run_study, study_names, write_study
 from ..measure.paired import paired, paired_table
 from ..schedules.metaschedule import has_record
-from .common import add_workload_args, positive, say, workload_targets
+from .common import add_workload_args, check_out, positive, say, workload_targets
 
 
 def _cmd_agreement(args: argparse.Namespace) -> int:
@@ -29,6 +29,7 @@ def _cmd_agreement(args: argparse.Namespace) -> int:
 
 
 def _cmd_paired(args: argparse.Namespace) -> int:
+    check_out(args.csv, "--csv")
     loads = ([ShapeWorkload(MatmulShape(*s)) for s in args.shape] if args.shape
              else list(workloads(args.kernels, args.m_values, args.model)))
     results = paired(args.a, args.b, loads, layout=args.layout, blocks=args.blocks, calls=args.calls,
@@ -46,6 +47,7 @@ def _cmd_paired(args: argparse.Namespace) -> int:
 
 def _cmd_evidence(args: argparse.Namespace) -> int:
     names = args.studies or study_names()
+    check_out(args.out, "--out", folder=True)
     studies = [get_study(n) for n in names]  # every name checked before anything runs
     for study in studies:
         say(f"== {study.name}: {study.question}")
@@ -62,6 +64,7 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare_db(args: argparse.Namespace) -> int:
+    check_out(args.csv, "--csv")
     facts = host_facts()
     new_root = args.root or default_root()
     targets = []

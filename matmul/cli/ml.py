@@ -26,7 +26,7 @@ from ..schedules.ml import (
     write_dataset,
 )
 from ..schedules.template import CONFIGS_DEFAULT, template_dir
-from .common import add_kernel_args, positive, say, shape_of
+from .common import add_kernel_args, check_out, positive, say, shape_of
 
 
 def _ml_sweep(args: argparse.Namespace) -> int:
@@ -41,8 +41,9 @@ def _ml_sweep(args: argparse.Namespace) -> int:
 
 def _ml_dataset(args: argparse.Namespace) -> int:
     facts = host_facts()
-    df = dataset(facts=facts, root=args.root, sources=args.sources)
     out = args.out or Path(f"ml-dataset-{facts.profile}.csv")
+    check_out(out, "--out")
+    df = dataset(facts=facts, root=args.root, sources=args.sources)
     written = write_dataset(df, out, facts=facts, root=args.root)
     counts = ", ".join(f"{n} {s}" for s, n in df["source"].value_counts().sort_index().items())
     print(f"{len(df)} records ({counts}) of {df['workload'].nunique()} workloads; wrote "
@@ -67,6 +68,9 @@ def _cross_frame(args: argparse.Namespace, exclude=()):
 def _ml_train(args: argparse.Namespace) -> int:
     if args.exclude_profile and not args.cross:
         raise ValueError("--exclude-profile applies to the cross-profile model; add --cross")
+    if args.dataset and args.cross:
+        raise ValueError("--dataset applies to one profile's model; --cross reads every profile's records under "
+                         "--root: drop one of the two")
     frame = _cross_frame(args, args.exclude_profile or ()) if args.cross else _ml_frame(args)
     written, meta = train(frame, facts=host_facts(), root=args.model_root, cross=args.cross)
     print(f"trained on {meta['rows']} configs of {len(meta['workloads'])} workloads from "
@@ -80,6 +84,10 @@ def _ml_evaluate(args: argparse.Namespace) -> int:
     held = args.leave_profile_out
     if held and args.leave_model_out:
         raise ValueError("--leave-profile-out and --leave-model-out are two different splits; choose one")
+    if held and args.dataset:
+        raise ValueError("--leave-profile-out reads every profile's records under --root, not --dataset; "
+                         "drop one of the two")
+    check_out(args.out, "--out", folder=True)
     if args.leave_model_out:
         loo = leave_model_out(_ml_frame(args), args.leave_model_out, progress=say)
         title = "leave-one-model-out evaluation"

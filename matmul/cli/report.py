@@ -15,13 +15,11 @@ from ..report import (
     write_report,
 )
 from ..report.compare import NORMALIZE
-from .common import say
+from .common import check_out, say
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    if args.out and args.out.exists() and not args.out.is_dir():
-        say(f"error: --out {args.out} is a file; give a folder for the report's files")
-        return 2
+    check_out(args.out, "--out", folder=True)
     report = build_report(args.runs, storage=args.storage, base=args.base, threshold=args.threshold,
                           cv_threshold=args.cv_threshold, normalize=args.normalize)
     print(to_text(report))

@@ -20,7 +20,7 @@ from ..schedules.metaschedule.database import (
 from ..schedules.metaschedule.gpu import GpuTuning, check_can_measure
 from ..schedules.metaschedule.traces import summary_counts, traces_table
 from ..schedules.metaschedule.tune import RPCSettings, SearchSettings, tune_workloads
-from .common import add_workload_args, positive, say, workload_targets
+from .common import add_workload_args, check_out, positive, say, workload_targets
 
 
 def _tracker(text: str) -> tuple[str, int]:
@@ -74,6 +74,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 def _cmd_traces(args: argparse.Namespace) -> int:
     facts = host_facts()
+    out = args.csv or Path(f"traces-{facts.profile}.csv")
+    check_out(out, "--csv")
     table = traces_table(facts=facts, root=args.root, top=args.top)
     if table.empty:
         say(f"error: no tuned workloads in {profile_dir(facts, args.root)}; run `python -m matmul tune` first")
@@ -85,7 +87,6 @@ def _cmd_traces(args: argparse.Namespace) -> int:
     print(to_markdown(shown.round(1)))
     print()
     print(to_markdown(counts))
-    out = args.csv or Path(f"traces-{facts.profile}.csv")
     atomic_write(out, table.to_csv(index=False))
     atomic_write(out.with_name(out.stem + "-counts.csv"), counts.to_csv(index=False))
     say(f"\nwrote {out} and {out.with_name(out.stem + '-counts.csv')}")

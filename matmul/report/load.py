@@ -60,6 +60,34 @@ def _samples(raw, path: Path, case: str, field: str = "samples_s") -> list[float
     return [float(x) for x in raw]
 
 
+def _object(value, path: Path, field: str) -> dict:
+    """A JSON object of a run file ({} where absent or null); a ReportError naming the file and field otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ReportError(f"{path}: {field} is {value!r:.60}, not a JSON object")
+    return value
+
+
+def _text(value, path: Path, field: str) -> str:
+    """A string field; a ReportError naming the file and field otherwise (null included)."""
+    if not isinstance(value, str):
+        raise ReportError(f"{path}: {field} is {value!r:.60}, not a string")
+    return value
+
+
+def _stat(stats: dict, name: str, path: Path, case: str, default: float | None = None) -> float:
+    """One of a case's stats, a finite number; absent: ``default`` (None: required); a ReportError otherwise."""
+    if name not in stats:
+        if default is None:
+            raise ReportError(f"{path}: case {case} has no stats.{name}")
+        return default
+    value = _number(stats[name])
+    if value is None:
+        raise ReportError(f"{path}: case {case} has stats.{name} {stats[name]!r:.60}, not a finite number")
+    return value
+
+
 def is_e2e_case(bench: dict) -> bool:
     """Whether a saved benchmark is a case of the end-to-end layer grid (``bench/test_e2e_bench.py``)."""
     extra, params = bench.get("extra_info") or {}, bench.get("params") or {}
@@ -69,30 +97,37 @@ def is_e2e_case(bench: dict) -> bool:
 def load_run(path: Path) -> tuple[dict, list[dict]]:
     """One run's metadata and its rows (one per case)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
         raise ReportError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ReportError(f"{path}: not UTF-8 text (byte {err.start}); not a pytest-benchmark run") from None
     except json.JSONDecodeError as err:
         raise ReportError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); is it truncated?") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ReportError(f"{path}: not a pytest-benchmark run (no 'benchmarks' list)")
-    machine = data.get("machine_info") or {}
-    facts = machine.get("matmul") or {}
-    peak = (facts.get("fp32_peak") or {}).get("gflops")
+    machine = _object(data.get("machine_info"), path, "machine_info")
+    facts = _object(machine.get("matmul"), path, "machine_info.matmul")
+    fp32 = _object(facts.get("fp32_peak"), path, "machine_info.matmul.fp32_peak")
+    cpu = _object(machine.get("cpu"), path, "machine_info.cpu")
+    commit = _object(data.get("commit_info"), path, "commit_info")
+    peak = _number(fp32.get("gflops"))
     meta = {
         "file": str(path),
         "profile": facts.get("profile", "unknown"),
-        "cpu": facts.get("cpu_model") or machine.get("cpu", {}).get("brand_raw", "unknown"),
-        "commit": (data.get("commit_info") or {}).get("id", "")[:10],
-        "dirty": bool((data.get("commit_info") or {}).get("dirty", False)),
-        "datetime": data.get("datetime", ""),
+        "cpu": facts.get("cpu_model") or cpu.get("brand_raw", "unknown"),
+        "commit": _text(commit.get("id", ""), path, "commit_info.id")[:10],
+        "dirty": bool(commit.get("dirty", False)),
+        "datetime": _text(data.get("datetime", ""), path, "datetime"),
         "peak_gflops": peak,
-        "peak_method": (facts.get("fp32_peak") or {}).get("method"),
+        "peak_method": fp32.get("method"),
         "tvm": facts.get("tvm_version"),
     }
     rows = []
-    for b in data["benchmarks"]:
-        params, stats, extra = b.get("params") or {}, b.get("stats") or {}, b.get("extra_info") or {}
+    for n, b in enumerate(data["benchmarks"]):
+        b = _object(b, path, f"benchmarks[{n}]")
+        params, stats, extra = (_object(b.get(k), path, f"benchmarks[{n}].{k}") for k in ("params", "stats",
+                                                                                              "extra_info"))
         if not set(KEY) <= set(params) or not {"K", "N"} <= set(extra) or "median" not in stats:
             continue  # not a case of this suite's grid
         row = {k: params[k] for k in KEY}
@@ -100,19 +135,19 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
         try:
             row.update(K=int(extra["K"]), N=int(extra["N"]), M=int(row["M"]), kind=extra.get("kind", "tvm"),
                        family=extra.get("family"))
-            median, mean = float(stats["median"]), float(stats["mean"])
         except (TypeError, ValueError) as err:
             raise ReportError(f"{path}: case {case} has a field of the wrong type ({err})") from None
-        if not (math.isfinite(median) and median > 0 and math.isfinite(mean) and mean > 0):
+        median, mean = _stat(stats, "median", path, case), _stat(stats, "mean", path, case)
+        if not (median > 0 and mean > 0):
             raise ReportError(f"{path}: case {case} has median {median!r} and mean {mean!r} seconds; "
                               "a measured time must be positive")
         row.update(
             median_s=median,
-            iqr_s=float(stats.get("iqr", 0.0)),
-            q1_s=float(stats.get("q1", median)),
-            q3_s=float(stats.get("q3", median)),
-            cv=float(stats.get("stddev", 0.0)) / mean if mean else 0.0,
-            rounds=int(stats.get("rounds", 0)),
+            iqr_s=_stat(stats, "iqr", path, case, 0.0),
+            q1_s=_stat(stats, "q1", path, case, median),
+            q3_s=_stat(stats, "q3", path, case, median),
+            cv=_stat(stats, "stddev", path, case, 0.0) / mean,
+            rounds=int(_stat(stats, "rounds", path, case, 0.0)),
             gflops=_flops(row) / median / 1e9,
             speedup_vs_numpy_paired=extra.get("speedup_vs_numpy"),
             agreement=extra.get("agreement"),

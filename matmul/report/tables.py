@@ -36,6 +36,7 @@ Tables (pandas DataFrames, also written as CSV and Markdown):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,8 +207,15 @@ def build_report(
     ``threshold``: a minimum regression on top of the noise floor (runs
     without samples: the whole rule; default 10% there).
     """
-    if (threshold is not None and threshold <= 0) or cv_threshold <= 0:
-        raise ReportError(f"thresholds must be positive, got threshold={threshold}, cv_threshold={cv_threshold}")
+    def bad(x) -> bool:  # not a finite positive number (nan fails every comparison, so ask for it by name)
+        try:
+            return isinstance(x, bool) or not math.isfinite(x) or x <= 0
+        except TypeError:
+            return True
+
+    if (threshold is not None and bad(threshold)) or bad(cv_threshold):
+        raise ReportError(f"thresholds must be finite positive numbers, got threshold={threshold}, "
+                          f"cv_threshold={cv_threshold}")
     skipped: list[tuple[str, str]] = []
     runs, cases = load_runs(find_runs(paths, storage), skipped)
     runs = runs.sort_values("datetime", ignore_index=True, kind="stable")

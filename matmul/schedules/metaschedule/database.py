@@ -287,7 +287,8 @@ def _entry_problem(e: LedgerEntry) -> str | None:
 
     checks = {
         "M": count(e.M, 1), "K": count(e.K, 1), "N": count(e.N, 1), "trials": count(e.trials, 0),
-        "seconds": number(e.seconds), "best_s": e.best_s is None or number(e.best_s),
+        "seconds": number(e.seconds),
+        "best_s": e.best_s is None or (number(e.best_s) and 0 < e.best_s < float("inf")),  # GFLOP/s divide by it
         "kept": e.kept is None or count(e.kept, 0), "layout": isinstance(e.layout, str),
         "dtype": isinstance(e.dtype, str), "target": isinstance(e.target, str),
         "runs": isinstance(e.runs, list) and all(isinstance(r, str) for r in e.runs),

@@ -373,7 +373,7 @@ def _tune_workload(shape: MatmulShape, *, trials: int, dtype: str, layout: str, 
     elapsed = run.get("seconds", 0.0) + run.get("seconds_now", 0.0)
     # A kill before this line leaves everything in staging; a later run merges it.
     staged_records = timed_records(staging / RECORD_FILE)
-    times = [t for _, t in staged_records if t < FAILED_RUN_S]
+    times = [t for _, t in staged_records if 0 < t < FAILED_RUN_S]  # the ledger refuses a best_s of 0
     shard.mkdir(parents=True, exist_ok=True)
     # workloads first: records only ever refer to workload lines that exist
     atomic_copy(staging / WORKLOAD_FILE, shard / WORKLOAD_FILE)

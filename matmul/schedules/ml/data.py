@@ -241,17 +241,31 @@ def write_dataset(df: pd.DataFrame, out: Path, *, facts: HostFacts | None = None
     return [out, side]
 
 
+#: Columns every dataset :func:`dataset` writes has, and training and evaluation read.
+COLUMNS = ("source", "workload", "target", "speedup_vs_rule", "rel")
+
+
+def check_columns(df: pd.DataFrame, what: str = "the dataset") -> pd.DataFrame:
+    """``df`` itself; a ValueError naming the missing columns of :data:`COLUMNS` and how to rebuild otherwise."""
+    missing = [c for c in COLUMNS if c not in df]
+    if missing:
+        raise ValueError(f"{what} lacks the column(s) {', '.join(missing)}; rebuild it with "
+                         "`python -m matmul ml dataset`")
+    return df
+
+
 def read_dataset(path: Path) -> pd.DataFrame:
+    """A dataset file :func:`write_dataset` wrote; a ValueError naming the file when it is missing, does not parse
+    or lacks a column (see :func:`check_columns`)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no dataset at {path}; write one with `python -m matmul ml dataset --out {path}`")
     try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except Exception as err:  # a truncated or foreign file: say which
         raise ValueError(f"dataset {path} does not parse ({err})") from None
+    return check_columns(df, f"dataset {path}")
 
 
-__all__ = ["SCHEMA", "cross_dataset", "data_hash", "dataset", "over_rules_copy", "profile_facts", "read_dataset",
-           "rebased", "write_dataset"]
+__all__ = ["COLUMNS", "SCHEMA", "check_columns", "cross_dataset", "data_hash", "dataset", "over_rules_copy",
+           "profile_facts", "read_dataset", "rebased", "write_dataset"]

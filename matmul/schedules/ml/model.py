@@ -70,7 +70,7 @@ from ...core.store import PROJECT_DIR, atomic_write, provenance
 from ...core.workloads import MatmulShape
 from ..rules import RuleConfig, RuleError, decide, vector_lanes, vector_registers
 from ..template import CONFIGS_DEFAULT, candidate_configs, config_key
-from .data import SCHEMA, data_hash
+from .data import SCHEMA, check_columns, data_hash
 from .domain import check_domain, domain_of, outside, self_pair_noise
 from .features import FEATURES, TARGET_CLIP, feature_rows
 
@@ -126,7 +126,7 @@ CROSS = "cross"
 # --------------------------------------------------------------------------- training
 def training_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The template rows, in workload order."""
-    t = df[df["source"] == "template"]
+    t = df[check_columns(df)["source"] == "template"]
     if t.empty:
         raise ValueError("the dataset has no template records to train on; run `python -m matmul ml sweep`")
     missing = [c for c in FEATURES if c not in t]
@@ -273,6 +273,10 @@ def _load(model_path: str, side: str, _mtime: int, _size: int, _side_mtime: int)
                          "retrain with `python -m matmul ml train`")
     if isinstance(per_shape, bool) or not isinstance(per_shape, int) or per_shape < 1:
         raise ModelError(f"model sidecar {side} has configs_per_shape {per_shape!r}, not a positive integer; "
+                         "retrain with `python -m matmul ml train`")
+    trained = meta.get("trained_profiles", [])
+    if not isinstance(trained, list) or not all(isinstance(p, str) for p in trained):
+        raise ModelError(f"model sidecar {side} has trained_profiles {trained!r}, not a list of profile names; "
                          "retrain with `python -m matmul ml train`")
     if meta.get("features") != list(FEATURES):
         raise ModelError(f"model {model_path} was trained on other features; retrain with "
