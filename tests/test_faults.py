@@ -139,6 +139,11 @@ BAD_LINES = {
     "record-index-only": ("database_tuning_record.json", "[0]", "is not a MetaSchedule tuning record"),
     "record-index-out-of-range": ("database_tuning_record.json",
                                   '[7, [[[], []], [0.001], {"kind": "llvm"}, []]]', "names workload 7"),
+    "record-instruction-short": ("database_tuning_record.json", '[0, [[[["GetSBlock"]], []], [0.001], {"kind": "llvm"}, []]]',
+                                 "has an instruction that is not [kind, inputs, attributes, outputs]"),
+    "record-decision-past-trace": ("database_tuning_record.json",
+                                   '[0, [[[["GetSBlock", [], ["C", "main"], ["b0"]]], [[1, 3]]], [0.001], '
+                                   '{"kind": "llvm"}, []]]', "has a decision that is not [instruction index below 1"),
     "workload-empty-object": ("database_workload.json", "{}", "is not a MetaSchedule workload"),
     "workload-bad-base64": ("database_workload.json", '["123", "!!not base64!!"]', "not valid base64"),
 }
@@ -156,6 +161,52 @@ def test_a_malformed_database_line_is_named_not_handed_to_tvm(probe, tmp_path):
                 env={"MATMUL_TUNING_ROOT": str(tmp_path)})
     assert proc.returncode == 2, proc.stdout + proc.stderr  # an error, not SIGSEGV (-11) nor a traceback
     assert str(path) in proc.stderr and message in proc.stderr and "Traceback" not in proc.stderr
+    assert _digest(tmp_path) == before
+
+
+def _with_record(tmp_path, edit):
+    """The host database of SHAPE16 with one more record line: the first record as ``edit`` changes it."""
+    pdir = _host_db(tmp_path, SHAPE16)
+    path = next(pdir.glob("*/database_tuning_record.json"))
+    line = json.loads(path.read_text().splitlines()[0])
+    edit(line[1][0])  # the trace: [instructions, decisions]
+    path.write_text(path.read_text() + json.dumps(line) + "\n")
+    return path
+
+
+@pytest.mark.metaschedule
+@pytest.mark.parametrize("index", ["len", -1])
+def test_a_decision_naming_no_instruction_of_its_trace_never_reaches_tvm(index, tmp_path):
+    """TVM 0.27 reads such a decision past an array and aborts (``malloc(): invalid size``, SIGABRT): checked in
+    Python first, the line is named and the process lives."""
+    def edit(trace):
+        trace[1][-1][0] = len(trace[0]) if index == "len" else index
+    path = _with_record(tmp_path, edit)
+    before = _digest(tmp_path)
+    proc = _run("verify", "--variant", "metaschedule", "--kernel", "qkv", "-M", "16",
+                env={"MATMUL_TUNING_ROOT": str(tmp_path)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{path} line" in proc.stderr and "has a decision that is not [instruction index below" in proc.stderr
+    assert _digest(tmp_path) == before
+
+
+@pytest.mark.metaschedule
+@pytest.mark.parametrize("edit", ["unknown-instruction", "decision-of-wrong-type"])
+def test_a_record_tvm_refuses_is_named_with_its_folder(edit, tmp_path):
+    """Lines the Python checks pass but TVM refuses as it reads them: a DatabaseError naming the folder and
+    TVM's reason, never TVM's own traceback."""
+    def change(trace):
+        if edit == "unknown-instruction":
+            trace[0][0][0] = "NoSuchInstruction"
+        else:
+            trace[1][0][1] = 7  # a tile's sizes, given as one number
+    path = _with_record(tmp_path, change)
+    before = _digest(tmp_path)
+    proc = _run("verify", "--variant", "metaschedule", "--kernel", "qkv", "-M", "16",
+                env={"MATMUL_TUNING_ROOT": str(tmp_path)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"tuning database {path.parent}: TVM cannot read a record" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
     assert _digest(tmp_path) == before
 
 

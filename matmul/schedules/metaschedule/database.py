@@ -29,13 +29,10 @@ instead of served.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tvm import IRModule
 from tvm.s_tir import Schedule
@@ -46,11 +43,10 @@ from ...core.kernel import matmul_module
 from ...core.registry import Unavailable
 from ...core.store import atomic_write, profile_dir, target_key, workload_key
 from ...core.workloads import MatmulShape, positive_int
+from .checks import RECORD_FILE, WORKLOAD_FILE, DatabaseError, check_database_files, check_jsonl
 
 log = logging.getLogger(__name__)
 
-WORKLOAD_FILE = "database_workload.json"
-RECORD_FILE = "database_tuning_record.json"
 LEDGER_FILE = "ledger.json"
 STAGING = ".staging"
 #: Where the damaged originals of salvaged staging files are kept.
@@ -71,10 +67,6 @@ FAILED_RUN_S = 1e9
 #: Records kept per workload by :func:`prune` unless told otherwise.
 KEEP_DEFAULT = 5
 
-
-
-class DatabaseError(RuntimeError):
-    """A tuning database or ledger is missing, corrupt, or from another target."""
 
 
 class NoRecordError(Unavailable):
@@ -98,135 +90,19 @@ def tune_command(shape: MatmulShape, dtype: str = "float32", layout: str = "NN",
     return cmd
 
 
-# --------------------------------------------------------------------------- checked file access
-def _bad(path: Path, lineno: int, why: str) -> DatabaseError:
-    return DatabaseError(f"tuning database file {path} line {lineno} {why}; it was left untouched: "
-                         "repair or move it away, then tune again")
-
-
-def _workload_problem(obj: Any) -> str | None:
-    """Why a workload line is not one MetaSchedule can read, or None.
-
-    A line is ``[structural hash (digits), base64 of an 8-byte length and the module's JSON]``.
-    """
-    if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], str)):
-        return "is not a MetaSchedule workload ([hash, base64 module])"
-    if not obj[0].isdigit():
-        return f"has a structural hash {obj[0][:20]!r} that is not a number"
-    try:
-        raw = base64.b64decode(obj[1], validate=True)
-    except (binascii.Error, ValueError):
-        return "holds a module that is not valid base64"
-    if len(raw) < 8 or int.from_bytes(raw[:8], "little") != len(raw) - 8:
-        return "holds a module whose length header does not match its size (cut or edited)"
-    try:
-        graph = json.loads(raw[8:])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return "holds a module that is not JSON"
-    if not (isinstance(graph, dict) and "root_index" in graph and isinstance(graph.get("nodes"), list)):
-        return "holds a module that is not a TVM JSON graph"
-    return None
-
-
-def _record_problem(obj: Any, workloads: int | None) -> str | None:
-    """Why a record line is not one MetaSchedule can read, or None.
-
-    A line is ``[workload index, [trace, run seconds or null, target, argument info]]`` and the trace is
-    ``[instructions, decisions]``.
-    """
-    shape_ok = (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], int) and not isinstance(obj[0], bool)
-                and isinstance(obj[1], list) and len(obj[1]) == 4)
-    if not shape_ok:
-        return "is not a MetaSchedule tuning record ([workload index, [trace, run_secs, target, args_info]])"
-    index, (trace, run_secs, target, args_info) = obj
-    if index < 0 or (workloads is not None and index >= workloads):
-        return f"names workload {index}, but the workload file holds {workloads} workload(s)"
-    if not (isinstance(trace, list) and len(trace) == 2 and all(isinstance(x, list) for x in trace)):
-        return "has a trace that is not [instructions, decisions]"
-    if run_secs is not None and not (isinstance(run_secs, list) and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in run_secs)):
-        return "has run seconds that are not a list of numbers"
-    if not (isinstance(target, dict) and isinstance(target.get("kind"), str)):
-        return "has a target that is not a target object"
-    if not isinstance(args_info, list):
-        return "has argument info that is not a list"
-    return None
-
-
-def _json_lines(path: Path):
-    """(line number, parsed object) of every non-empty line; DatabaseError naming the file otherwise."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise DatabaseError(f"tuning database file {path} cannot be read ({err.strerror})") from None
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise _bad(path, line, "is not UTF-8 text") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DatabaseError(
-                f"tuning database file {path} is corrupt at line {lineno} ({err.msg}); "
-                "it was left untouched: repair or move it away, then tune again"
-            ) from None
-
-
-def check_jsonl(path: Path, workloads: int | None = None) -> int:
-    """Number of entries in a database file, each checked in Python before TVM ever reads it.
-
-    A workload file's lines must decode to modules; a record file's lines must
-    have the record's structure and (given ``workloads``, or a workload file
-    beside it) name a workload that exists. TVM aborts the process on a
-    well-formed but wrong line, so nothing unchecked reaches it.
-
-    Raises
-    ------
-    DatabaseError
-        Naming the file, the line and what is wrong with it.
-    """
-    path = Path(path)
-    is_record = path.name != WORKLOAD_FILE
-    if is_record and workloads is None and (path.parent / WORKLOAD_FILE).is_file():
-        workloads = sum(1 for _ in _json_lines(path.parent / WORKLOAD_FILE))
-    count = 0
-    for lineno, obj in _json_lines(path):
-        problem = _record_problem(obj, workloads) if is_record else _workload_problem(obj)
-        if problem:
-            raise _bad(path, lineno, problem)
-        count += 1
-    return count
-
-
-def check_database_files(work_dir: str | Path) -> tuple[Path, Path]:
-    """Check that both database files exist and every line is a well-formed workload or record.
-
-    Raises
-    ------
-    DatabaseError
-        Naming the missing file, or the file and line that is wrong.
-    """
-    work_dir = Path(work_dir)
-    paths = (work_dir / WORKLOAD_FILE, work_dir / RECORD_FILE)
-    for path in paths:
-        if not path.is_file():
-            raise DatabaseError(
-                f"tuning database file {path} does not exist; "
-                "run `python -m matmul tune` to create the database, or point to the folder that holds "
-                f"{WORKLOAD_FILE} and {RECORD_FILE}"
-            )
-    check_jsonl(paths[1], check_jsonl(paths[0]))
-    return paths
-
-
 def open_database(work_dir: str | Path) -> ms.database.JSONDatabase:
-    """Open an existing database folder, after :func:`check_database_files`."""
+    """Open an existing database folder, after :func:`check_database_files`. What the Python checks cannot see
+    (an instruction TVM does not know, a decision of the wrong type) TVM refuses as it reads the records: a
+    DatabaseError naming the folder, never TVM's own error."""
     workload, record = check_database_files(work_dir)
-    return ms.database.JSONDatabase(
-        path_workload=str(workload), path_tuning_record=str(record), allow_missing=False
-    )
+    try:
+        return ms.database.JSONDatabase(
+            path_workload=str(workload), path_tuning_record=str(record), allow_missing=False
+        )
+    except (RuntimeError, ValueError, TypeError) as err:
+        why = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise DatabaseError(f"tuning database {work_dir}: TVM cannot read a record of {record.name} ({why[:200]}); "
+                            "it was left untouched: repair or move it away, then tune again") from None
 
 
 # --------------------------------------------------------------------------- the ledger

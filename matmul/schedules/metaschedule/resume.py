@@ -27,7 +27,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.search_strategy import PySearchStrategy
 
 from ...core.store import atomic_write
-from .database import RECORD_FILE, STAGING, DatabaseError, check_jsonl, timed_records
+from .database import RECORD_FILE, STAGING, DatabaseError, check_jsonl, open_database, timed_records
 
 #: Rounds in a row where every candidate was measured before, after which the search gives up.
 MAX_STALE_ROUNDS = 5
@@ -45,7 +45,7 @@ def measured_hashes(work_dir: str | Path) -> set[int]:
     work_dir = Path(work_dir)
     if not (work_dir / RECORD_FILE).is_file():
         return set()
-    db = ms.database.JSONDatabase(work_dir=str(work_dir))
+    db = open_database(work_dir)  # checked: TVM never reads an unchecked line
     out = set()
     for rec in db.get_all_tuning_records():
         sch = Schedule(rec.workload.mod)
