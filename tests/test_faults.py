@@ -139,7 +139,8 @@ BAD_LINES = {
     "record-index-only": ("database_tuning_record.json", "[0]", "is not a MetaSchedule tuning record"),
     "record-index-out-of-range": ("database_tuning_record.json",
                                   '[7, [[[], []], [0.001], {"kind": "llvm"}, []]]', "names workload 7"),
-    "record-instruction-short": ("database_tuning_record.json", '[0, [[[["GetSBlock"]], []], [0.001], {"kind": "llvm"}, []]]',
+    "record-instruction-short": ("database_tuning_record.json",
+                                 '[0, [[[["GetSBlock"]], []], [0.001], {"kind": "llvm"}, []]]',
                                  "has an instruction that is not [kind, inputs, attributes, outputs]"),
     "record-decision-past-trace": ("database_tuning_record.json",
                                    '[0, [[[["GetSBlock", [], ["C", "main"], ["b0"]]], [[1, 3]]], [0.001], '
