@@ -169,7 +169,7 @@ def prefetch_index(c: RuleConfig, z: dict[str, int], task, ko, jm, im, p, div, m
     """The ``p``-th line row tile ``im`` prefetches in step ``(ko, jm)`` of ``task``: ``(row, col, line, nxt)``
     (B's element at the line's start; the line's number in its block and the block's number in the task), to
     be fetched where ``line < lines`` and ``nxt < blocks``. ``div`` and ``mod`` floor-divide (TIR's, or
-    NumPy's for the tests, which check every index in bounds and every line fetched once)."""
+    NumPy's for the tests, which check every index in bounds and every line of the next blocks fetched)."""
     line, nxt = im * z["share"] + p, ko * z["j_packs"] + jm + 1
     row = div(nxt, z["j_packs"]) * c.tk + div(line, z["row_lines"])
     col = (mod(task, z["tasks_n"]) * c.tn + mod(nxt, z["j_packs"]) * c.jpack

@@ -188,9 +188,9 @@ LINE_BYTES = 64
 #: (``evidence/README.md``): BERT-base's MLP expand read 0.91-0.94x the time with the prefetch at M = 64-128
 #: (8-16 tiles), about the same at M = 32 (4) and 1.02x slower at M = 16 (2 tiles, 192 prefetches each).
 PREFETCH_MIN_TILES = 8
-#: R14 prefetches only a B larger than this share of L3 (from memory, not cache). On Zen 4 (32 MiB L3) B of 9-268
-#: MiB read 1.02-1.16x faster with the prefetch, B of 4-6.5 MiB (BERT-large's QKV, t5-small's MLP expand,
-#: ViT-huge's QKV) 0.95-1.02x (``evidence/znver4-2c-simd16-t2/prefetch/``).
+#: R14 prefetches only a B larger than this share of L3 (from memory, not cache). On Zen 4 (32 MiB L3) B of 9-256
+#: MiB read 0.92-1.17x, geomean 1.075x, faster with the prefetch, B of 4-6.2 MiB (BERT-large's QKV, t5-small's MLP
+#: expand, ViT-huge's QKV) 0.95-1.02x, geomean 0.987x (``evidence/znver4-2c-simd16-t2/prefetch/domain.csv``).
 PREFETCH_MIN_L3_SHARE = Fraction(1, 4)
 
 
