@@ -95,7 +95,7 @@ def test_what_stops_r14(profile):
     narrow = MatmulShape(shape.M, shape.K, (PAGE_BYTES // 4 - 1) // c.tn * c.tn)  # rows under a page, whole tiles
     assert "under a page" in prefetch_blocker(c, narrow)
     assert prefetch_blocker(c, shape, layout="NT").startswith("NT")
-    assert prefetch_blocker(c, shape, slices=2) == "a batched block"
+    assert prefetch_blocker(c, shape, batched=True) == "a batched block"
     assert prefetch_blocker(dataclasses.replace(c, pack_b=True), shape) == "B is packed into panels"
     assert prefetch_blocker(dataclasses.replace(c, order="ifirst"), shape) == "order ifirst"
     assert prefetch_blocker(dataclasses.replace(c, kparts=2), shape) == "K is split"

@@ -69,7 +69,7 @@ def _prediction(ctx: ScheduleContext) -> Prediction:
 
 def _prefetch(config, ctx: ScheduleContext) -> bool:
     """R14 for the predicted config, as the rules decide it for theirs."""
-    return not prefetch_blocker(config, ctx.shape, ctx.layout, ctx.dtype, ctx.slices, ctx.facts)
+    return not prefetch_blocker(config, ctx.shape, ctx.layout, ctx.dtype, ctx.slices > 1, ctx.facts)
 
 
 def _apply(sch: Schedule, ctx: ScheduleContext) -> None:

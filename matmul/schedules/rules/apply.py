@@ -63,7 +63,7 @@ def apply_config(sch: Schedule, config: RuleConfig, shape: MatmulShape, layout: 
     stmt = sch.get(block)
     buffers = {"A": stmt.reads[0].source.name, "B": stmt.reads[1].source.name, "C": stmt.writes[0].source.name}
     b_buffer = stmt.reads[1].source
-    if prefetch and (why := prefetch_blocker(c, shape, layout, str(b_buffer.dtype), slices=2 if nb else 1)):
+    if prefetch and (why := prefetch_blocker(c, shape, layout, str(b_buffer.dtype), batched=nb > 0)):
         raise RuleError(f"R14 cannot prefetch B here: {why}")
     mp = c.padded(shape)[0]
     m_grown = mp != shape.M

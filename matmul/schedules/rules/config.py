@@ -304,7 +304,7 @@ def rule_knobs() -> list[str]:
 
 
 def prefetch_blocker(config: RuleConfig, shape: MatmulShape, layout: str = "NN", dtype: str = "float32",
-                     slices: int = 1, facts: HostFacts | None = None) -> str:
+                     batched: bool = False, facts: HostFacts | None = None) -> str:
     """Why R14 does not prefetch B for ``config`` (empty: it does). Its schedule wants B read in place (not
     packed, per call or once), one matrix in NN, its rows at least a page apart (the hardware prefetchers stop
     at page boundaries, so the first line of every row of a new block misses), neither of B's axes padded nor
@@ -315,7 +315,7 @@ def prefetch_blocker(config: RuleConfig, shape: MatmulShape, layout: str = "NN",
     c, size = config, itemsize(dtype)
     row = shape.N * size
     blockers = [
-        (layout != "NN", f"{layout}: B is packed"), (slices > 1, "a batched block"),
+        (layout != "NN", f"{layout}: B is packed"), (batched, "a batched block"),
         (c.pack_b, "B is packed into panels"), (c.kparts > 1, "K is split"),
         (c.order != "jfirst", f"order {c.order}"),
         (c.tiled(shape)[1:] != (shape.N, shape.K), "R3 pads B or leaves N a tail"),
@@ -353,9 +353,12 @@ class Plan:
     config: RuleConfig
     decisions: tuple[Decision, ...]
     overrides: tuple[str, ...] = ()
-    #: R14: B's next block prefetched in software (:func:`prefetch_blocker`; not a config knob: it depends on
-    #: the machine, and records of configs measured before it stay valid).
-    prefetch: bool = False
+
+    @property
+    def prefetch(self) -> bool:
+        """R14: B's next block prefetched in software, as its decision says (:func:`prefetch_blocker`; not a
+        config knob: it depends on the machine, and records of configs measured before it stay valid)."""
+        return any(d.knob == "prefetch" and d.value for d in self.decisions)
 
     def budget(self) -> list[dict[str, Any]]:
         """Working sets of the schedule's levels against the budget each rule set."""

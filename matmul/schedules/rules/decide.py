@@ -369,14 +369,14 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     pack_b = note("pack_b", pack0, "R5", why_pack)
     config = RuleConfig(tm=tm, tn=tn, tk=tk, mr=mr, jpack=jpack, vector=lanes, unroll=unroll,
                         writeback=writeback, order=order, pack_b=bool(pack_b), kparts=kparts).check()
-    blocker = prefetch_blocker(config, shape, layout, dtype, slices, facts)
+    blocker = prefetch_blocker(config, shape, layout, dtype, slices > 1, facts)
     prefetch = note("prefetch", not blocker, "R14", f"not here: {blocker}" if blocker else
                     f"B's rows are {shape.N * size} B apart (a page or more) and B comes from memory: each row tile "
                     "prefetches a share of the next B block")
-    if prefetch and (illegal := prefetch_blocker(config, shape, layout, dtype, slices)):
+    if prefetch and (illegal := prefetch_blocker(config, shape, layout, dtype, slices > 1)):
         raise RuleError(f"illegal rule config: prefetch=on, but R14's schedule cannot prefetch here: {illegal}")
     pinned = tuple(f"{k}={v}" for k, v in overrides.items())
-    return Plan(shape, dtype, layout, facts, config, tuple(decisions), pinned, prefetch=bool(prefetch))
+    return Plan(shape, dtype, layout, facts, config, tuple(decisions), pinned)
 
 
 __all__ = ["block_set_load", "check_overrides", "decide", "set_pressure"]
