@@ -143,9 +143,12 @@ def _timed_in_group(benchmark, group, variant: str, shape, peak) -> None:
     pct = case.pct_peak(shape.flops, group.probe_flops)
     if pct is not None:
         info.update(pct_peak_ci=[pct.lo, pct.hi])
+    info.update(best_s=case.best_s)
     if case.vs_numpy is not None:
+        best = case.vs_numpy_best
         info.update(numpy_median_s=group.cases["numpy"].median_s, speedup_vs_numpy=case.vs_numpy.value,
-                    speedup_vs_numpy_ci=[case.vs_numpy.lo, case.vs_numpy.hi])
+                    speedup_vs_numpy_ci=[case.vs_numpy.lo, case.vs_numpy.hi], numpy_best_s=group.cases["numpy"].best_s,
+                    speedup_vs_numpy_best=best.value, speedup_vs_numpy_best_ci=[best.lo, best.hi])
     if case.agreement_median_s:
         info.update(agreement_check=case.agreement_check, agreement_median_s=case.agreement_median_s,
                     agreement=median / case.agreement_median_s)

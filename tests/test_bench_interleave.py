@@ -8,6 +8,7 @@ noise floor lands in machine_info and at the end of the terminal output.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -54,9 +55,14 @@ def test_a_shape_is_timed_as_one_group_with_its_aa_copy(tmp_path):
         else:
             r = info["to_anchor"]
             assert r["ci_lo"] <= r["ratio"] <= r["ci_hi"] and 0 <= r["p"] <= 1
+        fastest = sorted(info["samples_s"])[:max(3, math.ceil(0.05 * len(info["samples_s"])))]
+        assert info["best_s"] == pytest.approx(statistics.fmean(fastest)) and info["best_s"] <= stats["median"]
         if name != "numpy":
             lo, hi = info["speedup_vs_numpy_ci"]
             assert lo <= info["speedup_vs_numpy"] <= hi
+            lo, hi = info["speedup_vs_numpy_best_ci"]
+            assert lo <= info["speedup_vs_numpy_best"] <= hi
+            assert info["speedup_vs_numpy_best"] == pytest.approx(info["numpy_best_s"] / info["best_s"])
         # percent of the peak probe timed in these rounds, and of the peak measured once for the run
         peak = info["peak_gflops_in_rounds"]
         assert info["pct_peak"] == pytest.approx(100 * info["gflops"] / peak)

@@ -167,3 +167,37 @@ def test_bad_samples_in_a_run_are_named(tmp_path):
     run = _run(tmp_path / "0002_b.json", "2026-01-02", [bad])
     with pytest.raises(ReportError, match="peak_samples_s that are not a list of positive seconds"):
         build_report([run])
+
+
+def _loaded(scale: float, seed: int, share: float, n: int = 80) -> list[float]:
+    """Samples of a kernel on a shared host: in ``share`` of the rounds a neighbour's load slows it 10-60%."""
+    rng = np.random.default_rng(seed)
+    hit = rng.random(n) < share
+    return list(1e-4 * scale * rng.lognormal(0, 0.005, n) * np.where(hit, 1 + rng.uniform(0.1, 0.6, n), 1.0))
+
+
+def test_runs_that_met_different_loads_compare_by_best_times_and_a_slowdown_still_shows(tmp_path, capsys):
+    # the same code twice (rule_based), a busier machine in the second run; full is also 10% slower there
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _loaded(1.0, 1, 0.2), 0.02),
+                                                          _case("full", _loaded(1.0, 2, 0.2), 0.02),
+                                                          _case("numpy", _loaded(2.0, 3, 0.2), 0.02)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _loaded(1.0, 4, 0.7), 0.02),
+                                                         _case("full", _loaded(1.1, 5, 0.7), 0.02),
+                                                         _case("numpy", _loaded(2.0, 6, 0.2), 0.02)])
+    report = build_report([base, run])
+    assert report.settings["estimator"] == "best"
+    comp = report.comparison.set_index("variant")
+    assert comp.loc["rule_based", "ratio"] == pytest.approx(1.0, abs=0.01) and not comp.loc["rule_based", "regression"]
+    assert comp.loc["full", "ratio"] == pytest.approx(1.1, abs=0.01) and comp.loc["full", "regression"]
+    median = build_report([base, run], estimator="median").comparison.set_index("variant")
+    assert median.loc["rule_based", "ratio"] > 1.1 and median.loc["rule_based", "regression"]  # the load, flagged
+    # the speedup over numpy of best times holds between the runs; the paired-median one would not
+    sp = report.speedups.set_index(["run", "variant"])["speedup_vs_numpy_best"]
+    assert sp[("0002_b", "rule_based")] == pytest.approx(sp[("0001_a", "rule_based")], rel=0.02)
+    assert sp[("0001_a", "rule_based")] == pytest.approx(2.0, rel=0.02) and sp[("0001_a", "numpy")] == 1.0
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert cli_main(["report", str(base), str(run), "--estimator", "median"]) == 1
+    assert "2 regression(s)" in out.getvalue() and "ratios of medians" in out.getvalue()
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert cli_main(["report", str(base), str(run)]) == 1
+    assert "1 regression(s)" in out.getvalue() and "ratios of best times" in out.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..measure.stats import ESTIMATORS
 from ..report import (
     CV_THRESHOLD,
     REGRESSION_THRESHOLD,
@@ -21,7 +22,8 @@ from .common import check_out, say
 def _cmd_report(args: argparse.Namespace) -> int:
     check_out(args.out, "--out", folder=True)
     report = build_report(args.runs, storage=args.storage, base=args.base, threshold=args.threshold,
-                          cv_threshold=args.cv_threshold, normalize=args.normalize)
+                          cv_threshold=args.cv_threshold, normalize=args.normalize,
+                          estimator=args.estimator)
     print(to_text(report))
     if args.out:
         files = write_report(report, args.out)
@@ -54,6 +56,12 @@ def add_parsers(sub) -> None:
                      help="numpy: compare each case relative to numpy timed in its own rounds, which removes "
                           "drift both runs share; peak: relative to the FP32 peak probe timed in its own rounds, "
                           "which removes a clock that moved between runs (default: %(default)s)")
+    rep.add_argument("--estimator", choices=ESTIMATORS, default="best",
+                     help="what each case's time is read by when runs are compared: best, the mean of its fastest "
+                          "5%% of samples (at least 3), which holds from run to run on a shared host; median, its "
+                          "typical time under the machine's load; with --normalize, best takes each run's ratio "
+                          "of best times to the reference, median the median of the per-round ratios "
+                          "(default: %(default)s)")
     rep.add_argument("--cv-threshold", type=float, default=CV_THRESHOLD,
                      help="flag cases whose CV exceeds this (default: %(default)s)")
     rep.add_argument("--out", type=Path, help="write CSV and Markdown (and PNG with --plots) here")

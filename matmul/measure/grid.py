@@ -36,7 +36,7 @@ from .candidates import Candidate, prepare
 from .interleave import DEFAULT_ROUNDS, Rounds, RoundSettings, time_rounds
 from .peak import PROBE, peak_probe
 from .references import numpy_alone
-from .stats import Ratio, noise_floor, ratio_of_medians
+from .stats import Ratio, best_time, noise_floor, ratio_of, ratio_of_medians
 from .timing import wait_for_quiet
 
 #: The A/A copy's name in a group.
@@ -55,6 +55,7 @@ class CaseTiming:
     to_anchor: Ratio | None  # this case's time over the anchor's (None: the anchor itself)
     described: dict = field(default_factory=dict)  # Candidate.describe(): kind, family, decisions, ...
     vs_numpy: Ratio | None = None  # NumPy's time over this case's, in the same rounds: the speedup over NumPy
+    vs_numpy_best: Ratio | None = None  # the same of best times (stats.best_time): the figure to compare across runs
     vs_peak: Ratio | None = None  # the peak probe's time over this case's, in the same rounds (see pct_peak)
     agreement_check: str | None = None
     agreement_median_s: float | None = None
@@ -62,6 +63,11 @@ class CaseTiming:
     @property
     def median_s(self) -> float:
         return statistics.median(self.samples)
+
+    @property
+    def best_s(self) -> float:
+        """The mean of the fastest samples (:func:`~matmul.measure.stats.best_time`)."""
+        return best_time(self.samples)
 
     def pct_peak(self, flops: float, probe_flops: float) -> Ratio | None:
         """Percent of the FP32 peak reached, against the probe timed in the same rounds, with its interval."""
@@ -204,7 +210,9 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
             case.agreement_check = "numpy_alone"
             case.agreement_median_s = statistics.geometric_mean([alone_before, alone_after])
         if "numpy" in names_in and cand.name not in ("numpy", PROBE):
-            case.vs_numpy = ratio_of_medians(rounds.samples[names_in.index("numpy")], case.samples, paired=True)
+            numpy = rounds.samples[names_in.index("numpy")]
+            case.vs_numpy = ratio_of_medians(numpy, case.samples, paired=True)
+            case.vs_numpy_best = ratio_of(numpy, case.samples, paired=True, estimator="best")
         group.cases[cand.name] = case
     group.finish(rounds)
     return group

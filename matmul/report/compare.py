@@ -2,13 +2,21 @@
 
 For cases whose runs kept their raw samples (the interleaved grid saves
 ``samples_s``), each latency ratio ``run / base`` comes with a bootstrap
-interval of the ratio of medians and a Mann-Whitney test on the two sample
-sets. A **regression** is then a ratio that is significant *and* further
+interval and a Mann-Whitney test on the two sample sets. The ratio is of
+**best** times by default (:func:`~matmul.measure.stats.best_time`: the
+fastest few samples), which hold from run to run where medians follow the
+neighbours' load; ``estimator="median"`` compares typical times instead.
+In a normalized comparison (below) the best estimator takes each run's
+ratio of best times (the case's over its reference's, both from the same
+rounds), the median one the median of the per-round ratios.
+
+A **regression** is then a ratio that is significant *and* further
 from 1 than the noise floor: the larger of the two runs' A/A floors for that
 shape (and of ``threshold``, when one is given).
 
-With ``normalize="numpy"`` each sample is first divided by NumPy's sample
-from the same round of the same run, so drift that both runs share (a
+With ``normalize="numpy"`` each case is first read relative to NumPy timed
+in the same rounds of the same run (each sample over NumPy's sample from its
+round, or the best time over NumPy's best), so drift that both runs share (a
 slower machine, a busier neighbour) cancels; what is left is the case's
 speed relative to NumPy, compared across runs. With ``normalize="peak"``
 each sample is divided by the FP32 peak probe's sample from the same round
@@ -18,8 +26,8 @@ a clock that drops between runs (turbo, a neighbour's load) cancels while
 a kernel that needs more cycles does not. Memory-bound cases keep the part
 of the drift that is not the clock.
 
-Older runs without samples fall back to the interquartile rule: a ratio
-above ``1 + threshold`` (default 10%) whose IQR lies wholly above the base's.
+Older runs without samples fall back to the interquartile rule: a ratio of
+medians above ``1 + threshold`` (default 10%) whose IQR lies wholly above the base's.
 
 A run's A/A floor says how far two builds read apart *within* it; between
 runs the machine itself moves. So the floor of every case of a shape is also
@@ -43,7 +51,7 @@ import pandas as pd
 
 from ..core.tables import geomeans_by_kernel
 from ..measure.references import is_reference
-from ..measure.stats import ratio_of_medians
+from ..measure.stats import ESTIMATORS, best_time, ratio_of, ratio_of_relative_bests
 from .load import CASE, ReportError
 
 #: Without raw samples: a latency ratio above 1 + this (and IQRs apart) is a regression.
@@ -69,13 +77,17 @@ def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
         out = cases.copy()
         refs = list(out["peak_samples"]) if "peak_samples" in out else [None] * len(out)
     normed = []
+    out["samples_raw"] = out["samples"]
     for s, ref in zip(out["samples"], refs, strict=True):
         if not isinstance(ref, (list, tuple)) or not isinstance(s, (list, tuple)) or len(ref) != len(s):
             normed.append(None)
         else:
             normed.append([a / b for a, b in zip(s, ref, strict=True)])
     out["samples"] = normed
-    out["median_s"] = [float(np.median(s)) if s else math.nan for s in normed]
+    out["ref_samples"] = [ref if s else None for s, ref in zip(normed, refs, strict=True)]
+    out["median_s"] = [float(np.median(s)) if s else math.nan for s in normed]  # the median of per-round ratios
+    out["best_s"] = [best_time(s) / best_time(ref) if n else math.nan  # the ratio of best times
+                     for n, s, ref in zip(normed, out["samples_raw"], refs, strict=True)]
     missing = out["samples"].isna()
     if missing.all():
         need = ("numpy timed in the same interleaved rounds as the cases (runs saved by the interleaved grid with "
@@ -87,8 +99,12 @@ def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
 
 
 def compare_runs(cases: pd.DataFrame, base: str, threshold: float | None = None, cv_threshold: float = 0.10,
-                 normalize: str = "none") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Latency ratios of every other run over ``base``, case by case, with intervals where samples allow."""
+                 normalize: str = "none", estimator: str = "best") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Latency ratios of every other run over ``base``, case by case, with intervals where samples allow;
+    ``estimator``: the time each run's case is read by, "best" or "median" (see the module's docstring)."""
+    estimator = estimator or "best"
+    if estimator not in ESTIMATORS:
+        raise ReportError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
     if base not in set(cases["run"]):
         raise ReportError(f"base run {base!r} is not among the runs: {', '.join(sorted(set(cases['run'])))}")
     cases = _normalized(cases, normalize)
@@ -97,7 +113,7 @@ def compare_runs(cases: pd.DataFrame, base: str, threshold: float | None = None,
     for run, grp in cases[cases["run"] != base].groupby("run", sort=False):
         joined = grp.set_index(CASE).merge(ref, left_index=True, right_index=True, how="inner", suffixes=("", "_base"))
         for key, r in joined.iterrows():
-            rows.append(_compare_case(base, run, key, r, threshold, cv_threshold))
+            rows.append(_compare_case(base, run, key, r, threshold, cv_threshold, estimator))
     profiles = cases.groupby("run")["profile"].first() if "profile" in cases else pd.Series(dtype=str)
     same_machine = {run for run, prof in profiles.items() if prof == profiles.get(base)}
     comp = _with_drift(pd.DataFrame(rows, columns=COLUMNS), same_machine)
@@ -126,16 +142,22 @@ def _with_drift(comp: pd.DataFrame, same_machine: set[str]) -> pd.DataFrame:
 
 
 def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: float | None,
-                  cv_threshold: float) -> dict:
-    ratio = r["median_s"] / r["median_s_base"]
+                  cv_threshold: float, estimator: str) -> dict:
+    s, sb = r.get("samples"), r.get("samples_base")
+    sampled = isinstance(s, (list, tuple)) and isinstance(sb, (list, tuple)) and len(s) > 1 and len(sb) > 1
+    time = "best_s" if estimator == "best" and sampled else "median_s"  # the IQR rule is one of medians
+    ratio = r[time] / r[time + "_base"]
     separated = bool(r["q1_s"] > r["q3_s_base"])  # the run's IQR wholly above the base's
-    row = {"base": base, "run": run, **dict(zip(CASE, key, strict=True)), "base_ms": r["median_s_base"] * 1e3,
-           "run_ms": r["median_s"] * 1e3, "ratio": ratio, "ci_lo": math.nan, "ci_hi": math.nan, "p": math.nan,
+    row = {"base": base, "run": run, **dict(zip(CASE, key, strict=True)), "base_ms": r[time + "_base"] * 1e3,
+           "run_ms": r[time] * 1e3, "ratio": ratio, "ci_lo": math.nan, "ci_hi": math.nan, "p": math.nan,
            "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold), "iqr_separated": separated,
            "inconclusive": bool(r.get("inconclusive") or r.get("inconclusive_base"))}
-    s, sb = r.get("samples"), r.get("samples_base")
-    if isinstance(s, (list, tuple)) and isinstance(sb, (list, tuple)) and len(s) > 1 and len(sb) > 1:
-        est = ratio_of_medians(s, sb, paired=False)
+    refs = r.get("ref_samples"), r.get("ref_samples_base")
+    if sampled:
+        if estimator == "best" and all(isinstance(x, (list, tuple)) for x in refs):  # normalized
+            est = ratio_of_relative_bests(r["samples_raw"], refs[0], r["samples_raw_base"], refs[1])
+        else:
+            est = ratio_of(s, sb, paired=False, estimator=estimator)
         floors = [f for f in (r.get("noise_floor"), r.get("noise_floor_base")) if f is not None and not pd.isna(f)]
         floor = max([*floors, threshold or 0.0])
         row.update(ratio=est.value, ci_lo=est.lo, ci_hi=est.hi, p=est.p, floor=floor, method="samples",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..measure.stats import best_time
+
 #: Default storage of pytest-benchmark.
 STORAGE = Path(".benchmarks")
 KEY = ["kernel", "M", "variant", "layout"]
@@ -162,6 +164,8 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             samples=_samples(extra.get("samples_s"), path, case),
             peak_samples=_samples(extra.get("peak_samples_s"), path, case, "peak_samples_s"),
         )
+        # the best time (stats.best_time) from the raw samples; older runs without them: pytest-benchmark's min
+        row["best_s"] = best_time(row["samples"]) if row["samples"] else _stat(stats, "min", path, case, median)
         # the peak probe timed in the case's own rounds where the run has one (its clock is the case's); else the
         # peak measured once for the run
         case_peak = _number(extra.get("peak_gflops_in_rounds")) or peak

@@ -17,7 +17,9 @@ Tables (pandas DataFrames, also written as CSV and Markdown):
     each case's speedup over baseline, full, the best manual (seed) variant,
     numpy and metaschedule for the same shape in the same run (time of the
     reference / time of the case; empty where the reference was not run),
-    with the case's CV.
+    with the case's CV; ``speedup_vs_numpy_best`` is the speedup over numpy
+    of best times (:func:`~matmul.measure.stats.best_time`), the figure that
+    holds from run to run on a shared host (see :mod:`matmul.measure.stats`).
 ``geomeans``
     geometric means of GFLOP/s and of every speedup, per kernel and over all
     kernels ("all"), per run and variant, with the largest CV among the
@@ -120,6 +122,9 @@ def speedup_table(cases: pd.DataFrame) -> pd.DataFrame:
     shape = ["run", "kernel", "M", "layout"]
     out = cases[[*shape, "variant", "median_s", "cv", "gflops", "speedup_vs_numpy_paired"]].copy()
     times = cases.set_index([*shape, "variant"])["median_s"]
+    idx = pd.MultiIndex.from_frame(out[shape])
+    numpy_best = cases[cases["variant"] == "numpy"].set_index(shape)["best_s"].reindex(idx).to_numpy(dtype=float)
+    out["speedup_vs_numpy_best"] = numpy_best / cases["best_s"].to_numpy(dtype=float)
 
     def ref_time(name: str) -> pd.Series:
         sel = times.xs(name, level="variant") if name in times.index.get_level_values("variant") else None
@@ -131,7 +136,6 @@ def speedup_table(cases: pd.DataFrame) -> pd.DataFrame:
         if cases["variant"].isin(manual).any()
         else pd.Series(dtype=float)
     )
-    idx = pd.MultiIndex.from_frame(out[shape])
     for ref, series in (
         ("baseline", ref_time("baseline")),
         ("full", ref_time("full")),
@@ -146,7 +150,8 @@ def speedup_table(cases: pd.DataFrame) -> pd.DataFrame:
 
 
 def geomean_table(speedups: pd.DataFrame) -> pd.DataFrame:
-    cols = ["gflops"] + [c for c in speedups.columns if c.startswith("vs_")] + ["speedup_vs_numpy_paired"]
+    cols = ["gflops"] + [c for c in speedups.columns if c.startswith("vs_")] + ["speedup_vs_numpy_paired",
+                                                                                  "speedup_vs_numpy_best"]
     parts = []
     for (run, variant, layout), grp in speedups.groupby(["run", "variant", "layout"], sort=True):
         geo = geomeans_by_kernel(grp, cols, sort=True, extra=lambda g: {"max_cv": float(g["cv"].max())})
@@ -201,11 +206,14 @@ def build_report(
     threshold: float | None = None,
     cv_threshold: float = CV_THRESHOLD,
     normalize: str = "none",
+    estimator: str = "best",
 ) -> Report:
     """Tables for the runs under ``paths``; with two or more runs (or a ``base``), the comparison too.
 
     ``threshold``: a minimum regression on top of the noise floor (runs
-    without samples: the whole rule; default 10% there).
+    without samples: the whole rule; default 10% there). ``estimator``: what
+    the comparison reads each case's time by, "best" or "median" 
+    (:mod:`matmul.report.compare`).
     """
     def bad(x) -> bool:  # not a finite positive number (nan fails every comparison, so ask for it by name)
         try:
@@ -230,8 +238,8 @@ def build_report(
                               + ", ".join(kernel_runs))
         base = base or kernel_runs[0]
         report.comparison, report.comparison_geomeans = compare_runs(cases, base, threshold, cv_threshold,
-                                                                     normalize)
-        report.settings.update(base=base, normalize=normalize)
+                                                                     normalize, estimator)
+        report.settings.update(base=base, normalize=normalize, estimator=estimator)
     return report
 
 
