@@ -239,6 +239,8 @@ def test_an_end_to_end_case_checks_its_layer_before_timing(tmp_path):
     cases = {b["params"]["schedule"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
     rule = cases["rule_based"]
     assert rule["speedup_vs_none"] > 1 and rule["max_error"] < 1e-3 and rule["aa_variant"] == "rule_based"
+    lo, hi = rule["speedup_vs_none_best_ci"]  # best times too, the figure to compare across runs
+    assert lo <= rule["speedup_vs_none_best"] <= hi and rule["speedup_vs_none_best"] > 1
     assert 0 < rule["matmul_share"] < 1 and {op["name"] for op in rule["ops"]} == {p["name"] for p in rule["plans"]}
     assert len(rule["samples_s"]) >= 4 and rule["noise_floor"] is not None
     # percent of the peak probe timed in the layer's rounds, and of the run's once-measured peak

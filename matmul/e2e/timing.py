@@ -21,7 +21,7 @@ from ..measure.candidates import Candidate
 from ..measure.grid import AA_SUFFIX, CaseTiming, GroupTiming
 from ..measure.interleave import DEFAULT_ROUNDS, RoundSettings, time_rounds
 from ..measure.references import get_reference
-from ..measure.stats import Ratio, ratio_of_medians
+from ..measure.stats import Ratio, ratio_of
 from .layer import LayerSpec, inputs, reference, tolerance, torch_layer, weights
 from .profile import BuiltLayer, build_layer, check_layer
 from .schedule import check_schedule
@@ -109,11 +109,12 @@ def time_layer(spec: LayerSpec, names: list[str], *, settings: RoundSettings = D
     return group, built
 
 
-def speedup(group: GroupTiming, over: str, name: str) -> Ratio | None:
-    """``over``'s time over ``name``'s in the same rounds (above 1: ``name`` is faster), or None."""
+def speedup(group: GroupTiming, over: str, name: str, estimator: str = "median") -> Ratio | None:
+    """``over``'s time over ``name``'s in the same rounds (above 1: ``name`` is faster), or None; ``estimator``:
+    of medians, or of best times (:func:`~matmul.measure.stats.best_time`, the figure to compare across runs)."""
     if over not in group.cases or name not in group.cases or over == name:
         return None
-    return ratio_of_medians(group.cases[over].samples, group.cases[name].samples, paired=True)
+    return ratio_of(group.cases[over].samples, group.cases[name].samples, paired=True, estimator=estimator)
 
 
 def case_info(group: GroupTiming, name: str) -> dict[str, Any]:
@@ -122,10 +123,11 @@ def case_info(group: GroupTiming, name: str) -> dict[str, Any]:
     info: dict[str, Any] = {**group.summary(), **described, **described.pop("decisions", {})}
     info.pop("decisions", None)  # its keys (max_error, build_s, plans; the library for torch) are on top
     for other in (TORCH, "none"):
-        r = speedup(group, other, name)
-        if r is not None:
-            info[f"speedup_vs_{other}"] = r.value
-            info[f"speedup_vs_{other}_ci"] = [r.lo, r.hi]
+        for estimator, suffix in (("median", ""), ("best", "_best")):
+            r = speedup(group, other, name, estimator)
+            if r is not None:
+                info[f"speedup_vs_{other}{suffix}"] = r.value
+                info[f"speedup_vs_{other}{suffix}_ci"] = [r.lo, r.hi]
     return info
 
 

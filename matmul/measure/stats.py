@@ -6,11 +6,12 @@ Two sample streams are compared by the ratio of an estimator of each: the
 least 3). Noise on a shared host only ever slows a kernel, and a neighbour's
 load lasts seconds, so two runs minutes apart meet different loads: the
 median moves with them, the fastest samples much less. On this suite's saved
-grid runs (four pairs of back-to-back runs of the same code, znver4, 120
+grid runs (five pairs of back-to-back runs of the same code, znver4, 120
 cases each; ``evidence/znver4-2c-simd16-t2/estimator/``) ``rule_based``'s
-speedup over NumPy agreed within 5% across the two runs on 21-24 of 24
-shapes by best times against 12-18 by medians, and a case's own time on
-63-105 of 120 against 48-81 (one pair of the four the other way: 74 to 81).
+speedup over NumPy agreed within 5% across the two runs on 17-24 of 24
+shapes by best times (22 or more in three pairs) against 12-18 by medians,
+and a case's own time on 63-105 of 120 against 39-81 (one pair of the five
+the other way: 74 to 81).
 It is the estimator BenchmarkTools.jl judges with (Chen and Revels, "Robust
 benchmarking in noisy environments", 2016), kept a mean of a few samples so
 that its bootstrap interval is not degenerate.

@@ -12,8 +12,8 @@ from .load import ReportError, is_e2e_case
 
 #: Columns of the table, in order.
 COLUMNS = ["run", "model", "seq", "batch", "schedule", "median_ms", "cv", "gflops", "pct_peak", "speedup_vs_torch",
-           "speedup_vs_torch_lo", "speedup_vs_torch_hi", "speedup_vs_none", "matmul_share", "noise_floor",
-           "inconclusive"]
+           "speedup_vs_torch_lo", "speedup_vs_torch_hi", "speedup_vs_torch_best", "speedup_vs_none", "matmul_share",
+           "noise_floor", "inconclusive"]
 
 
 def _number(x) -> float | None:
@@ -41,6 +41,7 @@ def e2e_rows(path: Path, run: str) -> list[dict]:
             "cv": (_number(stats.get("stddev")) or 0.0) / mean, "gflops": _number(extra.get("gflops")),
             "pct_peak": _number(extra.get("pct_peak")), "speedup_vs_torch": _number(extra.get("speedup_vs_torch")),
             "speedup_vs_torch_lo": _number(ci[0]), "speedup_vs_torch_hi": _number(ci[1]),
+            "speedup_vs_torch_best": _number(extra.get("speedup_vs_torch_best")),
             "speedup_vs_none": _number(extra.get("speedup_vs_none")),
             "matmul_share": _number(extra.get("matmul_share")), "noise_floor": _number(extra.get("noise_floor")),
             "inconclusive": bool(extra.get("inconclusive", False)),
