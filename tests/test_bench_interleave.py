@@ -50,6 +50,7 @@ def test_a_shape_is_timed_as_one_group_with_its_aa_copy(tmp_path):
         assert stats["median"] == pytest.approx(statistics.median(info["samples_s"]))
         assert case["options"]["timer"] == "interleaved_rounds"
         assert info["aa"]["ratio"] > 0 and info["noise_floor"] >= 0 and isinstance(info["inconclusive"], bool)
+        assert info["noise_floor_best"] >= 0  # the A/A pair by best times: the floor between runs
         if name == "rule_based":
             assert "to_anchor" not in info  # the anchor has no ratio to itself
         else:

@@ -57,11 +57,11 @@ def add_parsers(sub) -> None:
                           "drift both runs share; peak: relative to the FP32 peak probe timed in its own rounds, "
                           "which removes a clock that moved between runs (default: %(default)s)")
     rep.add_argument("--estimator", choices=ESTIMATORS, default="best",
-                     help="what each case's time is read by when runs are compared: best, the mean of its fastest "
-                          "5%% of samples (at least 3), which holds from run to run on a shared host; median, its "
-                          "typical time under the machine's load; with --normalize, best takes each run's ratio "
-                          "of best times to the reference, median the median of the per-round ratios "
-                          "(default: %(default)s)")
+                     help="what each case's time is read by when two or more runs are compared (the comparison "
+                          "table; the speedups table gives both): best, the mean of its fastest 3 samples (5%% of "
+                          "them from 61 on), which holds from run to run on a shared host; median, its typical "
+                          "time under the machine's load; with --normalize, best takes each run's ratio of best "
+                          "times to the reference, median the median of the per-round ratios (default: %(default)s)")
     rep.add_argument("--cv-threshold", type=float, default=CV_THRESHOLD,
                      help="flag cases whose CV exceeds this (default: %(default)s)")
     rep.add_argument("--out", type=Path, help="write CSV and Markdown (and PNG with --plots) here")

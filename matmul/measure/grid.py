@@ -89,6 +89,7 @@ class GroupTiming:
     anchor: str | None = None
     aa_of: str | None = None
     aa: Ratio | None = None
+    aa_best: Ratio | None = None  # the same pair by best times: the floor of comparisons between runs
     converged: bool = True
     widest: float = 0.0
     rounds: int = 0
@@ -125,6 +126,7 @@ class GroupTiming:
         if self.aa_of is not None:
             orig, copy = self.cases[self.aa_of], self.cases.pop(self.aa_of + AA_SUFFIX)
             self.aa = ratio_of_medians(copy.samples, orig.samples, paired=True)
+            self.aa_best = ratio_of(copy.samples, orig.samples, paired=True, estimator="best")
         if PROBE in self.cases:
             self.peak = self.cases.pop(PROBE)
             for case in self.cases.values():
@@ -142,6 +144,7 @@ class GroupTiming:
             "interleaved": True, "group_rounds": self.rounds, "group_seconds": self.seconds, "anchor": self.anchor,
             "inconclusive": not self.converged, "group_widest_half_width": self.widest,
             "aa_variant": self.aa_of, "aa": None if self.aa is None else self.aa.as_dict(), "noise_floor": self.floor,
+            "noise_floor_best": None if self.aa_best is None else noise_floor(self.aa_best),
             "peak_gflops_in_rounds": self.peak_gflops,
         }
 

@@ -12,15 +12,17 @@ rounds), the median one the median of the per-round ratios.
 
 A **regression** is then a ratio that is significant *and* further
 from 1 than the noise floor: the larger of the two runs' A/A floors for that
-shape (and of ``threshold``, when one is given).
+shape, by the same estimator where the runs saved it (and of ``threshold``,
+when one is given). Each row names the estimator it was read by
+(``estimator``): cases of older runs without samples are read by medians.
 
 With ``normalize="numpy"`` each case is first read relative to NumPy timed
-in the same rounds of the same run (each sample over NumPy's sample from its
-round, or the best time over NumPy's best), so drift that both runs share (a
+in the same rounds of the same run (its best time over NumPy's; with the
+median, each sample over NumPy's sample from its round), so drift that both runs share (a
 slower machine, a busier neighbour) cancels; what is left is the case's
 speed relative to NumPy, compared across runs. With ``normalize="peak"``
-each sample is divided by the FP32 peak probe's sample from the same round
-(the grid times the FMA loop in every group's rounds): a case's time in
+each case is read relative to the FP32 peak probe timed in the same rounds
+the same way (the grid times the FMA loop in every group's rounds): a case's time in
 units of the probe's call, that is, in clock cycles rather than seconds, so
 a clock that drops between runs (turbo, a neighbour's load) cancels while
 a kernel that needs more cycles does not. Memory-bound cases keep the part
@@ -58,7 +60,7 @@ from .load import CASE, ReportError
 FALLBACK_THRESHOLD = 0.10
 NORMALIZE = ("none", "numpy", "peak")
 COLUMNS = ["base", "run", *CASE, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "drift", "method",
-           "inconclusive", "noisy", "iqr_separated", "significant", "regression"]
+           "estimator", "inconclusive", "noisy", "iqr_separated", "significant", "regression"]
 #: Columns that name one shape of one run (a group of the interleaved grid): a case's, less its variant.
 SHAPE = ["run", *(c for c in CASE if c != "variant")]
 
@@ -102,7 +104,6 @@ def compare_runs(cases: pd.DataFrame, base: str, threshold: float | None = None,
                  normalize: str = "none", estimator: str = "best") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Latency ratios of every other run over ``base``, case by case, with intervals where samples allow;
     ``estimator``: the time each run's case is read by, "best" or "median" (see the module's docstring)."""
-    estimator = estimator or "best"
     if estimator not in ESTIMATORS:
         raise ReportError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
     if base not in set(cases["run"]):
@@ -141,6 +142,10 @@ def _with_drift(comp: pd.DataFrame, same_machine: set[str]) -> pd.DataFrame:
     return comp
 
 
+def _known(x) -> bool:
+    return x is not None and not pd.isna(x)
+
+
 def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: float | None,
                   cv_threshold: float, estimator: str) -> dict:
     s, sb = r.get("samples"), r.get("samples_base")
@@ -149,7 +154,8 @@ def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: floa
     ratio = r[time] / r[time + "_base"]
     separated = bool(r["q1_s"] > r["q3_s_base"])  # the run's IQR wholly above the base's
     row = {"base": base, "run": run, **dict(zip(CASE, key, strict=True)), "base_ms": r[time + "_base"] * 1e3,
-           "run_ms": r[time] * 1e3, "ratio": ratio, "ci_lo": math.nan, "ci_hi": math.nan, "p": math.nan,
+           "run_ms": r[time] * 1e3, "ratio": ratio, "estimator": time[:-2], "ci_lo": math.nan, "ci_hi": math.nan,
+           "p": math.nan,
            "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold), "iqr_separated": separated,
            "inconclusive": bool(r.get("inconclusive") or r.get("inconclusive_base"))}
     refs = r.get("ref_samples"), r.get("ref_samples_base")
@@ -158,7 +164,10 @@ def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: floa
             est = ratio_of_relative_bests(r["samples_raw"], refs[0], r["samples_raw_base"], refs[1])
         else:
             est = ratio_of(s, sb, paired=False, estimator=estimator)
-        floors = [f for f in (r.get("noise_floor"), r.get("noise_floor_base")) if f is not None and not pd.isna(f)]
+        # the A/A floor by the same estimator where the runs saved it (older runs: the medians')
+        pick = [r.get(f"noise_floor_best{b}") if estimator == "best" and _known(r.get(f"noise_floor_best{b}"))
+                else r.get(f"noise_floor{b}") for b in ("", "_base")]
+        floors = [f for f in pick if _known(f)]
         floor = max([*floors, threshold or 0.0])
         row.update(ratio=est.value, ci_lo=est.lo, ci_hi=est.hi, p=est.p, floor=floor, method="samples",
                    significant=est.significant)

@@ -158,14 +158,16 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             interleaved=bool(extra.get("interleaved", False)),
             inconclusive=bool(extra.get("inconclusive", False)),
             noise_floor=_number(extra.get("noise_floor")),
+            noise_floor_best=_number(extra.get("noise_floor_best")),
             limit=extra.get("limit") if extra.get("limit") in ("compute", "memory") else None,
             limit_gflops=_number(extra.get("limit_gflops")),
             bandwidth_gbs=_number(extra.get("bandwidth_gbs")),
             samples=_samples(extra.get("samples_s"), path, case),
             peak_samples=_samples(extra.get("peak_samples_s"), path, case, "peak_samples_s"),
         )
-        # the best time (stats.best_time) from the raw samples; older runs without them: pytest-benchmark's min
-        row["best_s"] = best_time(row["samples"]) if row["samples"] else _stat(stats, "min", path, case, median)
+        # the best time (stats.best_time) from the raw samples; none for older runs without them (pytest-benchmark's
+        # min is one sample of rounds timed apart, not the same figure)
+        row["best_s"] = best_time(row["samples"]) if row["samples"] and len(row["samples"]) > 1 else math.nan
         # the peak probe timed in the case's own rounds where the run has one (its clock is the case's); else the
         # peak measured once for the run
         case_peak = _number(extra.get("peak_gflops_in_rounds")) or peak

@@ -38,9 +38,10 @@ def to_text(report: Report) -> str:
                else "significant and beyond the noise floor and the references' drift (runs without samples: beyond "
                     f"{report.settings['threshold'] or REGRESSION_THRESHOLD:.0%} with IQRs apart)")
         what = f"{n} regression(s)" if n else "no regression"
-        est = report.settings.get("estimator", "best")
+        read = set(report.comparison["estimator"]) or {report.settings["estimator"]}
         parts.append(f"{what} against {report.settings['base']} ({how}; ratios of "
-                     + ("best times, the fastest samples" if est == "best" else "medians")
+                     + ("best times, the fastest samples" if read == {"best"} else "medians" if read == {"median"}
+                        else "best times, medians where a run saved no samples")
                      + {"numpy": ", each case relative to numpy in its own rounds)",
                         "peak": ", each case relative to the FP32 peak probe in its own rounds)"}.get(norm, ")"))
     parts += [f"skipped {path}: {reason}" for path, reason in report.settings.get("skipped", [])]

@@ -49,6 +49,7 @@ import pandas as pd
 from ..core.registry import variant_names
 from ..core.tables import geomean, geomeans_by_kernel
 from ..measure.agreement import AGREEMENT_TOLERANCE
+from ..measure.stats import ESTIMATORS
 from .compare import FALLBACK_THRESHOLD, compare_runs
 from .e2e import e2e_table
 from .load import KEY, STORAGE, ReportError, find_runs, load_runs
@@ -221,6 +222,8 @@ def build_report(
         except TypeError:
             return True
 
+    if estimator not in ESTIMATORS:
+        raise ReportError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
     if (threshold is not None and bad(threshold)) or bad(cv_threshold):
         raise ReportError(f"thresholds must be finite positive numbers, got threshold={threshold}, "
                           f"cv_threshold={cv_threshold}")
