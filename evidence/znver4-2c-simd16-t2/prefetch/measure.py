@@ -7,7 +7,7 @@ row tiles; the machine's sizes not asked), the prefetch pinned on against pinned
 measurements behind R14's bounds on B's size (a share of L3) and the block's (L1).
 
 ``--gap``: the same on shapes of no model, B of 6.5-9 MiB (between the domain run's 6.2 and 9 MiB, around the
-bound of a quarter of a 32 MiB L3) at M = 64 and 128 (``gap.csv``).
+bound on B: a quarter of a 32 MiB L3 when measured, a fifth since) at M = 64 and 128 (``gap.csv``).
 
 Run from the repository root: ``python evidence/<profile>/prefetch/measure.py OUT.csv [--domain|--gap]
 [--blocks N]``.

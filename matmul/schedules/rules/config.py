@@ -84,7 +84,7 @@ RULES: dict[str, str] = {
     "R13": "split K between the threads (each a contiguous part of K into its own partial C, then a vectorised "
            "parallel sum) when the output has fewer tasks than threads (narrow N, M too small to split) and "
            "each part keeps at least 2048 k iterations",
-    "R14": "where B is read in place (NN, not packed), its rows lie at least a page apart and it exceeds 1/4 of L3, "
+    "R14": "where B is read in place (NN, not packed), its rows lie at least a page apart and it exceeds 1/5 of L3, "
            "prefetch into L1 the B block (TK rows of one j-pack, no larger than L1) the next step reads, a share "
            "at the head of each of at least 8 row tiles: the hardware prefetchers stop at page boundaries, so "
            "without it the first line of every row of a new block misses, to memory",
@@ -190,8 +190,10 @@ LINE_BYTES = 64
 PREFETCH_MIN_TILES = 8
 #: R14 prefetches only a B larger than this share of L3 (from memory, not cache). On Zen 4 (32 MiB L3) B of 9-256
 #: MiB read 0.92-1.17x, geomean 1.075x, faster with the prefetch, B of 4-6.2 MiB (BERT-large's QKV, t5-small's MLP
-#: expand, ViT-huge's QKV) 0.95-1.02x, geomean 0.987x (``evidence/znver4-2c-simd16-t2/prefetch/domain.csv``).
-PREFETCH_MIN_L3_SHARE = Fraction(1, 4)
+#: expand, ViT-huge's QKV) 0.95-1.02x, geomean 0.987x (``evidence/znver4-2c-simd16-t2/prefetch/domain.csv``), and
+#: B of 6.5-8 MiB (12 shapes of no model, two runs) geomean 1.026x and 1.007x, 11 of 24 intervals above 1 and none
+#: below (``prefetch/gap.csv``, ``gap-repeat.csv``): so from a fifth (6.4 MiB there), not a quarter.
+PREFETCH_MIN_L3_SHARE = Fraction(1, 5)
 
 
 class RuleError(ValueError):
