@@ -28,6 +28,9 @@ from .profiles import PROFILES
 
 @pytest.mark.parametrize("study", studies().values(), ids=study_names())
 def test_every_pair_names_legal_candidates(study):
+    if study.name == "prefetch" and not any(decide(w.shape, host_facts()).prefetch for w in bert_shapes()):
+        assert not study.pairs and "nothing to pin against" in study.notes  # R14 acts on no BERT shape here
+        return
     assert study.pairs, f"{study.name} has no pair on this host"
     for a, b in study.pairs:
         assert check_candidate(a) == check_candidate(b) == "tvm"
@@ -37,16 +40,34 @@ def test_every_pair_names_legal_candidates(study):
 @pytest.mark.parametrize("knob", ABLATIONS)
 def test_rule_ablations_pin_one_knob_legally_on_every_bert_shape(knob, facts):
     study = studies(facts)[knob]
+    if knob == "prefetch" and not any(decide(w.shape, facts).prefetch for w in bert_shapes()):
+        assert not study.pairs and "nothing to pin against" in study.notes, facts.profile
+        return
     assert study.pairs, f"no {knob} alternative on {facts.profile}"
     for a, b in study.pairs:
         assert a == "rule_based"
         base, pinned = parse_overrides(b)
         assert base == "rule_based" and list(pinned) == [knob]
-        for w in study.loads():  # the BERT shapes (pack_b: those where R5 packs)
+        for w in study.loads():  # the BERT shapes (pack_b, order, prefetch: those where the rules choose it)
             plan = decide(w.shape, facts, overrides=pinned)
-            default = decide(w.shape, facts).config
-            assert plan.config != default, f"{b} changes nothing on {w.id}"
+            default = decide(w.shape, facts)
+            assert (plan.config, plan.prefetch) != (default.config, default.prefetch), f"{b} changes nothing on {w.id}"
             assert plan.config.padded(w.shape) == (w.shape.M, w.shape.N, w.shape.K), f"{b} pads {w.id}"
+
+
+@pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())
+def test_the_prefetch_ablation_takes_exactly_the_bert_shapes_where_the_rules_prefetch(facts):
+    study = studies(facts)["prefetch"]
+    chosen = {(w.kernel, w.M) for w in bert_shapes() if decide(w.shape, facts).prefetch}
+    loads = {(w.kernel, w.M) for w in study.loads()} if study.pairs else set()
+    assert loads <= chosen  # never a shape where the pin would time the rules' plan against itself
+    # every kernel that prefetches somewhere is in, at every M where all of those kernels prefetch
+    kernels = {k for k, _ in chosen}
+    assert loads == {(k, m) for k in kernels for m in {m for _, m in chosen}
+                     if all((k2, m) in chosen for k2 in kernels)}
+    assert bool(study.pairs) == bool(loads) and study.rule == "R14"
+    if facts.half_rate_fma:  # Zen 4: BERT-base's MLP expand reads its 9 MiB B in place from 16 rows up
+        assert study.pairs == (("rule_based", "rule_based[prefetch=off]"),) and ("mlp_expand", 128) in loads
 
 
 @pytest.mark.parametrize("facts", PROFILES.values(), ids=PROFILES.keys())

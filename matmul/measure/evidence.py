@@ -28,7 +28,7 @@ from ..core.hardware import HostFacts, host_facts
 from ..core.store import atomic_write, provenance
 from ..core.tables import ALL, to_markdown
 from ..core.workloads import M_SWEEP, Workload, bert_shapes, workloads
-from ..schedules.rules import RuleConfig, RuleError, decide, parse_overrides
+from ..schedules.rules import Plan, RuleConfig, RuleError, decide, parse_overrides
 from ..schedules.rules.config import UNROLL_STEP
 from .paired import paired, paired_table
 
@@ -46,9 +46,10 @@ class Study:
     calls: int = 10
     rule: str = ""
     notes: str = ""
+    kernels: tuple[str, ...] | None = None  # None: every BERT kernel
 
     def loads(self, kernels: Sequence[str] | None = None, m_values: Sequence[int] | None = None) -> list[Workload]:
-        return list(workloads(kernels, m_values or self.m_values))
+        return list(workloads(kernels or self.kernels, m_values or self.m_values))
 
 
 #: Rule ablations: knob -> (rule, question). Their alternative values are derived from the facts
@@ -61,6 +62,7 @@ ABLATIONS: dict[str, tuple[str, str]] = {
     "pack_b": ("R5", "is packing B worth its copy?"),
     "order": ("R8", "micro-tile loop order: row blocks outside the j-packs"),
     "unroll": ("R9", "explicit unroll step of the ki loop"),
+    "prefetch": ("R14", "B's next block prefetched in software: worth its instructions where the rules place it?"),
 }
 
 
@@ -75,6 +77,7 @@ def _proposals(knob: str, rule: RuleConfig) -> list[object]:
         "pack_b": ["off"],
         "order": ["ifirst"],
         "unroll": [1, 2 * UNROLL_STEP],
+        "prefetch": ["off"],
     }[knob]
 
 
@@ -90,45 +93,53 @@ def ablation_values(knob: str, facts: HostFacts | None = None,
     """
     facts = facts or host_facts()
     loads = list(loads or bert_shapes())
-    defaults = [decide(w.shape, facts).config for w in loads]
+    defaults = [decide(w.shape, facts) for w in loads]
     kept = []
-    for value in dict.fromkeys(_proposals(knob, defaults[0])):
+    for value in dict.fromkeys(_proposals(knob, defaults[0].config)):
         pinned = parse_overrides(f"rule_based[{knob}={value}]")[1]
         try:
-            plans = [decide(w.shape, facts, overrides=pinned).config for w in loads]
+            plans = [decide(w.shape, facts, overrides=pinned) for w in loads]
         except RuleError:
             continue
-        if all(p != d and p.padded(w.shape) == (w.shape.M, w.shape.N, w.shape.K)
+        # a change of the config, or of the plan's prefetch (R14 is the plan's, not a config knob)
+        if all((p.config, p.prefetch) != (d.config, d.prefetch)
+               and p.config.padded(w.shape) == (w.shape.M, w.shape.N, w.shape.K)
                for p, d, w in zip(plans, defaults, loads)):
             kept.append(value)
     return tuple(kept)
 
 
-#: Ablations pinned only at the M where the rules themselves make the choice the pin undoes, on every BERT shape
-#: (elsewhere the pin would time the rules' config against itself): B packed (R5 reads it in place at a few rows,
-#: up to 192 where the FMAs issue at half rate) and the j-packs first (R8 takes the row blocks first where A's
-#: task block overfills its L2 sets, at large M on a small L2).
-_PINS_UNDO: dict[str, tuple[Callable[[RuleConfig], bool], str]] = {
-    "pack_b": (lambda c: c.pack_b, "the rules read B in place at every M on this machine: nothing to pin against"),
-    "order": (lambda c: c.order == "jfirst",
+#: Ablations pinned only on the BERT kernels and M where the rules themselves make the choice the pin undoes
+#: (elsewhere the pin would time the rules' plan against itself): B packed (R5 reads it in place at a few rows,
+#: up to 192 where the FMAs issue at half rate), the j-packs first (R8 takes the row blocks first where A's
+#: task block overfills its L2 sets, at large M on a small L2) and B prefetched (R14: where B is read in place,
+#: its rows a page or more apart, and it streams from memory; on the BERT shapes only MLP expand, on Zen 4).
+_PINS_UNDO: dict[str, tuple[Callable[[Plan], bool], str]] = {
+    "pack_b": (lambda p: p.config.pack_b,
+               "the rules read B in place at every M on this machine: nothing to pin against"),
+    "order": (lambda p: p.config.order == "jfirst",
               "the rules take row blocks first at every M on this machine: nothing to pin against"),
+    "prefetch": (lambda p: p.prefetch,
+                 "the rules prefetch B on no BERT shape on this machine (R14 acts where B is read in place, its "
+                 "rows a page or more apart, and streams from memory): nothing to pin against"),
 }
 
 
 def _ablation(knob: str, facts: HostFacts) -> Study:
     rule, question = ABLATIONS[knob]
-    m_values = M_SWEEP
+    m_values, kernels = M_SWEEP, None
     if knob in _PINS_UNDO:
         chosen, why_none = _PINS_UNDO[knob]
-        m_values = tuple(m for m in M_SWEEP
-                         if all(chosen(decide(w.shape, facts).config) for w in workloads(None, (m,))))
+        made = {(w.kernel, w.shape.M): chosen(decide(w.shape, facts)) for w in workloads(None, M_SWEEP)}
+        kernels = tuple(dict.fromkeys(k for (k, _), c in made.items() if c))
+        m_values = tuple(m for m in M_SWEEP if kernels and all(made[k, m] for k in kernels))
         if not m_values:
             return Study(knob, question, (), M_SWEEP, rule=rule, notes=why_none)
     pairs = tuple(("rule_based", f"rule_based[{knob}={v}]")
-                  for v in ablation_values(knob, facts, list(workloads(None, m_values))))
+                  for v in ablation_values(knob, facts, list(workloads(kernels, m_values))))
     notes = "" if pairs else (f"no value of {knob} pins legally, changes the rules' config and pads nothing on "
                               "every shape on this machine")
-    return Study(knob, question, pairs, m_values, rule=rule, notes=notes)
+    return Study(knob, question, pairs, m_values, rule=rule, notes=notes, kernels=kernels)
 
 
 #: The seed's single-transform trends: manual variants, the same on every machine.
