@@ -117,7 +117,8 @@ def add_parsers(sub) -> None:
 
     evi = sub.add_parser("evidence", help="regenerate the paired (ABBA) measurements behind the rules")
     evi.add_argument("studies", nargs="*", help="studies to run (default: all; see matmul/evidence.py)")
-    evi.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: all)")
+    evi.add_argument("--kernels", nargs="+", help=f"subset of {', '.join(KERNELS)} (default: each study's own: "
+                     "all, or those where the rules make the choice its pin undoes)")
     evi.add_argument("--m-values", type=positive, nargs="+", help="M values (default: each study's own)")
     evi.add_argument("--blocks", type=positive, default=4, help="timed blocks per side, even (default: 4)")
     evi.add_argument("--calls", type=positive, help="calls per block (default: each study's own)")
