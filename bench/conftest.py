@@ -247,11 +247,14 @@ class GridTimer:
         if not self.summaries:
             return None
         floors = sorted(s["noise_floor"] for s in self.summaries if s["noise_floor"] is not None)
+        best = sorted(s["noise_floor_best"] for s in self.summaries if s.get("noise_floor_best") is not None)
         return {
             "groups": len(self.summaries),
             "inconclusive": sum(s["inconclusive"] for s in self.summaries),
             "floor_median": floors[len(floors) // 2] if floors else None,
             "floor_max": floors[-1] if floors else None,
+            "floor_best_median": best[len(best) // 2] if best else None,  # the A/A pair by best times
+            "floor_best_max": best[-1] if best else None,
             "ci_width": self.settings["round_settings"].ci_width,
             "per_shape": self.summaries,
         }
@@ -417,6 +420,10 @@ def pytest_terminal_summary(terminalreporter, config):
     else:
         tr.write_line(f"in this run, differences below {100 * summary['floor_max']:.1f}% are noise "
                       f"(the largest A/A floor of {summary['groups']} shapes; median {100 * summary['floor_median']:.1f}%)")
+        if summary["floor_best_max"] is not None:
+            tr.write_line(f"between runs, compare best times (speedup_vs_numpy_best; report's default): their A/A "
+                          f"floor is {100 * summary['floor_best_max']:.1f}% at most, median "
+                          f"{100 * summary['floor_best_median']:.1f}%")
     for s in summary["per_shape"]:
         floor = "-" if s["noise_floor"] is None else f"{100 * s['noise_floor']:.1f}%"
         aa = "-" if s["aa_ratio"] is None else f"{s['aa_ratio']:.3f}"

@@ -77,6 +77,8 @@ def test_a_shape_is_timed_as_one_group_with_its_aa_copy(tmp_path):
     assert noise["groups"] == 1 and noise["per_shape"][0]["shape"] == "qkv-M8-NN"
     assert noise["floor_max"] == pytest.approx(cases["full"]["extra_info"]["noise_floor"])
     assert "in this run, differences below" in proc.stdout and "are noise" in proc.stdout
+    assert noise["floor_best_max"] == pytest.approx(cases["full"]["extra_info"]["noise_floor_best"])
+    assert "between runs, compare best times" in proc.stdout
 
 
 def test_no_interleave_times_cases_one_after_another(tmp_path):

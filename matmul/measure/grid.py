@@ -135,7 +135,9 @@ class GroupTiming:
     def brief(self, label: str) -> dict:
         """One line of the run's noise-floor summary (``machine_info`` and the end of the terminal output)."""
         return {"shape": label, "aa_variant": self.aa_of, "aa_ratio": None if self.aa is None else self.aa.value,
-                "noise_floor": self.floor, "inconclusive": not self.converged, "widest_half_width": self.widest,
+                "noise_floor": self.floor,
+                "noise_floor_best": None if self.aa_best is None else noise_floor(self.aa_best),
+                "inconclusive": not self.converged, "widest_half_width": self.widest,
                 "rounds": self.rounds, "seconds": self.seconds, "peak_gflops_in_rounds": self.peak_gflops}
 
     def summary(self) -> dict:
