@@ -2,7 +2,8 @@
 
 For cases whose runs kept their raw samples (the interleaved grid saves
 ``samples_s``), each latency ratio ``run / base`` comes with a bootstrap
-interval and a Mann-Whitney test on the two sample sets. The ratio is of
+interval and a significance test on the two sample sets (Mann-Whitney for
+medians, the bootstrap's own p for best times). The ratio is of
 **best** times by default (:func:`~matmul.measure.stats.best_time`: the
 fastest few samples), which hold from run to run where medians follow the
 neighbours' load; ``estimator="median"`` compares typical times instead.
@@ -100,12 +101,18 @@ def _normalized(cases: pd.DataFrame, normalize: str) -> pd.DataFrame:
     return out[~missing]
 
 
+def check_estimator(estimator: str) -> str:
+    """``estimator`` if it is one of :data:`~matmul.measure.stats.ESTIMATORS`; a ReportError naming them if not."""
+    if estimator not in ESTIMATORS:
+        raise ReportError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+    return estimator
+
+
 def compare_runs(cases: pd.DataFrame, base: str, threshold: float | None = None, cv_threshold: float = 0.10,
                  normalize: str = "none", estimator: str = "best") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Latency ratios of every other run over ``base``, case by case, with intervals where samples allow;
     ``estimator``: the time each run's case is read by, "best" or "median" (see the module's docstring)."""
-    if estimator not in ESTIMATORS:
-        raise ReportError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+    check_estimator(estimator)
     if base not in set(cases["run"]):
         raise ReportError(f"base run {base!r} is not among the runs: {', '.join(sorted(set(cases['run'])))}")
     cases = _normalized(cases, normalize)
@@ -176,4 +183,4 @@ def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: floa
     return row
 
 
-__all__ = ["COLUMNS", "FALLBACK_THRESHOLD", "NORMALIZE", "SHAPE", "compare_runs"]
+__all__ = ["COLUMNS", "FALLBACK_THRESHOLD", "NORMALIZE", "SHAPE", "check_estimator", "compare_runs"]

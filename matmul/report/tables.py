@@ -49,8 +49,7 @@ import pandas as pd
 from ..core.registry import variant_names
 from ..core.tables import geomean, geomeans_by_kernel
 from ..measure.agreement import AGREEMENT_TOLERANCE
-from ..measure.stats import ESTIMATORS
-from .compare import FALLBACK_THRESHOLD, compare_runs
+from .compare import FALLBACK_THRESHOLD, check_estimator, compare_runs
 from .e2e import e2e_table
 from .load import KEY, STORAGE, ReportError, find_runs, load_runs
 
@@ -213,7 +212,7 @@ def build_report(
 
     ``threshold``: a minimum regression on top of the noise floor (runs
     without samples: the whole rule; default 10% there). ``estimator``: what
-    the comparison reads each case's time by, "best" or "median" 
+    the comparison reads each case's time by, "best" or "median"
     (:mod:`matmul.report.compare`).
     """
     def bad(x) -> bool:  # not a finite positive number (nan fails every comparison, so ask for it by name)
@@ -222,8 +221,7 @@ def build_report(
         except TypeError:
             return True
 
-    if estimator not in ESTIMATORS:
-        raise ReportError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+    check_estimator(estimator)  # before loading: a bad one is named even with a single run
     if (threshold is not None and bad(threshold)) or bad(cv_threshold):
         raise ReportError(f"thresholds must be finite positive numbers, got threshold={threshold}, "
                           f"cv_threshold={cv_threshold}")
