@@ -113,6 +113,11 @@ class GroupTiming:
         """The A/A noise floor (0.02: differences below 2% are noise), or None without an A/A pair."""
         return None if self.aa is None else noise_floor(self.aa)
 
+    @property
+    def floor_best(self) -> float | None:
+        """The A/A noise floor of best times: the floor of comparisons between runs, or None without a pair."""
+        return None if self.aa_best is None else noise_floor(self.aa_best)
+
     def case(self, name: str) -> CaseTiming:
         """``name``'s timing; raises what preparing it raised (``Unavailable``: its family cannot serve it)."""
         if name in self.errors:
@@ -136,7 +141,7 @@ class GroupTiming:
         """One line of the run's noise-floor summary (``machine_info`` and the end of the terminal output)."""
         return {"shape": label, "aa_variant": self.aa_of, "aa_ratio": None if self.aa is None else self.aa.value,
                 "noise_floor": self.floor,
-                "noise_floor_best": None if self.aa_best is None else noise_floor(self.aa_best),
+                "noise_floor_best": self.floor_best,
                 "inconclusive": not self.converged, "widest_half_width": self.widest,
                 "rounds": self.rounds, "seconds": self.seconds, "peak_gflops_in_rounds": self.peak_gflops}
 
@@ -146,7 +151,7 @@ class GroupTiming:
             "interleaved": True, "group_rounds": self.rounds, "group_seconds": self.seconds, "anchor": self.anchor,
             "inconclusive": not self.converged, "group_widest_half_width": self.widest,
             "aa_variant": self.aa_of, "aa": None if self.aa is None else self.aa.as_dict(), "noise_floor": self.floor,
-            "noise_floor_best": None if self.aa_best is None else noise_floor(self.aa_best),
+            "noise_floor_best": self.floor_best,
             "peak_gflops_in_rounds": self.peak_gflops,
         }
 
