@@ -7,11 +7,11 @@ the mean of the fastest 3 samples, or of the fastest 5% from 61 samples on;
 the report's default between runs). Noise on a shared host only ever slows a kernel, and a neighbour's
 load lasts seconds, so two runs minutes apart meet different loads: the
 median moves with them, the fastest samples much less. On this suite's saved
-grid runs (five pairs of back-to-back runs of the same code, znver4, 120
+grid runs (six pairs of back-to-back runs of the same code, znver4, 120
 cases each; ``evidence/znver4-2c-simd16-t2/estimator/``) ``rule_based``'s
 speedup over NumPy agreed within 5% across the two runs on 17-24 of 24
-shapes by best times (22 or more in three pairs) against 12-18 by medians,
-and a case's own time on 63-105 of 120 against 39-81 (one pair of the five
+shapes by best times (22 or more in four pairs) against 12-18 by medians,
+and a case's own time on 63-105 of 120 against 39-81 (one pair of the six
 the other way: 74 to 81).
 It is a variant of the minimum BenchmarkTools.jl judges with (Chen and
 Revels, "Robust benchmarking in noisy environments", 2016), kept a mean of a
