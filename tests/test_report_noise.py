@@ -234,3 +234,23 @@ def test_a_case_of_one_sample_has_no_best_time_and_the_report_still_loads(tmp_pa
     rep = build_report([_run(tmp_path / "0001_a.json", "2026-01-01", [one, _case("numpy", _stream(2.0, 2), 0.02)])])
     sp = rep.speedups.set_index("variant")["speedup_vs_numpy_best"]
     assert np.isnan(sp["rule_based"]) and sp["numpy"] == 1.0
+
+
+def test_speedup_agreement_counts_the_shapes_whose_speedup_over_numpy_held_between_runs(tmp_path):
+    # rule_based met a busier machine in the second run (its median moved, its best did not); full is 10% slower
+    def run(path, when, rule, full):
+        cases = [_case("rule_based", rule, 0.02), _case("full", full, 0.02), _case("numpy", _loaded(2.0, 9, 0.2),
+                                                                                    0.02)]
+        for c in cases[:2]:  # the paired-median speedup the grid saves
+            c["extra_info"]["speedup_vs_numpy"] = statistics.median(cases[2]["extra_info"]["samples_s"]) / \
+                c["stats"]["median"]
+        return _run(tmp_path / path, when, cases)
+
+    base = run("0001_a.json", "2026-01-01", _loaded(1.0, 1, 0.2), _loaded(1.0, 2, 0.2))
+    other = run("0002_b.json", "2026-01-02", _loaded(1.0, 4, 0.7), _loaded(1.1, 5, 0.2))
+    table = build_report([base, other]).speedup_agreement.set_index("variant")
+    assert list(table.index) == ["full", "rule_based"] and (table["shapes"] == 1).all()  # numpy is the anchor
+    assert table.loc["rule_based", "within_band_best"] == 1 and table.loc["rule_based", "within_band_median"] == 0
+    assert table.loc["full", "within_band_best"] == 0
+    assert table.loc["full", "ratio_geomean_best"] == pytest.approx(1 / 1.1, abs=0.01)
+    assert build_report([base]).speedup_agreement is None  # one run: nothing to agree with

@@ -27,6 +27,11 @@ Tables (pandas DataFrames, also written as CSV and Markdown):
 ``agreement``
     each case's median over the independent timer that bracketed it
     (TVM's ``time_evaluator``; NumPy alone in a fresh process).
+``speedup_agreement``
+    with two or more runs: per run and variant, on how many shapes the
+    speedup over numpy agrees with the base run's within
+    :data:`AGREEMENT_BAND` (5%), by best times and by paired medians, and
+    the range of the ratio: how far the run-to-run figure can be trusted.
 ``comparison``
     with two or more runs: for every case present in the base run and
     another, the latency ratio other / base with its interval and
@@ -57,6 +62,8 @@ from .load import KEY, STORAGE, ReportError, find_runs, load_runs
 REGRESSION_THRESHOLD = FALLBACK_THRESHOLD
 #: Coefficient of variation above this flags a case as noisy.
 CV_THRESHOLD = 0.10
+#: Two runs' speedups over numpy agree when their ratio lies within 1 +- this.
+AGREEMENT_BAND = 0.05
 #: Variants the seed research wrote by hand; "best manual" is the fastest.
 MANUAL_FAMILY = "manual"
 
@@ -72,6 +79,7 @@ class Report:
     agreement: pd.DataFrame
     comparison: pd.DataFrame | None = None
     comparison_geomeans: pd.DataFrame | None = None
+    speedup_agreement: pd.DataFrame | None = None
     settings: dict = field(default_factory=dict)
     #: End-to-end layer cases (empty when the runs hold none).
     e2e: pd.DataFrame | None = None
@@ -92,6 +100,8 @@ class Report:
         }
         if self.e2e is not None and not self.e2e.empty:
             out["e2e"] = self.e2e
+        if self.speedup_agreement is not None:
+            out["speedup_agreement"] = self.speedup_agreement
         if self.comparison is not None:
             out["comparison"] = self.comparison
             out["comparison_geomeans"] = self.comparison_geomeans
@@ -158,6 +168,32 @@ def geomean_table(speedups: pd.DataFrame) -> pd.DataFrame:
         parts.append(geo.assign(run=run, variant=variant, layout=layout))
     out = pd.concat(parts, ignore_index=True)[["run", "kernel", "variant", "layout", "shapes", "max_cv", *cols]]
     return out.rename(columns={"gflops": "gflops_geomean"})
+
+
+def speedup_agreement_table(speedups: pd.DataFrame, base: str) -> pd.DataFrame:
+    """Per run (other than ``base``) and variant: how many shapes' speedups over numpy agree with the base run's
+    within :data:`AGREEMENT_BAND`, by best times and by paired medians, with the geomean and range of the ratio of
+    best-time speedups (run / base)."""
+    cols = ["base", "run", "variant", "shapes", "within_band_best", "within_band_median", "ratio_geomean_best",
+            "ratio_min_best", "ratio_max_best"]
+    key = ["kernel", "M", "layout", "variant"]
+    speeds = speedups[speedups["variant"] != "numpy"]
+    ref = speeds[speeds["run"] == base].set_index(key)
+    rows = []
+    for run, grp in speeds[speeds["run"] != base].groupby("run", sort=False):
+        both = grp.set_index(key).merge(ref, left_index=True, right_index=True, how="inner", suffixes=("", "_base"))
+        for variant, v in both.groupby(level="variant", sort=True):
+            best = (v["speedup_vs_numpy_best"] / v["speedup_vs_numpy_best_base"]).astype(float).dropna()
+            median = (v["speedup_vs_numpy_paired"] / v["speedup_vs_numpy_paired_base"]).astype(float).dropna()
+            if best.empty and median.empty:
+                continue
+            rows.append({"base": base, "run": run, "variant": variant, "shapes": len(v),
+                         "within_band_best": int(((best - 1).abs() <= AGREEMENT_BAND).sum()) if len(best) else None,
+                         "within_band_median": int(((median - 1).abs() <= AGREEMENT_BAND).sum()),
+                         "ratio_geomean_best": geomean(best) if len(best) else None,
+                         "ratio_min_best": best.min() if len(best) else None,
+                         "ratio_max_best": best.max() if len(best) else None})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def agreement_table(cases: pd.DataFrame) -> pd.DataFrame:
@@ -240,11 +276,12 @@ def build_report(
         base = base or kernel_runs[0]
         report.comparison, report.comparison_geomeans = compare_runs(cases, base, threshold, cv_threshold,
                                                                      normalize, estimator)
+        report.speedup_agreement = speedup_agreement_table(report.speedups, base)
         report.settings.update(base=base, normalize=normalize, estimator=estimator)
     return report
 
 
 __all__ = [
-    "CV_THRESHOLD", "REGRESSION_THRESHOLD", "Report", "agreement_summary", "agreement_table", "build_report",
-    "compare_runs", "geomean_table", "latency_table", "speedup_table",
+    "AGREEMENT_BAND", "CV_THRESHOLD", "REGRESSION_THRESHOLD", "Report", "agreement_summary", "agreement_table",
+    "build_report", "compare_runs", "geomean_table", "latency_table", "speedup_agreement_table", "speedup_table",
 ]
