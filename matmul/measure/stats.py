@@ -4,8 +4,9 @@ Two sample streams are compared by the ratio of an estimator of each: the
 **median** (the typical time under the machine's load; :func:`ratio_of`'s
 default, the figure within a run) or the **best** time (:func:`best_time`:
 the mean of the fastest 3 samples, or of the fastest 5% from 61 samples on;
-the report's default between runs). Noise on a shared host only ever slows a kernel, and a neighbour's
-load lasts seconds, so two runs minutes apart meet different loads: the
+the report's default between runs). Noise on a shared host only ever slows
+a kernel, and a neighbour's load lasts seconds, so two runs minutes apart
+meet different loads: the
 median moves with them, the fastest samples much less. On this suite's saved
 grid runs (six pairs of back-to-back runs of the same code, znver4, 120
 cases each; ``evidence/znver4-2c-simd16-t2/estimator/``) ``rule_based``'s
@@ -32,8 +33,8 @@ Its confidence interval comes from a bootstrap:
 
 Significance is a two-sided Mann-Whitney U test (normal approximation with
 tie correction), the test asv uses before it calls a change, for medians;
-for best times, the bootstrap's own two-sided p (:func:`bootstrap_p`). On thousands of
-samples a tiny shift is "significant", so a comparison also asks that the
+for best times, the bootstrap's own two-sided p (:func:`bootstrap_p`). On
+thousands of samples a tiny shift is "significant", so a comparison also asks that the
 change be larger than the run's A/A noise floor (see :func:`is_change`).
 """
 
@@ -61,7 +62,8 @@ BEST_LEAST = 3
 
 @dataclass(frozen=True)
 class Ratio:
-    """``x / y`` as a ratio of medians (or of best times), its bootstrap interval, and the Mann-Whitney p-value."""
+    """``x / y`` as a ratio of medians (or of best times), its bootstrap interval and p-value (Mann-Whitney for
+    medians, :func:`bootstrap_p` for best times)."""
 
     value: float
     lo: float
@@ -128,9 +130,7 @@ def _best_count(n: int) -> int:
 
 def best_time(samples: Sequence[float]) -> float:
     """The mean of the fastest :data:`BEST_FRACTION` of ``samples`` (at least :data:`BEST_LEAST` of them)."""
-    arr = _clean(samples, "samples")
-    k = _best_count(len(arr))
-    return float(np.partition(arr, k - 1)[:k].mean())
+    return float(_estimate(_clean(samples, "samples"), "best"))
 
 
 def _estimate(arr: np.ndarray, estimator: str) -> np.ndarray:
@@ -143,7 +143,7 @@ def _estimate(arr: np.ndarray, estimator: str) -> np.ndarray:
 
 def ratio_of(x: Sequence[float], y: Sequence[float], *, paired: bool, estimator: str = "median",
              level: float = CI_LEVEL, resamples: int = BOOTSTRAP, seed: int = 0) -> Ratio:
-    """``estimator(x) / estimator(y)`` with a bootstrap interval at ``level`` and the Mann-Whitney p-value.
+    """``estimator(x) / estimator(y)`` with a bootstrap interval at ``level`` and its p-value (see :class:`Ratio`).
 
     ``paired`` resamples rounds (``x[i]`` and ``y[i]`` together; the streams
     must be equally long); otherwise each stream is resampled on its own.
@@ -152,10 +152,7 @@ def ratio_of(x: Sequence[float], y: Sequence[float], *, paired: bool, estimator:
     x, y = _clean(x, "x"), _clean(y, "y")
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    if resamples < 100:
-        raise ValueError(f"need at least 100 bootstrap resamples, got {resamples}")
+    _check_bootstrap(level, resamples)
     rng = np.random.default_rng(seed)
     if paired:
         if len(x) != len(y):
@@ -166,11 +163,23 @@ def ratio_of(x: Sequence[float], y: Sequence[float], *, paired: bool, estimator:
         bx = _estimate(x[rng.integers(0, len(x), size=(resamples, len(x)))], estimator)
         by = _estimate(y[rng.integers(0, len(y), size=(resamples, len(y)))], estimator)
         boot = bx / by
-    tail = (1 - level) / 2
-    lo, hi = np.quantile(boot, [tail, 1 - tail])
     value = float(_estimate(x, estimator) / _estimate(y, estimator))
     p = mann_whitney_p(x, y) if estimator == "median" else bootstrap_p(boot)
-    return Ratio(value, float(lo), float(hi), p, len(x), len(y))
+    return _from_bootstrap(value, boot, level, p, len(x), len(y))
+
+
+def _check_bootstrap(level: float, resamples: int) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if resamples < 100:
+        raise ValueError(f"need at least 100 bootstrap resamples, got {resamples}")
+
+
+def _from_bootstrap(value: float, boot: np.ndarray, level: float, p: float, n_x: int, n_y: int) -> Ratio:
+    """The ratio with the central ``level`` interval of its bootstrap distribution."""
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(boot, [tail, 1 - tail])
+    return Ratio(float(value), float(lo), float(hi), p, n_x, n_y)
 
 
 def bootstrap_p(boot: np.ndarray) -> float:
@@ -194,6 +203,7 @@ def ratio_of_relative_bests(x: Sequence[float], x_ref: Sequence[float], y: Seque
     x, x_ref, y, y_ref = (_clean(a, n) for a, n in ((x, "x"), (x_ref, "x_ref"), (y, "y"), (y_ref, "y_ref")))
     if len(x) != len(x_ref) or len(y) != len(y_ref):
         raise ValueError("each case needs one reference sample per round")
+    _check_bootstrap(level, resamples)
     rng = np.random.default_rng(seed)
 
     def boot(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -201,10 +211,8 @@ def ratio_of_relative_bests(x: Sequence[float], x_ref: Sequence[float], y: Seque
         return _estimate(a[idx], "best") / _estimate(ref[idx], "best")
 
     dist = boot(x, x_ref) / boot(y, y_ref)
-    tail = (1 - level) / 2
-    lo, hi = np.quantile(dist, [tail, 1 - tail])
-    value = best_time(x) / best_time(x_ref) / (best_time(y) / best_time(y_ref))
-    return Ratio(float(value), float(lo), float(hi), bootstrap_p(dist), len(x), len(y))
+    value = _estimate(x, "best") / _estimate(x_ref, "best") / (_estimate(y, "best") / _estimate(y_ref, "best"))
+    return _from_bootstrap(value, dist, level, bootstrap_p(dist), len(x), len(y))
 
 
 def ratio_of_medians(x: Sequence[float], y: Sequence[float], *, paired: bool, level: float = CI_LEVEL,
