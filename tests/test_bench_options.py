@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from matmul.core.hardware import host_facts
 from matmul.core.pools import SPIN_DEFAULTS
 
 from .bench_config import configure_bench
@@ -207,6 +208,10 @@ def test_ml_guided_fallback_is_saved_in_extra_info(tmp_path):
     # the roofline: which limit bounds the case, measured at its own working set, and how close it came
     assert info["limit"] in ("compute", "memory") and info["bandwidth_gbs"] > 0 and info["limit_pct"] > 0
     assert info["bandwidth_bytes"] >= 0.9 * info["bytes_moved"] and info["limit_gflops"] <= info["peak_gflops"]
+    # what its hot loop does, read from the kernel's assembly
+    loop = info["hot_loop"]
+    assert loop["fmas"] > 0 and loop["lanes"] == host_facts().simd_lanes_fp32 and loop["stack_loads"] == 0
+    assert loop["loads_per_fma"] == pytest.approx(loop["loads"] / loop["fmas"], abs=1e-3)
 
 
 def test_the_default_run_holds_the_end_to_end_grid_and_bad_e2e_options_are_usage_errors():

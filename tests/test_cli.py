@@ -41,6 +41,17 @@ def test_show_asm_has_fma(capsys):
     assert "vfmadd" in out or "fmla" in out
 
 
+def test_show_figures_reads_the_hot_loop(capsys):
+    from matmul.core.hotloop import hot_loop
+
+    assert main(["show", "--variant", "rule_based", "-M", "16", "--figures"]) == 0
+    out = capsys.readouterr().out
+    loop = hot_loop(out)
+    assert f"# {loop.describe()}" in out and not loop.spills
+    assert main(["show", "--variant", "baseline", "-M", "16", "--format", "tir", "--figures"]) == 0
+    assert "# no hot loop: no loop holding a packed FP32 FMA" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -198,7 +209,6 @@ def test_show_ptx(capsys):
         (["show", "--target", "cuda", "--dtype", "float64"], "unsupported dtype 'float64'; choose one of: float32, float16"),
         (["show", "--dtype", "float16"], "unsupported dtype 'float16'; choose one of: float32, float64"),
         (["show", "--target", "cuda", "--format", "asm"], "unknown source kind 'asm' for a CUDA build; choose one of"),
-        (["show", "--figures"], "--figures (ptxas registers and shared memory) needs --target cuda"),
         (["show", "--target", "cuda", "--variant", "gpu_tiled[bm=48]"], "gpu_tiled bm=48 does not divide 128"),
     ],
 )

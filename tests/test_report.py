@@ -124,6 +124,19 @@ def test_the_roofline_limit_travels_to_the_latency_table(tmp_path):
     assert pd.isna(lat.loc[("qkv", 16, "full"), "pct_limit"])  # older cases carry no limit: blank, not a guess
 
 
+def test_the_hot_loop_travels_to_the_latency_table(tmp_path):
+    data = json.loads(TWO.read_text())
+    case = next(b for b in data["benchmarks"] if b["name"].endswith("[qkv-M64-full-NN]"))
+    case["extra_info"]["hot_loop"] = {"fmas": 48, "loads": 45, "stack_loads": 29, "loads_per_fma": 0.938}
+    other = next(b for b in data["benchmarks"] if b["name"].endswith("[qkv-M16-full-NN]"))
+    other["extra_info"]["hot_loop"] = "garbage"  # not a dict: blank, never a crash
+    path = tmp_path / "0002_loops.json"
+    path.write_text(json.dumps(data))
+    lat = build_report([path]).latency.set_index(["kernel", "M", "variant"])
+    assert tuple(lat.loc[("qkv", 64, "full"), ["loads_per_fma", "stack_loads"]]) == (0.938, 29)
+    assert lat.loc[("qkv", 16, "full"), ["loads_per_fma", "stack_loads"]].isna().all()  # older runs: blank
+
+
 def test_runs_without_samples_have_no_best_time_and_compare_by_medians(report):
     # pytest-benchmark's min over rounds timed apart is not the figure best times are; those runs leave it blank
     assert report.speedups["speedup_vs_numpy_best"].isna().all()

@@ -7,6 +7,7 @@ import json
 import logging
 
 from ..core.hardware import host_facts
+from ..core.hotloop import AsmError
 from ..core.memory import huge_pages
 from ..core.pools import pool_spin
 from ..core.registry import TARGETS, get_variant, variant_names
@@ -111,9 +112,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
         n = count_vector_fma(text, kernel.facts)
         logging.getLogger(__name__).info("%d packed fp32 FMA instructions at %d lanes", n, kernel.facts.simd_lanes_fp32)
     print(text)
-    if args.figures:
-        if args.target != "cuda":
-            raise ValueError("--figures (ptxas registers and shared memory) needs --target cuda")
+    if args.figures and args.target != "cuda":
+        try:
+            print(f"# {kernel.hot_loop().describe()}")
+        except AsmError as e:  # a scalar kernel (baseline) has no loop of packed FMAs: say so, not fail
+            print(f"# no hot loop: {e}")
+    elif args.figures:
         for name, fig in kernel.figures().items():
             print(f"// ptxas {kernel.spec.arch} {name}: {fig['registers']} registers, {fig['shared_bytes']} bytes "
                   f"shared memory, {fig['spill_stores']}/{fig['spill_loads']} bytes spilled (stores/loads), "
@@ -158,5 +162,6 @@ def add_parsers(sub) -> None:
     show.add_argument("--format", choices=tuple(dict.fromkeys(SOURCE_KINDS + CUDA_SOURCE_KINDS)),
                       help="tir, ll, asm (default) on llvm; tir, cuda (default), ptx on cuda")
     show.add_argument("--figures", action="store_true",
-                      help="--target cuda: also ptxas's registers, shared memory and spills per kernel")
+                      help="also the hot loop's FMAs, loads per FMA and stack reloads (llvm), or ptxas's "
+                           "registers, shared memory and spills per kernel (--target cuda)")
     show.set_defaults(func=_cmd_show)

@@ -20,6 +20,7 @@ from tvm.s_tir import Schedule
 from .fma import fma_pattern
 from .gpu import CudaBuild, GpuSpec, build_cuda, gpu_present, gpu_spec
 from .hardware import HardwareError, HostFacts, configure_runtime_threads, host_facts
+from .hotloop import AsmError, HotLoop, hot_loop
 from .kernel import accumulator_dtype, b_shape
 from .memory import operand_copy
 from .registry import get_variant, relayout_b, schedule, variant_names
@@ -49,6 +50,10 @@ def host_tensor(x: np.ndarray) -> tvm.runtime.Tensor:
     the host grants them), handed to TVM without a copy. The NumPy and PyTorch references read the same kind of
     memory, so a kernel and a reference, or two copies of one kernel, never differ by where their pages fell."""
     return tvm_ffi.from_dlpack(operand_copy(x), require_alignment=TENSOR_ALIGN, require_contiguous=True)
+
+
+#: Hot loops read so far in this process, by the schedule's structural hash and the target.
+_HOT_LOOPS: dict[tuple[int, str], HotLoop | AsmError] = {}
 
 
 @dataclasses.dataclass
@@ -119,6 +124,28 @@ class CompiledKernel:
         b = rng.random(self.b_shape).astype(self.dtype)
         ev = self.evaluator(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
         return [float(x) for x in ev(*self.tensors(a, b)).results]
+
+    def hot_loop(self) -> HotLoop:
+        """What the kernel's innermost FMA loop does per iteration: FMAs, loads, stores, stack reloads.
+
+        Read once per schedule and target in a process (the assembly takes most of a second to print), so a
+        second build of the same code (an A/A copy, ``ml_guided`` keeping the rules' config) costs nothing.
+
+        Raises
+        ------
+        AsmError
+            No loop of packed FP32 FMAs (a scalar kernel).
+        """
+        key = (tvm_ffi.structural_hash(self.tir), str(self.facts.target()))
+        if key not in _HOT_LOOPS:
+            try:
+                _HOT_LOOPS[key] = hot_loop(self.source("asm"))
+            except AsmError as e:
+                _HOT_LOOPS[key] = e
+        found = _HOT_LOOPS[key]
+        if isinstance(found, AsmError):
+            raise found
+        return found
 
     def source(self, kind: str = "asm") -> str:
         """Show the code: scheduled ``tir`` (TVMScript), LLVM IR ``ll`` or ``asm``."""

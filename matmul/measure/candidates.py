@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.hardware import HostFacts, host_facts
+from ..core.hotloop import AsmError
 from ..core.kernel import check_dtype, check_layout
 from ..core.memory import operand_copy
 from ..core.registry import get_variant, variant_decisions, variant_names
@@ -67,9 +68,16 @@ class Candidate:
     _pool: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
     def describe(self) -> dict[str, Any]:
-        """What a benchmark saves about this candidate: kind, family, threads, decisions and the promoted keys."""
-        return {"kind": self.kind, "family": self.family, "threads": self.threads, "decisions": self.decisions,
-                **self.promoted}
+        """What a benchmark saves about this candidate: kind, family, threads, decisions, the promoted keys and,
+        for a TVM kernel, its hot loop (:mod:`~matmul.core.hotloop`; None for a kernel with no packed FMA)."""
+        out = {"kind": self.kind, "family": self.family, "threads": self.threads, "decisions": self.decisions,
+               **self.promoted}
+        if self.kernel is not None:
+            try:
+                out["hot_loop"] = self.kernel.hot_loop().as_dict()
+            except AsmError:
+                out["hot_loop"] = None
+        return out
 
     def pool(self) -> contextlib.AbstractContextManager:
         """Context in which the call runs with its intended thread count."""

@@ -1,0 +1,153 @@
+"""The hot-loop reader: counts on hand-written assembly of both architectures, then on real kernels.
+
+Real kernels are compiled, never run, so every facts profile's target is read on any host: the rules' register
+tile (``mr`` rows of ``jpack / vector`` vectors) must come out of x86 assembly as ``mr + jpack / vector`` loads per
+``mr * jpack / vector`` FMAs (AArch64's paired loads and by-element FMAs need fewer), with nothing on the stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from matmul.core.hotloop import AsmError, HotLoop, hot_loop
+from matmul.core.registry import schedule
+from matmul.core.runner import build, build_cached, compile_module
+from matmul.core.workloads import kernel_shape
+from matmul.schedules.rules import decide
+from tests.profiles import NEON, PROFILES, RUNNABLE
+
+#: One function, an outer loop around an inner one; the inner one has 3 FMAs (one reading the stack), a
+#: broadcast, a vector load, a store to C, a spill store, a prefetch and a lea (no access).
+X86 = """\
+\t.text
+\t.type\tkern,@function
+kern:
+\tpushq\t%rbx
+.LBB0_1:                                # outer
+\tmovq\t8(%rsi), %rax
+\t.p2align\t4
+.LBB0_2:                                # inner
+\tvbroadcastss\t-4(%r8), %zmm16         # a comment with (%rsp) in it
+\tvmovups\t(%rdx,%rdi), %zmm28
+\tvfmadd231ps\t%zmm1, %zmm16, %zmm28
+\tvfmadd231ps\t128(%rsp), %zmm16, %zmm29
+\tvfmadd213ps\t%zmm2, %zmm16, %zmm30
+\tvmovups\t%zmm28, -192(%rdx,%rdi)
+\tvmovups\t%zmm30, 64(%rsp)
+\tprefetcht0\t512(%r9)
+\tleaq\t(%rax,%rbx), %rcx
+\taddq\t$64, %rdi
+\tjne\t.LBB0_2
+\taddq\t%rax, (%rbx)
+\tcmpq\t(%rcx), %rax
+\tjne\t.LBB0_1
+\tpopq\t%rbx
+\tretq
+"""
+
+AARCH64 = """\
+\t.text
+\t.type\tkern,%function
+kern:
+\tstp\tx29, x30, [sp, #-16]!
+\tmov\tx29, sp
+.LBB0_1:
+\tld1r\t{ v2.4s }, [x2]
+\tldr\tq1, [x1, #16]
+\tldr\tq3, [x29, #32]                  // a frame-pointer reload
+\tfmla\tv0.4s, v1.4s, v2.4s
+\tfmla\tv4.4s, v3.4s, v2.s[0]
+\tstr\tq0, [x3], #16
+\tprfm\tpldl1keep, [x1, #256]
+\tsubs\tx4, x4, #1
+\tb.ne\t.LBB0_1
+\tldp\tx29, x30, [sp], #16
+\tret
+"""
+
+
+def test_x86_counts_the_innermost_fma_loop():
+    loop = hot_loop(X86)
+    assert loop == HotLoop(function="kern", label=".LBB0_2", instructions=11, fmas=3, lanes=16, loads=3, stores=2,
+                           stack_loads=1, stack_stores=1, prefetches=1)
+    assert loop.spills and loop.loads_per_fma == 1.0
+    assert loop.as_dict()["loads_per_fma"] == 1.0 and "1 reloads and 1 stores on the stack" in loop.describe()
+
+
+def test_x86_read_modify_write_and_compare_read_memory():
+    # Without the inner loop, the outer one is the innermost loop with an FMA.
+    asm = X86.replace("\tjne\t.LBB0_2\n", "")
+    loop = hot_loop(asm)
+    assert loop.label == ".LBB0_1"
+    # movq 8(%rsi) + the inner body's 3 + addq's read + cmpq's read; stores: the inner 2 + addq's write.
+    assert (loop.loads, loop.stores) == (6, 3)
+
+
+def test_rbp_is_the_stack_only_where_the_function_set_it_up():
+    no_frame = X86.replace("128(%rsp)", "128(%rbp)").replace("64(%rsp)", "64(%rbp)")
+    assert not hot_loop(no_frame).spills  # rbp as a general register
+    framed = no_frame.replace("\tpushq\t%rbx\n", "\tpushq\t%rbp\n\tmovq\t%rsp, %rbp\n")
+    assert (hot_loop(framed).stack_loads, hot_loop(framed).stack_stores) == (1, 1)
+
+
+def test_aarch64_counts_and_immediates_are_not_comments():
+    loop = hot_loop(AARCH64)
+    assert loop == HotLoop(function="kern", label=".LBB0_1", instructions=9, fmas=2, lanes=4, loads=3, stores=1,
+                           stack_loads=1, stack_stores=0, prefetches=1)
+
+
+def test_the_loop_with_the_most_fmas_wins():
+    second = X86.replace("kern", "other").replace(".LBB0_", ".LBB1_").replace(
+        "\tvfmadd213ps\t%zmm2, %zmm16, %zmm30\n", "\tvfmadd213ps\t%zmm2, %zmm16, %zmm30\n" * 3)
+    loop = hot_loop(X86 + second)
+    assert (loop.function, loop.fmas) == ("other", 5)
+
+
+@pytest.mark.parametrize("asm, why", [
+    ("\t.text\nf:\n\tmov\tr0, r1\n", "neither x86-64"),
+    (X86.replace("vfmadd231ps", "vmulps").replace("vfmadd213ps", "vaddps"), "no loop holding"),
+])
+def test_bad_assembly_is_named(asm, why):
+    with pytest.raises(AsmError, match=why):
+        hot_loop(asm)
+
+
+#: Every facts profile's target (AArch64's cross-compiled: the facts name its triple) and the targets this host
+#: runs; the assembly is printed, never run, so none needs this host's CPU.
+TARGETS = {**{k: v for k, v in PROFILES.items() if k != "12-threads"}, **RUNNABLE,
+           "neon": dataclasses.replace(NEON, extra_target=(("mtriple", json.dumps("aarch64-linux-gnu")),))}
+
+
+def _compiled_hot_loop(variant, shape, facts):
+    return hot_loop(compile_module(schedule(variant, shape, facts=facts), facts.target()).mod.inspect_source("asm"))
+
+
+@pytest.mark.parametrize("profile", sorted(TARGETS))
+@pytest.mark.parametrize("kernel, M", [("qkv", 16), ("mlp_expand", 128), ("mlp_reduce", 384)])
+def test_rule_based_register_tile_reads_as_planned(profile, kernel, M):
+    facts = TARGETS[profile]
+    shape = kernel_shape(kernel, M)
+    c = decide(shape, facts).config
+    vectors = c.jpack // c.vector
+    planned = (c.mr + vectors) / (c.mr * vectors)  # one broadcast of A per row, one load of B per vector
+    loop = _compiled_hot_loop("rule_based", shape, facts)
+    assert loop.lanes == facts.simd_lanes_fp32
+    assert not loop.spills, loop.describe()
+    assert loop.fmas % (c.mr * vectors) == 0, loop.describe()
+    if facts.arch == "x86_64":
+        assert loop.loads_per_fma == pytest.approx(planned), (c, loop.describe())
+    else:  # AArch64 loads two B vectors with one ldp and multiplies by a lane of A (fmla by element): fewer
+        assert 0 < loop.loads_per_fma <= planned, (c, loop.describe())
+
+
+def test_a_kernel_reads_its_hot_loop_once():
+    kernel = build_cached("rule_based", kernel_shape("qkv", 16))
+    loop = kernel.hot_loop()
+    assert loop == hot_loop(kernel.source("asm"))
+    assert kernel.hot_loop() is loop  # a second ask (or a second build of the same code) reads no assembly
+    assert build("rule_based", kernel_shape("qkv", 16)).hot_loop() is loop
+    with pytest.raises(AsmError, match="no loop holding"):
+        build_cached("baseline", kernel_shape("qkv", 16)).hot_loop()
