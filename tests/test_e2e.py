@@ -31,7 +31,7 @@ from matmul.e2e.layer import (
     torch_layer,
     weights,
 )
-from matmul.e2e.profile import build_layer, check_layer, peak_between_passes, profile_layer
+from matmul.e2e.profile import build_layer, check_layer, layer_hot_loops, peak_between_passes, profile_layer
 from matmul.e2e.rows import row_schedule
 from matmul.e2e.schedule import (
     NONE,
@@ -249,6 +249,13 @@ def test_the_profile_accounts_for_every_primfunc():
     assert all(r.gflops and r.pct_peak for r in prof.rows if r.kind == "matmul")
     assert 0 < prof.matmul_share < 1 and prof.forward_s > 0 and len(prof.forward_samples) == 2
     assert prof.peak_gflops == 100.0 and prof.peak_samples == []  # a peak given is used as given
+    # each matmul's hot loop, read from the layer's library: the rules' tile, nothing on the stack
+    loops = layer_hot_loops(built)
+    for r in prof.rows:
+        if r.kind == "matmul":
+            assert r.loads_per_fma == round(loops[r.name].loads_per_fma, 3) > 0 and r.stack_loads == 0
+        else:
+            assert r.loads_per_fma is None and r.stack_loads is None
 
 
 def test_the_profile_reads_percent_of_peak_against_the_probe_timed_between_its_passes():
@@ -275,6 +282,7 @@ def test_e2e_command_prints_the_table_and_saves_json(tmp_path, capsys):
                  "--vs-kernels", "2"]) == 0
     text = capsys.readouterr().out
     assert "| primfunc |" in text and "fused into the write-back" in text and "max |error|" in text
+    assert "| loads_per_fma | stack_loads |" in text
     assert "| fused_over_kernel |" in text and "of 4 2-D matmul functions within 10%" in text
     doc = json.loads(out.read_text())
     assert doc["model"] == "t5-small" and doc["max_error"] <= tolerance(layer_spec("t5-small", 3))

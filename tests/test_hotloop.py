@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from matmul.core.hotloop import AsmError, HotLoop, hot_loop
+from matmul.core.hotloop import AsmError, HotLoop, hot_loop, hot_loops, owner
 from matmul.core.registry import schedule
 from matmul.core.runner import build, build_cached, compile_module
 from matmul.core.workloads import kernel_shape
@@ -104,6 +104,21 @@ def test_the_loop_with_the_most_fmas_wins():
         "\tvfmadd213ps\t%zmm2, %zmm16, %zmm30\n", "\tvfmadd213ps\t%zmm2, %zmm16, %zmm30\n" * 3)
     loop = hot_loop(X86 + second)
     assert (loop.function, loop.fmas) == ("other", 5)
+
+
+def test_a_model_library_gives_each_function_its_own_loop():
+    # TVM prints a function's parallel lambdas right after it: their loops are that function's
+    body = X86.replace("kern", ".L__tvm_parallel_lambda").replace(".LBB0_", ".LBB1_")
+    second = X86.replace("kern", ".L__tvm_parallel_lambda.7").replace(".LBB0_", ".LBB3_").replace(
+        "\tvfmadd213ps\t%zmm2, %zmm16, %zmm30\n", "")
+    asm = ("\t.type\t__tvm_ffi_scores,@function\n__tvm_ffi_scores:\n\tretq\n"
+           "\t.type\tscores_compute_,@function\nscores_compute_:\n\tretq\n" + body +
+           "\t.type\tsoftmax_compute_,@function\nsoftmax_compute_:\n\tretq\n"
+           "\t.type\tcontext_compute_,@function\ncontext_compute_:\n\tretq\n" + second)
+    loops = hot_loops(asm)
+    assert set(loops) == {"scores", "context"}  # softmax holds no FMA loop: left out
+    assert (loops["scores"].fmas, loops["context"].fmas) == (3, 2)
+    assert loops["scores"].function == ".L__tvm_parallel_lambda" and owner("__tvm_ffi_x_compute_") == "x"
 
 
 @pytest.mark.parametrize("asm, why", [

@@ -45,7 +45,8 @@ def _cmd_e2e(args: argparse.Namespace) -> int:
     peak = prof.peak_gflops
     table = pd.DataFrame([{
         "primfunc": r.name, "kind": r.kind, "schedule": r.schedule, "calls": r.calls, "ms": 1e3 * r.seconds,
-        "share": 100 * r.share, "gflops": r.gflops, "pct_peak": r.pct_peak, "epilogue": r.epilogue,
+        "share": 100 * r.share, "gflops": r.gflops, "pct_peak": r.pct_peak, "loads_per_fma": r.loads_per_fma,
+        "stack_loads": r.stack_loads, "epilogue": r.epilogue,
     } for r in prof.rows])
     print(to_markdown(table))
     flops = spec.matmul_flops()

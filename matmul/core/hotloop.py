@@ -205,14 +205,18 @@ def _loops(lines: list[_Line], branch: re.Pattern[str]) -> list[tuple[int, int]]
     return out
 
 
-def hot_loop(asm: str) -> HotLoop:
-    """The innermost loop of packed FP32 FMAs with the most of them, counted per iteration.
+#: A function TVM outlines for the body of a parallel loop; it belongs to the function printed before it.
+_LAMBDA = re.compile(r"parallel_lambda")
 
-    Raises
-    ------
-    AsmError
-        Assembly of an unknown architecture, or no loop holding a packed FP32 FMA.
-    """
+
+def owner(function: str) -> str:
+    """The TVM function a function of the assembly serves: its own name less TVM's ``__tvm_ffi_`` (the packed
+    entry) and ``_compute_`` (the body) affixes; a parallel lambda is attributed by :func:`hot_loops` instead."""
+    return re.sub(r"_compute_$", "", re.sub(r"^__tvm_ffi_", "", function))
+
+
+def _inner_loops(asm: str) -> tuple[list[_Line], list[Counter], list[tuple[int, int]]]:
+    """The lines, each line's counts, and the innermost loops that hold a packed FP32 FMA."""
     x86 = _arch(asm) == "x86_64"
     lines = _lines(asm, "#" if x86 else "//")
     count = _x86_counts if x86 else _arm_counts
@@ -224,9 +228,15 @@ def hot_loop(asm: str) -> HotLoop:
              if sum(c["fma"] for c in per_line[i:j + 1])]
     # Innermost: no other FMA loop lies strictly inside it.
     inner = [(i, j) for i, j in loops if not any(i <= a and b <= j and (a, b) != (i, j) for a, b in loops)]
-    if not inner:
-        raise AsmError("no loop holding a packed FP32 FMA in this assembly")
-    i, j = max(inner, key=lambda ij: (sum(c["fma"] for c in per_line[ij[0]:ij[1] + 1]), -ij[0]))
+    return lines, per_line, inner
+
+
+def _fmas(per_line: list[Counter], loop: tuple[int, int]) -> int:
+    return sum(c["fma"] for c in per_line[loop[0]:loop[1] + 1])
+
+
+def _hot(lines: list[_Line], per_line: list[Counter], loop: tuple[int, int]) -> HotLoop:
+    i, j = loop
     total = sum(per_line[i:j + 1], Counter())
     lanes = max((k for k in total if k.startswith("lanes")), key=lambda k: (total[k], int(k[5:])))
     return HotLoop(
@@ -237,4 +247,43 @@ def hot_loop(asm: str) -> HotLoop:
     )
 
 
-__all__ = ["AsmError", "HotLoop", "hot_loop"]
+def hot_loop(asm: str) -> HotLoop:
+    """The innermost loop of packed FP32 FMAs with the most of them, counted per iteration.
+
+    Raises
+    ------
+    AsmError
+        Assembly of an unknown architecture, or no loop holding a packed FP32 FMA.
+    """
+    lines, per_line, inner = _inner_loops(asm)
+    if not inner:
+        raise AsmError("no loop holding a packed FP32 FMA in this assembly")
+    return _hot(lines, per_line, max(inner, key=lambda ij: (_fmas(per_line, ij), -ij[0])))
+
+
+def hot_loops(asm: str) -> dict[str, HotLoop]:
+    """The hot loop of each TVM function of a module's assembly (one compiled model holds many), by
+    :func:`owner` name; a parallel lambda's loops count for the function printed before it (TVM prints each
+    function's lambdas right after it). Functions without a loop of packed FMAs are left out.
+
+    Raises
+    ------
+    AsmError
+        Assembly of an unknown architecture.
+    """
+    lines, per_line, inner = _inner_loops(asm)
+    owners: dict[str, str] = {}
+    last = "?"
+    for line in lines:
+        if line.function not in owners:
+            owners[line.function] = last if _LAMBDA.search(line.function) else owner(line.function)
+            last = owners[line.function]
+    best: dict[str, tuple[int, int]] = {}
+    for loop in inner:
+        name = owners[lines[loop[0]].function]
+        if name not in best or _fmas(per_line, loop) > _fmas(per_line, best[name]):
+            best[name] = loop
+    return {name: _hot(lines, per_line, loop) for name, loop in best.items()}
+
+
+__all__ = ["AsmError", "HotLoop", "hot_loop", "hot_loops", "owner"]

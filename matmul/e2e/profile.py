@@ -14,6 +14,7 @@ once-measured peak read 343 and 446 GFLOP/s in two runs minutes apart).
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import statistics
 import time
@@ -27,6 +28,7 @@ import tvm
 from tvm import relax
 
 from ..core.hardware import HostFacts, configure_runtime_threads, host_facts
+from ..core.hotloop import AsmError, HotLoop, hot_loops
 from ..core.verify import VerificationError
 from ..measure.peak import peak_probe
 from ..measure.timing import call_times
@@ -35,6 +37,8 @@ from .layer import SEED, LayerSpec, export, inputs, lower, reference, tolerance,
 from .prepack import Packed, pack_args
 from .schedule import FuncPlan, schedule_module
 from .tune import tune_layer_command
+
+log = logging.getLogger(__name__)
 
 #: Calls of the peak probe after each instrumented pass (about 5 ms of 50 us calls).
 PROBE_CALLS = 100
@@ -124,6 +128,9 @@ class OpRow:
     gflops: float | None = None
     pct_peak: float | None = None
     epilogue: str = ""
+    #: A matmul's hot loop in the compiled layer (:mod:`~matmul.core.hotloop`); None elsewhere.
+    loads_per_fma: float | None = None
+    stack_loads: int | None = None
 
 
 @dataclass
@@ -195,6 +202,16 @@ def peak_between_passes(probe: tuple[Callable[[], object], float], calls: int = 
     return sample, samples
 
 
+def layer_hot_loops(built: BuiltLayer) -> dict[str, HotLoop]:
+    """Each PrimFunc's hot loop, read from the layer's compiled library (empty, with a warning, where the
+    assembly cannot be printed or read)."""
+    try:
+        return hot_loops(built.executable.mod.imports[0].inspect_source("asm"))
+    except (AsmError, IndexError, tvm.error.TVMError) as err:
+        log.warning("no hot loops for %s: %s", built.spec.label(), err)
+        return {}
+
+
 def profile_layer(built: BuiltLayer, *, repeat: int = 10, peak_gflops: float | None = None) -> Profile:
     """The per-PrimFunc table (sorted by time) and the forward pass's time.
 
@@ -210,12 +227,15 @@ def profile_layer(built: BuiltLayer, *, repeat: int = 10, peak_gflops: float | N
     funcs = {k: v for k, v in seconds.items() if k in plans}
     total = sum(funcs.values()) or math.nan
     rows = []
+    loops = layer_hot_loops(built)
     for name, s in sorted(funcs.items(), key=lambda kv: -kv[1]):
         p = plans[name]
         flops = int(p.matmul.flops() * calls[name]) if p.matmul else 0
         gflops = flops / s / 1e9 if flops and s > 0 else None
+        loop = loops.get(name) if p.kind == "matmul" else None
         rows.append(OpRow(name, p.kind, p.schedule, calls[name], s, s / total, flops, gflops,
-                          100 * gflops / peak_gflops if gflops and peak_gflops else None, p.epilogue))
+                          100 * gflops / peak_gflops if gflops and peak_gflops else None, p.epilogue,
+                          round(loop.loads_per_fma, 3) if loop else None, loop.stack_loads if loop else None))
     samples = forward_times(built, repeat=repeat)
     matmul = sum(r.seconds for r in rows if r.kind == "matmul")
     return Profile(rows, statistics.median(samples), samples, sum(seconds.values()), matmul / total, peak_gflops,
@@ -223,4 +243,4 @@ def profile_layer(built: BuiltLayer, *, repeat: int = 10, peak_gflops: float | N
 
 
 __all__ = ["PROBE_CALLS", "BuiltLayer", "OpRow", "Profile", "build_layer", "check_layer", "forward_times",
-           "op_times", "peak_between_passes", "profile_layer"]
+           "layer_hot_loops", "op_times", "peak_between_passes", "profile_layer"]
