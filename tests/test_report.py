@@ -130,11 +130,14 @@ def test_the_hot_loop_travels_to_the_latency_table(tmp_path):
     case["extra_info"]["hot_loop"] = {"fmas": 48, "loads": 45, "stack_loads": 29, "loads_per_fma": 0.938}
     other = next(b for b in data["benchmarks"] if b["name"].endswith("[qkv-M16-full-NN]"))
     other["extra_info"]["hot_loop"] = "garbage"  # not a dict: blank, never a crash
+    third = next(b for b in data["benchmarks"] if b["name"].endswith("[mlp_reduce-M16-full-NN]"))
+    third["extra_info"]["hot_loop"] = {"loads_per_fma": 10**400, "stack_loads": True}  # no float, a bool: blank
     path = tmp_path / "0002_loops.json"
     path.write_text(json.dumps(data))
     lat = build_report([path]).latency.set_index(["kernel", "M", "variant"])
     assert tuple(lat.loc[("qkv", 64, "full"), ["loads_per_fma", "stack_loads"]]) == (0.938, 29)
-    assert lat.loc[("qkv", 16, "full"), ["loads_per_fma", "stack_loads"]].isna().all()  # older runs: blank
+    for kernel in ("qkv", "mlp_reduce"):  # a corrupt hot loop reads as none, as in older runs
+        assert lat.loc[(kernel, 16, "full"), ["loads_per_fma", "stack_loads"]].isna().all()
 
 
 def test_runs_without_samples_have_no_best_time_and_compare_by_medians(report):

@@ -53,7 +53,7 @@ def host_tensor(x: np.ndarray) -> tvm.runtime.Tensor:
 
 
 #: Hot loops read so far in this process, by the schedule's structural hash and the target.
-_HOT_LOOPS: dict[tuple[int, str], HotLoop | AsmError] = {}
+_HOT_LOOPS: dict[tuple[int, str], HotLoop | str] = {}
 
 
 @dataclasses.dataclass
@@ -134,17 +134,17 @@ class CompiledKernel:
         Raises
         ------
         AsmError
-            No loop of packed FP32 FMAs (a scalar kernel).
+            No loop of packed FMAs (a scalar kernel).
         """
         key = (tvm_ffi.structural_hash(self.tir), str(self.facts.target()))
         if key not in _HOT_LOOPS:
             try:
-                _HOT_LOOPS[key] = hot_loop(self.source("asm"))
+                _HOT_LOOPS[key] = hot_loop(self.source("asm"), arch=self.facts.arch)
             except AsmError as e:
-                _HOT_LOOPS[key] = e
+                _HOT_LOOPS[key] = str(e)  # the message, not the exception: a raised one keeps its frames alive
         found = _HOT_LOOPS[key]
-        if isinstance(found, AsmError):
-            raise found
+        if isinstance(found, str):
+            raise AsmError(found)
         return found
 
     def source(self, kind: str = "asm") -> str:

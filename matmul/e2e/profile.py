@@ -206,7 +206,7 @@ def layer_hot_loops(built: BuiltLayer) -> dict[str, HotLoop]:
     """Each PrimFunc's hot loop, read from the layer's compiled library (empty, with a warning, where the
     assembly cannot be printed or read)."""
     try:
-        return hot_loops(built.executable.mod.imports[0].inspect_source("asm"))
+        return hot_loops(built.executable.mod.imports[0].inspect_source("asm"), arch=(built.facts or host_facts()).arch)
     except (AsmError, IndexError, tvm.error.TVMError) as err:
         log.warning("no hot loops for %s: %s", built.spec.label(), err)
         return {}

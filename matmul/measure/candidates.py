@@ -9,6 +9,7 @@ the kernel and nothing else.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from ..core.workloads import MatmulShape
 from ..schedules.metaschedule.database import best_record
 from ..schedules.metaschedule.traces import record_decisions
 from .references import get_reference, is_reference, reference_names
+
+log = logging.getLogger(__name__)
 
 
 def candidate_names() -> list[str]:
@@ -75,7 +78,10 @@ class Candidate:
         if self.kernel is not None:
             try:
                 out["hot_loop"] = self.kernel.hot_loop().as_dict()
-            except AsmError:
+            except AsmError:  # no loop of packed FMAs (a scalar kernel)
+                out["hot_loop"] = None
+            except Exception as err:  # noqa: BLE001 - a reader's failure must not cost the group its timings
+                log.warning("hot loop of %s on %s unread: %s", self.name, self.shape, err)
                 out["hot_loop"] = None
         return out
 

@@ -50,7 +50,14 @@ def _flops(row: dict) -> float:
 
 
 def _number(x) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+    """``x`` as a finite float; None for anything else (a bool, text, an int past a float's range, inf, NaN)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return None
+    try:
+        x = float(x)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
 
 
 def _samples(raw, path: Path, case: str, field: str = "samples_s") -> list[float] | None:
