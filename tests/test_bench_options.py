@@ -212,6 +212,7 @@ def test_ml_guided_fallback_is_saved_in_extra_info(tmp_path):
     loop = info["hot_loop"]
     assert loop["fmas"] > 0 and loop["lanes"] == host_facts().simd_lanes_fp32 and loop["stack_loads"] == 0
     assert loop["loads_per_fma"] == pytest.approx(loop["loads"] / loop["fmas"], abs=1e-3)
+    assert len(info["code"]) == 16  # the assembly's digest, for the report's same_code
 
 
 def test_the_default_run_holds_the_end_to_end_grid_and_bad_e2e_options_are_usage_errors():

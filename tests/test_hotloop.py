@@ -244,9 +244,14 @@ def test_a_kernel_reads_its_hot_loop_once():
     assert errors[0] is not errors[1]  # a fresh error each time: a cached one would keep every raiser's frames
 
 
-def test_a_candidate_saves_its_hot_loop_and_none_for_a_scalar_kernel():
+def test_a_candidate_saves_its_code_digest_and_hot_loop_and_none_for_a_scalar_kernel():
     shape = kernel_shape("qkv", 16)
-    saved = prepare("rule_based", shape).describe()["hot_loop"]
+    described = prepare("rule_based", shape).describe()
+    saved = described["hot_loop"]
     assert saved["fmas"] > 0 and saved["stack_loads"] == 0 and saved["loads_per_fma"] > 0
-    assert prepare("baseline", shape).describe()["hot_loop"] is None
-    assert "hot_loop" not in prepare("numpy", shape).describe()  # a library's code is not ours to read
+    # the code's digest: the same for a second build of the same schedule, another for another shape
+    assert described["code"] == prepare("rule_based", shape, fresh=True).describe()["code"]
+    assert described["code"] != prepare("rule_based", kernel_shape("qkv", 32)).describe()["code"]
+    scalar = prepare("baseline", shape).describe()
+    assert scalar["hot_loop"] is None and len(scalar["code"]) == 16
+    assert {"hot_loop", "code"}.isdisjoint(prepare("numpy", shape).describe())  # a library's code is not ours

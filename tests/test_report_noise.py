@@ -58,6 +58,29 @@ def test_a_significant_slowdown_beyond_the_floor_is_a_regression_and_an_aa_pair_
     assert same.ci_lo <= 1.0 <= same.ci_hi and not same.significant and not same.regression
 
 
+def test_the_same_machine_code_in_both_runs_is_shown_slower_but_never_a_regression(tmp_path, capsys):
+    def coded(case, code):
+        case["extra_info"]["code"] = code
+        return case
+
+    # a 25% slowdown in each case: metaschedule's code is the same in both runs, rule_based's changed, full's
+    # run saved no digest (an older run): only the changed code, and the unknown, may be regressions
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", [
+        coded(_case("metaschedule", _stream(1.0, 1), 0.02), "aaaa"), coded(_case("rule_based", _stream(1.0, 2), 0.02),
+                                                                         "bbbb"), _case("full", _stream(1.0, 3), 0.02)])
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", [
+        coded(_case("metaschedule", _stream(1.25, 4), 0.02), "aaaa"), coded(_case("rule_based", _stream(1.25, 5), 0.02),
+                                                                           "cccc"), _case("full", _stream(1.25, 6), 0.02)])
+    comp = build_report([base, run]).comparison.set_index("variant")
+    assert comp["significant"].all() and (comp["ratio"] > 1.2).all()
+    assert comp.loc["metaschedule", "same_code"] is True and not comp.loc["metaschedule", "regression"]
+    assert comp.loc["rule_based", "same_code"] is False and comp.loc["rule_based", "regression"]
+    assert comp.loc["full", "same_code"] is None and comp.loc["full", "regression"]
+    assert cli_main(["report", str(base), str(run)]) == 1  # two regressions still fail the command
+    out = capsys.readouterr().out
+    assert "2 regression(s)" in out and "1 case(s) slower beyond the floor, significantly, with the same machine" in out
+
+
 def test_a_significant_change_inside_the_floor_is_not_a_regression(tmp_path):
     base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1, n=400), 0.08)])
     run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.05, 2, n=400), 0.08)])

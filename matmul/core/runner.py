@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -52,8 +53,9 @@ def host_tensor(x: np.ndarray) -> tvm.runtime.Tensor:
     return tvm_ffi.from_dlpack(operand_copy(x), require_alignment=TENSOR_ALIGN, require_contiguous=True)
 
 
-#: Hot loops read so far in this process, by the schedule's structural hash and the target.
-_HOT_LOOPS: dict[tuple[int, str], HotLoop | str] = {}
+#: What each kernel's assembly showed so far in this process (code id, hot loop or why none), by the schedule's
+#: structural hash and the target.
+_ASM_FACTS: dict[tuple[int, str], tuple[str, HotLoop | str]] = {}
 
 
 @dataclasses.dataclass
@@ -125,6 +127,23 @@ class CompiledKernel:
         ev = self.evaluator(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
         return [float(x) for x in ev(*self.tensors(a, b)).results]
 
+    def _asm_facts(self) -> tuple[str, HotLoop | str]:
+        """(code id, hot loop or why none), read once per schedule and target in a process."""
+        key = (tvm_ffi.structural_hash(self.tir), str(self.facts.target()))
+        if key not in _ASM_FACTS:
+            asm = self.source("asm")
+            try:
+                loop: HotLoop | str = hot_loop(asm, arch=self.facts.arch)
+            except AsmError as e:
+                loop = str(e)  # the message, not the exception: a raised one keeps its frames alive
+            _ASM_FACTS[key] = (hashlib.sha256(asm.encode()).hexdigest()[:16], loop)
+        return _ASM_FACTS[key]
+
+    def code_id(self) -> str:
+        """A digest of the kernel's assembly: two runs whose kernels share it ran the same machine code, so a
+        change between them is not the code's (the report does not call it a regression)."""
+        return self._asm_facts()[0]
+
     def hot_loop(self) -> HotLoop:
         """What the kernel's innermost FMA loop does per iteration: FMAs, loads, stores, stack reloads.
 
@@ -136,13 +155,7 @@ class CompiledKernel:
         AsmError
             No loop of packed FMAs (a scalar kernel).
         """
-        key = (tvm_ffi.structural_hash(self.tir), str(self.facts.target()))
-        if key not in _HOT_LOOPS:
-            try:
-                _HOT_LOOPS[key] = hot_loop(self.source("asm"), arch=self.facts.arch)
-            except AsmError as e:
-                _HOT_LOOPS[key] = str(e)  # the message, not the exception: a raised one keeps its frames alive
-        found = _HOT_LOOPS[key]
+        found = self._asm_facts()[1]
         if isinstance(found, str):
             raise AsmError(found)
         return found

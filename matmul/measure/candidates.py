@@ -72,17 +72,19 @@ class Candidate:
 
     def describe(self) -> dict[str, Any]:
         """What a benchmark saves about this candidate: kind, family, threads, decisions, the promoted keys and,
-        for a TVM kernel, its hot loop (:mod:`~matmul.core.hotloop`; None for a kernel with no packed FMA)."""
+        for a TVM kernel, its ``code`` (a digest of its assembly) and hot loop (:mod:`~matmul.core.hotloop`; None
+        for a kernel with no packed FMA)."""
         out = {"kind": self.kind, "family": self.family, "threads": self.threads, "decisions": self.decisions,
                **self.promoted}
         if self.kernel is not None:
+            out["hot_loop"] = None
             try:
+                out["code"] = self.kernel.code_id()
                 out["hot_loop"] = self.kernel.hot_loop().as_dict()
             except AsmError:  # no loop of packed FMAs (a scalar kernel)
-                out["hot_loop"] = None
+                pass
             except Exception as err:  # noqa: BLE001 - a reader's failure must not cost the group its timings
-                log.warning("hot loop of %s on %s unread: %s", self.name, self.shape, err)
-                out["hot_loop"] = None
+                log.warning("assembly of %s on %s unread: %s", self.name, self.shape, err)
         return out
 
     def pool(self) -> contextlib.AbstractContextManager:

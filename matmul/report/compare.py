@@ -14,8 +14,16 @@ rounds), the median one the median of the per-round ratios.
 A **regression** is then a ratio that is significant *and* further
 from 1 than the noise floor: the larger of the two runs' A/A floors for that
 shape, by the same estimator where the runs saved it (and of ``threshold``,
-when one is given). Each row names the estimator it was read by
-(``estimator``): cases of older runs without samples are read by medians.
+when one is given) *and* of a kernel whose machine code changed: a TVM case
+saves a digest of its assembly (``code``), and where both runs' digests
+agree (``same_code``) the change is the machine's or the process's, never
+the code's, so it is shown and not flagged. MetaSchedule's record for MLP
+reduce at M = 16 read 1.23x slower in the second of two back-to-back runs
+of one commit on ``znver4-2c-simd16-t2``, significant and far beyond the
+floor: its hot loop reads B back from the stack, and its speed follows
+where the process's pages fall (``evidence/znver4-2c-simd16-t2/hot-loops/``).
+Each row names the estimator it was read by (``estimator``): cases of older
+runs without samples are read by medians.
 
 With ``normalize="numpy"`` each case is first read relative to NumPy timed
 in the same rounds of the same run (its best time over NumPy's; with the
@@ -61,7 +69,7 @@ from .load import CASE, ReportError
 FALLBACK_THRESHOLD = 0.10
 NORMALIZE = ("none", "numpy", "peak")
 COLUMNS = ["base", "run", *CASE, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "drift", "method",
-           "estimator", "inconclusive", "noisy", "iqr_separated", "significant", "regression"]
+           "estimator", "inconclusive", "noisy", "iqr_separated", "significant", "same_code", "regression"]
 #: Columns that name one shape of one run (a group of the interleaved grid): a case's, less its variant.
 SHAPE = ["run", *(c for c in CASE if c != "variant")]
 
@@ -145,8 +153,17 @@ def _with_drift(comp: pd.DataFrame, same_machine: set[str]) -> pd.DataFrame:
              else pd.Series(dtype=float))
     comp["drift"] = [float(drift.get(tuple(r[k] for k in SHAPE), 0.0)) for _, r in comp.iterrows()]
     comp["floor"] = comp[["floor", "drift"]].max(axis=1)
-    comp["regression"] = comp["significant"].astype(bool) & (comp["ratio"] - 1 > comp["floor"])
+    comp["regression"] = (comp["significant"].astype(bool) & (comp["ratio"] - 1 > comp["floor"])
+                          & (comp["same_code"] != True))  # noqa: E712 - None (unknown) is not the same code
     return comp
+
+
+def _same_code(code, base) -> bool | None:
+    """Whether both runs' kernels had the same assembly digest; None where a run saved none (a library, an
+    older run)."""
+    if not (isinstance(code, str) and isinstance(base, str)):
+        return None
+    return code == base
 
 
 def _known(x) -> bool:
@@ -164,7 +181,8 @@ def _compare_case(base: str, run: str, key: tuple, r: pd.Series, threshold: floa
            "run_ms": r[time] * 1e3, "ratio": ratio, "estimator": time[:-2], "ci_lo": math.nan, "ci_hi": math.nan,
            "p": math.nan,
            "noisy": bool(max(r["cv"], r["cv_base"]) > cv_threshold), "iqr_separated": separated,
-           "inconclusive": bool(r.get("inconclusive") or r.get("inconclusive_base"))}
+           "inconclusive": bool(r.get("inconclusive") or r.get("inconclusive_base")),
+           "same_code": _same_code(r.get("code"), r.get("code_base"))}
     refs = r.get("ref_samples"), r.get("ref_samples_base")
     if sampled:
         if estimator == "best" and all(isinstance(x, (list, tuple)) for x in refs):  # normalized

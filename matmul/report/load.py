@@ -173,7 +173,8 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             peak_samples=_samples(extra.get("peak_samples_s"), path, case, "peak_samples_s"),
         )
         loop = extra.get("hot_loop") if isinstance(extra.get("hot_loop"), dict) else {}  # TVM cases from 12-07 on
-        row.update(loads_per_fma=_number(loop.get("loads_per_fma")), stack_loads=_number(loop.get("stack_loads")))
+        row.update(loads_per_fma=_number(loop.get("loads_per_fma")), stack_loads=_number(loop.get("stack_loads")),
+                   code=extra["code"] if isinstance(extra.get("code"), str) else None)
         # the best time (stats.best_time) from the raw samples; none for older runs without them (pytest-benchmark's
         # min is one sample of rounds timed apart, not the same figure)
         row["best_s"] = best_time(row["samples"]) if row["samples"] and len(row["samples"]) > 1 else math.nan

@@ -38,12 +38,18 @@ def to_text(report: Report) -> str:
                else "significant and beyond the noise floor and the references' drift (runs without samples: beyond "
                     f"{report.settings['threshold'] or REGRESSION_THRESHOLD:.0%} with IQRs apart)")
         what = f"{n} regression(s)" if n else "no regression"
+        comp = report.comparison
+        unchanged = int((comp["significant"].astype(bool) & (comp["ratio"] - 1 > comp["floor"])
+                         & (comp["same_code"] == True)).sum())  # noqa: E712
         read = set(report.comparison["estimator"]) or {report.settings["estimator"]}
         parts.append(f"{what} against {report.settings['base']} ({how}; ratios of "
                      + ("best times, the fastest samples" if read == {"best"} else "medians" if read == {"median"}
                         else "best times, medians where a run saved no samples")
                      + {"numpy": ", each case relative to numpy in its own rounds)",
                         "peak": ", each case relative to the FP32 peak probe in its own rounds)"}.get(norm, ")"))
+        if unchanged:
+            parts.append(f"{unchanged} case(s) slower beyond the floor, significantly, with the same machine code in "
+                         "both runs (same_code): not regressions of the code; the machine or the process moved")
     parts += [f"skipped {path}: {reason}" for path, reason in report.settings.get("skipped", [])]
     return "\n\n".join(parts)
 
