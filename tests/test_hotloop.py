@@ -130,6 +130,10 @@ def test_a_branch_inside_the_loop_sums_both_sides_and_an_out_of_line_block_belon
     two = (".type\tf,@function\nf:\n.LBB0_1:\n" + fma * 4 + "\tjne\t.LBB0_1\n" + fma * 8 +
            "\tjne\t.LBB0_1\n\tretq\n")
     assert hot_loop(two).fmas == 12
+    # a block the entry never reaches, jumping into the loop, is not part of it
+    dead = (".type\tf,@function\nf:\n.LBB0_1:\n" + fma + ".LBB0_2:\n" + fma + "\tjne\t.LBB0_1\n\tretq\n"
+            ".LBB0_9:\n\tvmovups\t%zmm3, (%rax)\n\tjmp\t.LBB0_2\n")
+    assert (hot_loop(dead).fmas, hot_loop(dead).stores) == (2, 0)
 
 
 def test_a_wide_main_loop_outranks_a_longer_narrow_tail():

@@ -286,7 +286,7 @@ def _natural_loops(blocks: list[tuple[int, int]], succ: list[list[int]], lines: 
                         b = todo.pop()
                         if b not in body:
                             body.add(b)
-                            todo.extend(pred[b])
+                            todo.extend(p for p in pred[b] if p in reach)  # never code the entry cannot reach
     return loops
 
 
