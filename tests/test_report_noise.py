@@ -65,14 +65,15 @@ def test_the_same_machine_code_in_both_runs_is_shown_slower_but_never_a_regressi
 
     # a 25% slowdown in each case: metaschedule's code is the same in both runs, rule_based's changed, full's
     # run saved no digest (an older run): only the changed code, and the unknown, may be regressions
-    base = _run(tmp_path / "0001_a.json", "2026-01-01", [
-        coded(_case("metaschedule", _stream(1.0, 1), 0.02), "aaaa"), coded(_case("rule_based", _stream(1.0, 2), 0.02),
-                                                                         "bbbb"), _case("full", _stream(1.0, 3), 0.02)])
-    run = _run(tmp_path / "0002_b.json", "2026-01-02", [
-        coded(_case("metaschedule", _stream(1.25, 4), 0.02), "aaaa"), coded(_case("rule_based", _stream(1.25, 5), 0.02),
-                                                                           "cccc"), _case("full", _stream(1.25, 6), 0.02)])
+    def cases(scale, seed, codes):
+        return [coded(_case("metaschedule", _stream(scale, seed), 0.02), codes[0]),
+                coded(_case("rule_based", _stream(scale, seed + 1), 0.02), codes[1]),
+                _case("full", _stream(scale, seed + 2), 0.02)]
+
+    base = _run(tmp_path / "0001_a.json", "2026-01-01", cases(1.0, 1, ("aaaa", "bbbb")))
+    run = _run(tmp_path / "0002_b.json", "2026-01-02", cases(1.25, 4, ("aaaa", "cccc")))
     comp = build_report([base, run]).comparison.set_index("variant")
-    assert comp["significant"].all() and (comp["ratio"] > 1.2).all()
+    assert comp["significant"].all() and (comp["ratio"] > 1.2).all() and comp["beyond_floor"].all()
     assert comp.loc["metaschedule", "same_code"] is True and not comp.loc["metaschedule", "regression"]
     assert comp.loc["rule_based", "same_code"] is False and comp.loc["rule_based", "regression"]
     assert comp.loc["full", "same_code"] is None and comp.loc["full", "regression"]

@@ -114,7 +114,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(text)
     if args.figures and args.target != "cuda":
         try:
-            print(f"# {kernel.hot_loop().describe()}")
+            print(f"# {kernel.hot_loop(text if fmt == 'asm' else None).describe()}")
         except AsmError as e:  # a scalar kernel (baseline) has no loop of packed FMAs: say so, not fail
             print(f"# no hot loop: {e}")
     elif args.figures:

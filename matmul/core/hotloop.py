@@ -206,14 +206,15 @@ def _arm_counts(line: _Line, frame: bool) -> Counter:
             c["fma"] += 1
             c[f"lanes{_ARM_LANES[arr.group(1)]}"] += 1
     mem = any("[" in op for op in ops)
+    stack = any(re.search(r"\[sp\b" + (r"|\[x29\b" if frame else ""), op) for op in ops)
     if m.startswith("prf") and mem:
         c["prefetch"] += 1
     elif m.startswith("ld") and (mem or (len(ops) == 2 and ops[-1].startswith("."))):  # ``ldr q0, .LCPI0_0``
         c["load"] += 1
-        c["stack_load"] += any(re.search(r"\[sp\b" + (r"|\[x29\b" if frame else ""), op) for op in ops)
+        c["stack_load"] += stack
     elif m.startswith("st") and mem:
         c["store"] += 1
-        c["stack_store"] += any(re.search(r"\[sp\b" + (r"|\[x29\b" if frame else ""), op) for op in ops)
+        c["stack_store"] += stack
     return c
 
 

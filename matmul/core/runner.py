@@ -127,11 +127,12 @@ class CompiledKernel:
         ev = self.evaluator(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
         return [float(x) for x in ev(*self.tensors(a, b)).results]
 
-    def _asm_facts(self) -> tuple[str, HotLoop | str]:
-        """(code id, hot loop or why none), read once per schedule and target in a process."""
+    def _asm_facts(self, asm: str | None = None) -> tuple[str, HotLoop | str]:
+        """(code id, hot loop or why none), read once per schedule and target in a process; ``asm``: this
+        kernel's assembly where the caller printed it already."""
         key = (tvm_ffi.structural_hash(self.tir), str(self.facts.target()))
         if key not in _ASM_FACTS:
-            asm = self.source("asm")
+            asm = asm if asm is not None else self.source("asm")
             try:
                 loop: HotLoop | str = hot_loop(asm, arch=self.facts.arch)
             except AsmError as e:
@@ -144,18 +145,19 @@ class CompiledKernel:
         change between them is not the code's (the report does not call it a regression)."""
         return self._asm_facts()[0]
 
-    def hot_loop(self) -> HotLoop:
+    def hot_loop(self, asm: str | None = None) -> HotLoop:
         """What the kernel's innermost FMA loop does per iteration: FMAs, loads, stores, stack reloads.
 
         Read once per schedule and target in a process (the assembly takes most of a second to print), so a
-        second build of the same code (an A/A copy, ``ml_guided`` keeping the rules' config) costs nothing.
+        second build of the same code (an A/A copy, ``ml_guided`` keeping the rules' config) costs nothing;
+        ``asm``, this kernel's :meth:`source`, saves printing it where the caller has it.
 
         Raises
         ------
         AsmError
             No loop of packed FMAs (a scalar kernel).
         """
-        found = self._asm_facts()[1]
+        found = self._asm_facts(asm)[1]
         if isinstance(found, str):
             raise AsmError(found)
         return found

@@ -69,7 +69,8 @@ from .load import CASE, ReportError
 FALLBACK_THRESHOLD = 0.10
 NORMALIZE = ("none", "numpy", "peak")
 COLUMNS = ["base", "run", *CASE, "base_ms", "run_ms", "ratio", "ci_lo", "ci_hi", "p", "floor", "drift", "method",
-           "estimator", "inconclusive", "noisy", "iqr_separated", "significant", "same_code", "regression"]
+           "estimator", "inconclusive", "noisy", "iqr_separated", "significant", "beyond_floor", "same_code",
+           "regression"]
 #: Columns that name one shape of one run (a group of the interleaved grid): a case's, less its variant.
 SHAPE = ["run", *(c for c in CASE if c != "variant")]
 
@@ -142,7 +143,8 @@ def compare_runs(cases: pd.DataFrame, base: str, threshold: float | None = None,
 
 def _with_drift(comp: pd.DataFrame, same_machine: set[str]) -> pd.DataFrame:
     """Each case's ``drift`` (the largest distance from 1 of its shape's reference ratios, 0 without references)
-    raises its ``floor``, and a ``regression`` is a significant ratio beyond that floor (the one place it is
+    raises its ``floor``; ``beyond_floor`` is a significant ratio beyond it, and a ``regression`` one whose machine
+    code is not known to be the same in both runs (the one place it is
     decided; for runs without samples ``significant`` is the IQR rule). Only runs of the base's CPU profile
     (``same_machine``) get a drift: between profiles the references move with the hardware, which is what such
     a comparison shows."""
@@ -153,8 +155,8 @@ def _with_drift(comp: pd.DataFrame, same_machine: set[str]) -> pd.DataFrame:
              else pd.Series(dtype=float))
     comp["drift"] = [float(drift.get(tuple(r[k] for k in SHAPE), 0.0)) for _, r in comp.iterrows()]
     comp["floor"] = comp[["floor", "drift"]].max(axis=1)
-    comp["regression"] = (comp["significant"].astype(bool) & (comp["ratio"] - 1 > comp["floor"])
-                          & (comp["same_code"] != True))  # noqa: E712 - None (unknown) is not the same code
+    comp["beyond_floor"] = comp["significant"].astype(bool) & (comp["ratio"] - 1 > comp["floor"])
+    comp["regression"] = comp["beyond_floor"] & (comp["same_code"] != True)  # noqa: E712 - None: not known same
     return comp
 
 

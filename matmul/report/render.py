@@ -39,8 +39,7 @@ def to_text(report: Report) -> str:
                     f"{report.settings['threshold'] or REGRESSION_THRESHOLD:.0%} with IQRs apart)")
         what = f"{n} regression(s)" if n else "no regression"
         comp = report.comparison
-        unchanged = int((comp["significant"].astype(bool) & (comp["ratio"] - 1 > comp["floor"])
-                         & (comp["same_code"] == True)).sum())  # noqa: E712
+        unchanged = int((comp["beyond_floor"] & (comp["same_code"] == True)).sum())  # noqa: E712
         read = set(report.comparison["estimator"]) or {report.settings["estimator"]}
         parts.append(f"{what} against {report.settings['base']} ({how}; ratios of "
                      + ("best times, the fastest samples" if read == {"best"} else "medians" if read == {"median"}
