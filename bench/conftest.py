@@ -42,7 +42,7 @@ from matmul.e2e.layer import LayerSpec, layer_spec
 from matmul.e2e.timing import TORCH, check_e2e_name, time_layer
 from matmul.measure.candidates import candidate_names, check_candidate
 from matmul.measure.gpu import CUBLAS, cublas_unavailable, gpu_unavailable
-from matmul.measure.grid import GroupTiming, time_group
+from matmul.measure.grid import GroupTiming, Workers, time_group
 from matmul.measure.interleave import RoundSettings
 from matmul.measure.references import get_reference, is_reference
 
@@ -101,6 +101,11 @@ def pytest_addoption(parser):
                 help="--target cuda: comma-separated GPU variants and cublas (default: %(default)s)")
     g.addoption("--gpu-dtypes", default="float16,float32", help="--target cuda: dtypes (default: %(default)s)")
     g.addoption("--arch", default=None, help="--target cuda: CUDA arch (default: this machine's GPU)")
+    g.addoption("--processes", default="1",
+                help="time each shape's group in this many worker processes, each building it anew, and pool the "
+                     "samples: a kernel whose speed moves with the process (MetaSchedule's, see the README) then "
+                     "reads the fastest of N draws, and saves how far they lay apart (default: %(default)s: "
+                     "in this process)")
     g.addoption("--aa", default="auto",
                 help="the case copied as each shape's A/A control: a TVM variant among --variants, 'auto' "
                      "(rule_based, else the first TVM case) or 'none' (default: %(default)s)")
@@ -223,6 +228,8 @@ class GridTimer:
         self.members: dict[tuple, list[str]] | None = None
         self.groups: dict[tuple, GroupTiming] = {}
         self.summaries: list[dict] = []
+        processes = settings.get("processes", 1)
+        self.workers = Workers(processes) if processes > 1 and settings["interleave"] else None
 
     def _collect(self, session) -> dict[tuple, list[str]]:
         members: dict[tuple, list[str]] = {}
@@ -238,7 +245,7 @@ class GridTimer:
         key = (workload.kernel, workload.M, layout)
         if key not in self.groups:
             g = time_group(self.members.get(key, []), workload.shape, layout=layout,
-                           settings=self.settings["round_settings"], aa=self.settings["aa"])
+                           settings=self.settings["round_settings"], aa=self.settings["aa"], workers=self.workers)
             self.groups[key] = g
             self.summaries.append(g.brief(f"{workload.id}-{layout}"))
         return self.groups[key]
@@ -256,6 +263,7 @@ class GridTimer:
             "floor_best_median": best[len(best) // 2] if best else None,  # the A/A pair by best times
             "floor_best_max": best[-1] if best else None,
             "ci_width": self.settings["round_settings"].ci_width,
+            "processes": self.settings.get("processes", 1),
             "per_shape": self.summaries,
         }
 
@@ -275,6 +283,7 @@ def pytest_configure(config):
         "interleave": not config.getoption("--no-interleave"),
         "aa": None if config.getoption("--aa") == "none" else config.getoption("--aa"),
         "e2e_batch": _positive_int(config, "--e2e-batch"),  # checked even when --e2e-models none leaves it unused
+        "processes": _positive_int(config, "--processes"),
     }
     try:
         budget, width = float(config.getoption("--group-budget")), float(config.getoption("--ci-width"))
@@ -407,6 +416,12 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     }
 
 
+def pytest_unconfigure(config):
+    timer = config.stash.get(_GRID_TIMER, None)
+    if timer is not None and timer.workers is not None:
+        timer.workers.close()
+
+
 def pytest_terminal_summary(terminalreporter, config):
     if _GRID_TIMER not in config.stash:
         return
@@ -429,8 +444,14 @@ def pytest_terminal_summary(terminalreporter, config):
         aa = "-" if s["aa_ratio"] is None else f"{s['aa_ratio']:.3f}"
         flag = "  INCONCLUSIVE" if s["inconclusive"] else ""
         peak = "" if s.get("peak_gflops_in_rounds") is None else f", peak {s['peak_gflops_in_rounds']:.0f} GFLOP/s"
+        spread = "" if not s.get("process_spread") else (f", {s['process_spread_case']} {s['process_spread']:.2f}x "
+                                                          "apart over processes")
         tr.write_line(f"  {s['shape']:<24} A/A {aa:>6}  floor {floor:>6}  +-{100 * s['widest_half_width']:.1f}% "
-                      f"after {s['rounds']} rounds, {s['seconds']:.1f} s{peak}{flag}")
+                      f"after {s['rounds']} rounds, {s['seconds']:.1f} s{peak}{spread}{flag}")
+    if summary["processes"] > 1:
+        tr.write_line(f"each shape was timed in {summary['processes']} worker processes; a case's best time is the "
+                      "fastest of theirs, and 'apart over processes' names the case whose ratio to the anchor moved "
+                      "most between them")
     if summary["inconclusive"]:
         tr.write_line(f"{summary['inconclusive']} of {summary['groups']} shapes are inconclusive: their intervals "
                       f"stayed wider than +-{100 * summary['ci_width']:.0f}% within --group-budget")

@@ -130,6 +130,8 @@ def _timed_in_group(benchmark, group, variant: str, shape, peak) -> None:
     info.update(case.described)
     info.update(group.summary())
     info.update(samples_s=case.samples, calls_per_sample=case.calls)
+    if case.by_process is not None:  # timed in several processes (--processes): the best time of each
+        info.update(process_best_s=case.by_process, process_spread=case.process_spread)
     if group.peak is not None:  # the FMA probe's samples from the same rounds: report --normalize peak
         info.update(peak_samples_s=group.peak.samples, peak_probe_flops=group.probe_flops)
     if case.to_anchor is not None:

@@ -166,6 +166,8 @@ def test_torch_reference_verifies_when_installed():
         (("--e2e-models", "none", "--e2e-batch", "x"), "--e2e-batch: 'x' is not an integer"),
         (("--e2e-models", "none", "--e2e-batch", "0"), "--e2e-batch: '0' must be positive"),
         (("--group-budget", "x"), "--group-budget"),
+        (("--processes", "0"), "--processes: '0' must be positive"),
+        (("--processes", "two"), "--processes: 'two' is not an integer"),
         (("--ci-width", "2"), "ci_width"),
         (("--target", "cuda", "--gpu-variants", "rule_based"), "--gpu-variants: 'rule_based' is a CPU variant"),
         (("--target", "cuda", "--gpu-variants", "fast"), "unknown variant 'fast'"),

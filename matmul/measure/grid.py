@@ -26,14 +26,21 @@ in a fresh process before and after the rounds.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
+import pickle
 import statistics
+import subprocess
+import sys
+import traceback
 from dataclasses import dataclass, field
 
 from ..core.hardware import HostFacts
 from ..core.registry import Unavailable
 from ..core.workloads import MatmulShape
 from .candidates import Candidate, prepare
-from .interleave import DEFAULT_ROUNDS, Rounds, RoundSettings, time_rounds
+from .interleave import DEFAULT_ROUNDS, MIN_ROUNDS, Rounds, RoundSettings, time_rounds
 from .peak import PROBE, peak_probe
 from .references import numpy_alone
 from .stats import Ratio, best_time, noise_floor, ratio_of, ratio_of_medians
@@ -59,6 +66,8 @@ class CaseTiming:
     vs_peak: Ratio | None = None  # the peak probe's time over this case's, in the same rounds (see pct_peak)
     agreement_check: str | None = None
     agreement_median_s: float | None = None
+    by_process: list[float] | None = None  # timed in several processes: the best time in each
+    process_spread: float | None = None  # ... and the largest over the smallest of its ratio to the anchor there
 
     @property
     def median_s(self) -> float:
@@ -96,6 +105,7 @@ class GroupTiming:
     seconds: float = 0.0
     peak: CaseTiming | None = None  # the peak probe's samples (None: no probe was timed)
     probe_flops: float = 0.0  # the probe's flops per call
+    processes: int = 1  # how many processes timed the group (see Workers)
 
     def probe(self, threads: int, facts: HostFacts | None = None) -> Candidate:
         """The FP32 peak probe as one more TVM candidate of this group's rounds (its flops noted here);
@@ -143,7 +153,16 @@ class GroupTiming:
                 "noise_floor": self.floor,
                 "noise_floor_best": self.floor_best,
                 "inconclusive": not self.converged, "widest_half_width": self.widest,
-                "rounds": self.rounds, "seconds": self.seconds, "peak_gflops_in_rounds": self.peak_gflops}
+                "rounds": self.rounds, "seconds": self.seconds, "peak_gflops_in_rounds": self.peak_gflops,
+                "processes": self.processes, **self._widest_spread()}
+
+    def _widest_spread(self) -> dict:
+        """The case whose ratio to the anchor moved most between the processes that timed the group."""
+        spreads = {n: c.process_spread for n, c in self.cases.items() if c.process_spread is not None}
+        if not spreads:
+            return {"process_spread": None, "process_spread_case": None}
+        name = max(spreads, key=spreads.__getitem__)
+        return {"process_spread": spreads[name], "process_spread_case": name}
 
     def summary(self) -> dict:
         """What every case of the group carries in its ``extra_info``."""
@@ -152,7 +171,7 @@ class GroupTiming:
             "inconclusive": not self.converged, "group_widest_half_width": self.widest,
             "aa_variant": self.aa_of, "aa": None if self.aa is None else self.aa.as_dict(), "noise_floor": self.floor,
             "noise_floor_best": self.floor_best,
-            "peak_gflops_in_rounds": self.peak_gflops,
+            "peak_gflops_in_rounds": self.peak_gflops, "processes": self.processes,
         }
 
 
@@ -166,9 +185,130 @@ def _aa_source(prepared: dict[str, Candidate], aa: str | None) -> str | None:
     return next((n for n, c in prepared.items() if c.kind == "tvm"), None)
 
 
+@dataclass
+class Measured:
+    """What one process measured of a group, before the A/A pair and the probe are taken apart: plain data, so
+    a worker process (:class:`Workers`) can send it back and :func:`assemble` can pool several processes'."""
+
+    names: list[str]  # in timing order: the A/A copy and the probe included
+    samples: list[list[float]]  # per name, one per-call time per round
+    calls: list[int]
+    described: dict[str, dict]  # Candidate.describe() per name (empty where the caller skipped it)
+    errors: dict[str, BaseException]
+    aa_of: str | None = None
+    anchor: str | None = None
+    probe_flops: float = 0.0
+    seconds: float = 0.0
+    shadow: dict[str, list[float]] = field(default_factory=dict)  # TVM's time_evaluator beside each block
+    alone: list[float] = field(default_factory=list)  # NumPy alone in a fresh process, before and after
+
+
+def measure_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
+                  settings: RoundSettings = DEFAULT_ROUNDS, aa: str | None = "auto",
+                  anchor: str | None = None, probe: bool = True, describe: bool = True,
+                  alone: bool = True) -> Measured:
+    """Build, verify and time ``names`` on ``shape`` together in this process (see :func:`time_group`).
+
+    ``describe``: read each candidate's decisions and assembly; ``alone``: time NumPy alone in a fresh process
+    before and after the rounds, for its agreement figure. Where several processes time the group, only the
+    first does either (the others would read the same assembly, and a fresh NumPy process costs most of a
+    second)."""
+    prepared: dict[str, Candidate] = {}
+    errors: dict[str, BaseException] = {}
+    for name in names:
+        try:
+            prepared[name] = prepare(name, shape, layout=layout)
+        except (Unavailable, AssertionError, RuntimeError, ValueError) as err:  # named, re-raised by its own case
+            errors[name] = err
+    if not prepared:
+        return Measured([], [], [], {}, errors)
+    aa_of = _aa_source(prepared, aa)
+    # TVM kernels first, then each vendor library: one pool switch each way per round. The A/A copy sits
+    # right beside its original, so mirrored rounds give the two the same neighbours and the same share of
+    # first-after-a-switch blocks.
+    order = [c for c in prepared.values() if c.kind == "tvm"]
+    if aa_of is not None:
+        twin = prepare(aa_of, shape, layout=layout, fresh=True)
+        twin.name = aa_of + AA_SUFFIX
+        order.insert(order.index(prepared[aa_of]) + 1, twin)
+    holder = GroupTiming(shape, layout)
+    if probe:  # with the TVM kernels: the same thread pool, no switch
+        order.append(holder.probe(next(iter(prepared.values())).threads))
+    order += [c for c in prepared.values() if c.kind != "tvm"]
+    names_in = [c.name for c in order]
+    anchor = anchor if anchor in prepared else aa_of or next(iter(prepared))
+    at = names_in.index(anchor) if len(order) > 1 else None
+
+    alone_s = [_alone(prepared, shape, layout)] if alone else []
+
+    def shadow(n: int, calls: int):
+        return order[n].native_timer(calls) if order[n].kind == "tvm" and order[n].kernel is not None else None
+
+    rounds = time_rounds(order, anchor=at, settings=settings, shadows=shadow)
+    if alone:
+        alone_s.append(_alone(prepared, shape, layout))
+    described = {c.name: c.describe() for c in order} if describe else {}
+    return Measured(names_in, rounds.samples, rounds.calls, described, errors, aa_of, anchor, holder.probe_flops,
+                    rounds.seconds, {names_in[n]: s for n, s in rounds.shadow.items()},
+                    [a for a in alone_s if a is not None])
+
+
+def assemble(shape: MatmulShape, layout: str, parts: list[Measured],
+             settings: RoundSettings = DEFAULT_ROUNDS) -> GroupTiming:
+    """The group's figures from one or more processes' :class:`Measured`: each case's samples pooled in process
+    order (round ``i`` of every case still comes from the same moment), its ratios, the A/A pair and the probe.
+
+    A case that failed in any process is not timed (its error is kept). With several processes each case also
+    keeps its best time per process (``by_process``) and the spread of its ratio to the anchor over them.
+    """
+    group = GroupTiming(shape, layout, processes=len(parts))
+    for part in parts:
+        for name, err in part.errors.items():
+            group.errors.setdefault(name, err)
+    names = [n for n in parts[0].names if n not in group.errors and all(n in p.names for p in parts)]
+    if not names:
+        return group
+    first = parts[0]
+    group.aa_of = first.aa_of if first.aa_of in names and first.aa_of + AA_SUFFIX in names else None
+    group.anchor = first.anchor if first.anchor in names else group.aa_of or next(
+        (n for n in names if n != PROBE), None)
+    group.probe_flops = first.probe_flops
+    pooled = {n: [t for p in parts for t in p.samples[p.names.index(n)]] for n in names}
+    anchor = group.anchor if len(names) > 1 else None
+    ratios = [None if n == anchor or anchor is None else ratio_of_medians(pooled[n], pooled[anchor], paired=True)
+              for n in names]
+    converged = all(r.half_width <= settings.ci_width for r in ratios if r is not None)
+    shadow = {n: [t for p in parts for t in p.shadow.get(n, [])] for n in names}
+    alone = [a for p in parts for a in p.alone]
+    numpy = pooled.get("numpy")
+    for n, r in zip(names, ratios):
+        described = next((p.described[n] for p in parts if n in p.described), {})
+        case = CaseTiming(n, pooled[n], first.calls[first.names.index(n)], r, described)
+        if shadow[n]:
+            case.agreement_check, case.agreement_median_s = "time_evaluator", statistics.median(shadow[n])
+        elif n == "numpy" and len(alone) >= 2:
+            case.agreement_check, case.agreement_median_s = "numpy_alone", statistics.geometric_mean(alone)
+        if numpy is not None and n not in ("numpy", PROBE):
+            case.vs_numpy = ratio_of_medians(numpy, case.samples, paired=True)
+            case.vs_numpy_best = ratio_of(numpy, case.samples, paired=True, estimator="best")
+        if len(parts) > 1:
+            case.by_process = [best_time(p.samples[p.names.index(n)]) for p in parts]
+        group.cases[n] = case
+    if len(parts) > 1 and anchor is not None:
+        base = group.cases[anchor].by_process
+        for n, case in group.cases.items():
+            if n != anchor:
+                to_anchor = [b / a for b, a in zip(case.by_process, base)]
+                case.process_spread = max(to_anchor) / min(to_anchor)
+    rounds = Rounds(list(pooled.values()), [group.cases[n].calls for n in names], None, ratios, converged,
+                    sum(p.seconds for p in parts), settings)
+    group.finish(rounds)
+    return group
+
+
 def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
                settings: RoundSettings = DEFAULT_ROUNDS, aa: str | None = "auto",
-               anchor: str | None = None, probe: bool = True) -> GroupTiming:
+               anchor: str | None = None, probe: bool = True, workers: Workers | None = None) -> GroupTiming:
     """Build, verify and time ``names`` on ``shape`` together, with an A/A copy of one TVM case and (``probe``)
     the FP32 peak probe.
 
@@ -179,53 +319,14 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
     anchor's scatter widens every ratio). A case that cannot be prepared
     (unavailable, or a wrong result) lands in ``errors`` and the others are
     still timed.
+
+    ``workers``: time the group once in each of these worker processes instead of here, each with its share of
+    the rounds and the budget, and pool the samples (see :class:`Workers`).
     """
-    group = GroupTiming(shape, layout)
-    prepared: dict[str, Candidate] = {}
-    for name in names:
-        try:
-            prepared[name] = prepare(name, shape, layout=layout)
-        except (Unavailable, AssertionError, RuntimeError, ValueError) as err:  # named, re-raised by its own case
-            group.errors[name] = err
-    if not prepared:
-        return group
-    group.aa_of = _aa_source(prepared, aa)
-    # TVM kernels first, then each vendor library: one pool switch each way per round. The A/A copy sits
-    # right beside its original, so mirrored rounds give the two the same neighbours and the same share of
-    # first-after-a-switch blocks.
-    order = [c for c in prepared.values() if c.kind == "tvm"]
-    if group.aa_of is not None:
-        twin = prepare(group.aa_of, shape, layout=layout, fresh=True)
-        twin.name = group.aa_of + AA_SUFFIX
-        order.insert(order.index(prepared[group.aa_of]) + 1, twin)
-    if probe:  # with the TVM kernels: the same thread pool, no switch
-        order.append(group.probe(next(iter(prepared.values())).threads))
-    order += [c for c in prepared.values() if c.kind != "tvm"]
-    names_in = [c.name for c in order]
-    group.anchor = anchor if anchor in prepared else group.aa_of or next(iter(prepared))
-    anchor = names_in.index(group.anchor) if group.anchor is not None and len(order) > 1 else None
-
-    alone_before = _alone(prepared, shape, layout)
-
-    def shadow(n: int, calls: int):
-        return order[n].native_timer(calls) if order[n].kind == "tvm" and order[n].kernel is not None else None
-
-    rounds = time_rounds(order, anchor=anchor, settings=settings, shadows=shadow)
-    alone_after = _alone(prepared, shape, layout)
-    for n, cand in enumerate(order):
-        case = CaseTiming(cand.name, rounds.samples[n], rounds.calls[n], rounds.ratios[n], cand.describe())
-        if n in rounds.shadow:
-            case.agreement_check, case.agreement_median_s = "time_evaluator", statistics.median(rounds.shadow[n])
-        elif cand.name == "numpy" and alone_before is not None and alone_after is not None:
-            case.agreement_check = "numpy_alone"
-            case.agreement_median_s = statistics.geometric_mean([alone_before, alone_after])
-        if "numpy" in names_in and cand.name not in ("numpy", PROBE):
-            numpy = rounds.samples[names_in.index("numpy")]
-            case.vs_numpy = ratio_of_medians(numpy, case.samples, paired=True)
-            case.vs_numpy_best = ratio_of(numpy, case.samples, paired=True, estimator="best")
-        group.cases[cand.name] = case
-    group.finish(rounds)
-    return group
+    spec = dict(names=names, shape=shape, layout=layout, aa=aa, anchor=anchor, probe=probe)
+    if workers is None:
+        return assemble(shape, layout, [measure_group(settings=settings, **spec)], settings)
+    return assemble(shape, layout, workers.measure(spec, settings), settings)
 
 
 def _alone(prepared: dict[str, Candidate], shape: MatmulShape, layout: str) -> float | None:
@@ -236,4 +337,111 @@ def _alone(prepared: dict[str, Candidate], shape: MatmulShape, layout: str) -> f
     return numpy_alone([shape], layout=layout, threads=prepared["numpy"].threads, calls=20)[shape]
 
 
-__all__ = ["AA_PREFERRED", "AA_SUFFIX", "CaseTiming", "GroupTiming", "time_group"]
+
+
+class Workers:
+    """Worker processes that each time every group in turn, so that a group's samples come from several.
+
+    Some kernels run at a speed that belongs to the process: on `znver4-2c-simd16-t2` four copies of a
+    MetaSchedule kernel built in one process read within 1-3% of each other, and the same kernel read up to
+    1.25x apart from one process to the next (its speed over `rule_based`'s, which did not move), so a run of
+    one process draws one level and two runs disagree. pyperf spreads its samples over processes for this
+    reason; here each worker builds the group anew and times its share of the rounds and the budget, and
+    :func:`assemble` pools the samples, so the best time is the fastest of ``processes`` draws and each case
+    saves how far they lay apart (``process_spread``). A worker is started once and serves every group, one
+    worker at a time (the others sleep); only the first reads the cases' assembly for ``describe``.
+    """
+
+    def __init__(self, processes: int):
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 2:
+            raise ValueError(f"Workers need an integer number of processes >= 2, got {processes!r}")
+        self.processes = processes
+        self._procs: list[subprocess.Popen] = []
+
+    def __len__(self) -> int:
+        return self.processes
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def share(self, settings: RoundSettings) -> RoundSettings:
+        """One worker's part of ``settings``: its share of the minimum rounds (whole mirrored pairs, at least
+        two) and of the budget; the interval width stays, so each worker stops on its own once it is tight."""
+        pairs = max(MIN_ROUNDS // 2, math.ceil(settings.min_rounds / 2 / self.processes))
+        return dataclasses.replace(settings, min_rounds=2 * pairs, budget_s=settings.budget_s / self.processes,
+                                   max_rounds=max(2 * pairs, settings.max_rounds // (2 * self.processes) * 2))
+
+    def measure(self, spec: dict, settings: RoundSettings) -> list[Measured]:
+        """Each worker's :class:`Measured` of the group ``spec`` (:func:`measure_group`'s arguments)."""
+        while len(self._procs) < self.processes:
+            self._procs.append(subprocess.Popen([sys.executable, "-c", f"from {__name__} import _serve; _serve()"],
+                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        share = self.share(settings)
+        parts = []
+        for n, proc in enumerate(self._procs):
+            assert proc.stdin is not None and proc.stdout is not None
+            what = f"timing worker {n + 1} of {self.processes} ({spec['shape']}, {spec['layout']})"
+            try:
+                pickle.dump(dict(spec, settings=share, describe=n == 0, alone=n == 0), proc.stdin)
+                proc.stdin.flush()
+                status, payload = pickle.load(proc.stdout)
+            except (EOFError, BrokenPipeError, pickle.UnpicklingError) as err:
+                raise RuntimeError(f"{what} died (exit code {proc.poll()}): {err!r}") from None
+            if status != "ok":
+                raise RuntimeError(f"{what} failed: {payload}")
+            parts.append(payload)
+        return parts
+
+    def close(self) -> None:
+        """End the workers (they exit when their input closes; one that hangs is killed)."""
+        for proc in self._procs:
+            if proc.stdin is not None:
+                try:
+                    proc.stdin.close()
+                except OSError:  # a worker that died: nothing to flush to
+                    pass
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self._procs = []
+
+
+def _sendable(err: BaseException) -> BaseException:
+    """``err`` itself where it survives pickling, else a RuntimeError with its type and message."""
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:  # noqa: BLE001 - any exception can fail to pickle
+        return RuntimeError(f"{type(err).__name__}: {err}")
+
+
+def _serve() -> None:
+    """A worker's loop: read :func:`measure_group`'s arguments, measure the group, send back ("ok", Measured) or
+    ("error", message), until the input closes. Stray prints go to stderr; the replies keep stdout's pipe."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    while True:
+        try:
+            job = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return
+        try:
+            got = measure_group(**job)
+            got.errors = {n: _sendable(e) for n, e in got.errors.items()}
+            reply: tuple = ("ok", got)
+        except Exception as err:  # noqa: BLE001 - sent back to the parent, which raises it with the worker named
+            reply = ("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
+        pickle.dump(reply, out)
+        out.flush()
+
+
+__all__ = ["AA_PREFERRED", "AA_SUFFIX", "CaseTiming", "GroupTiming", "Measured", "Workers", "assemble", "measure_group",
+           "time_group"]
