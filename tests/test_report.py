@@ -140,6 +140,19 @@ def test_the_hot_loop_travels_to_the_latency_table(tmp_path):
         assert lat.loc[(kernel, 16, "full"), ["loads_per_fma", "stack_loads"]].isna().all()
 
 
+def test_the_spread_over_worker_processes_travels_to_the_latency_table(tmp_path):
+    data = json.loads(TWO.read_text())
+    case = next(b for b in data["benchmarks"] if b["name"].endswith("[qkv-M64-full-NN]"))
+    case["extra_info"].update(processes=4, process_spread=1.26, process_best_s=[1e-3, 1.1e-3, 1e-3, 1.26e-3])
+    other = next(b for b in data["benchmarks"] if b["name"].endswith("[qkv-M16-full-NN]"))
+    other["extra_info"]["process_spread"] = "wide"  # corrupt: blank, never a crash
+    path = tmp_path / "0003_processes.json"
+    path.write_text(json.dumps(data))
+    lat = build_report([path]).latency.set_index(["kernel", "M", "variant"])
+    assert lat.loc[("qkv", 64, "full"), "process_spread"] == 1.26
+    assert pd.isna(lat.loc[("qkv", 16, "full"), "process_spread"])  # and one process (older runs): blank
+
+
 def test_runs_without_samples_have_no_best_time_and_compare_by_medians(report):
     # pytest-benchmark's min over rounds timed apart is not the figure best times are; those runs leave it blank
     assert report.speedups["speedup_vs_numpy_best"].isna().all()

@@ -166,6 +166,8 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             inconclusive=bool(extra.get("inconclusive", False)),
             noise_floor=_number(extra.get("noise_floor")),
             noise_floor_best=_number(extra.get("noise_floor_best")),
+            # timed in several worker processes (bench --processes): how far the case's ratio to the anchor moved
+            process_spread=_number(extra.get("process_spread")),
             limit=extra.get("limit") if extra.get("limit") in ("compute", "memory") else None,
             limit_gflops=_number(extra.get("limit_gflops")),
             bandwidth_gbs=_number(extra.get("bandwidth_gbs")),
