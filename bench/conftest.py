@@ -42,9 +42,10 @@ from matmul.e2e.layer import LayerSpec, layer_spec
 from matmul.e2e.timing import TORCH, check_e2e_name, time_layer
 from matmul.measure.candidates import candidate_names, check_candidate
 from matmul.measure.gpu import CUBLAS, cublas_unavailable, gpu_unavailable
-from matmul.measure.grid import GroupTiming, Workers, time_group
+from matmul.measure.grid import GroupTiming, time_group
 from matmul.measure.interleave import RoundSettings
 from matmul.measure.references import get_reference, is_reference
+from matmul.measure.workers import Workers
 
 #: The quick default: a few minutes on 2 cores.
 DEFAULT_M = (16, 128)
@@ -229,7 +230,7 @@ class GridTimer:
         self.groups: dict[tuple, GroupTiming] = {}
         self.summaries: list[dict] = []
         processes = settings.get("processes", 1)
-        self.workers = Workers(processes) if processes > 1 and settings["interleave"] else None
+        self.workers = Workers(processes) if processes > 1 else None
 
     def _collect(self, session) -> dict[tuple, list[str]]:
         members: dict[tuple, list[str]] = {}
@@ -302,6 +303,9 @@ def pytest_configure(config):
         if settings["aa"] not in variants:  # time_group would find no case to copy in any shape
             raise pytest.UsageError(f"--aa {settings['aa']!r} is not among --variants ({', '.join(variants)}); "
                                     "name one of them, auto (rule_based, else the first TVM case) or none")
+    if settings["processes"] > 1 and (not settings["interleave"] or config.getoption("--target") != "llvm"):
+        raise pytest.UsageError("--processes times the CPU grid's interleaved groups in worker processes; it does "
+                                "nothing with --no-interleave or --target cuda: drop one or the other")
     config.stash[_GRID_TIMER] = GridTimer(settings)
     config.stash[_E2E] = _e2e_grid(config)
     config.stash[_GPU] = _gpu_grid(config)
@@ -446,6 +450,8 @@ def pytest_terminal_summary(terminalreporter, config):
         peak = "" if s.get("peak_gflops_in_rounds") is None else f", peak {s['peak_gflops_in_rounds']:.0f} GFLOP/s"
         spread = "" if not s.get("process_spread") else (f", {s['process_spread_case']} {s['process_spread']:.2f}x "
                                                           "apart over processes")
+        if s.get("aa_process_spread"):
+            spread += f" (A/A copy {s['aa_process_spread']:.2f}x)"
         tr.write_line(f"  {s['shape']:<24} A/A {aa:>6}  floor {floor:>6}  +-{100 * s['widest_half_width']:.1f}% "
                       f"after {s['rounds']} rounds, {s['seconds']:.1f} s{peak}{spread}{flag}")
     if summary["processes"] > 1:

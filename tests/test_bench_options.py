@@ -168,6 +168,8 @@ def test_torch_reference_verifies_when_installed():
         (("--group-budget", "x"), "--group-budget"),
         (("--processes", "0"), "--processes: '0' must be positive"),
         (("--processes", "two"), "--processes: 'two' is not an integer"),
+        (("--processes", "2", "--no-interleave"), "it does nothing with --no-interleave or --target cuda"),
+        (("--processes", "2", "--target", "cuda"), "it does nothing with --no-interleave or --target cuda"),
         (("--ci-width", "2"), "ci_width"),
         (("--target", "cuda", "--gpu-variants", "rule_based"), "--gpu-variants: 'rule_based' is a CPU variant"),
         (("--target", "cuda", "--gpu-variants", "fast"), "unknown variant 'fast'"),

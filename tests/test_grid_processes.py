@@ -8,18 +8,21 @@ process's, and each case says how far its processes lay apart.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
-import statistics
+import subprocess
+import sys
 
 import pytest
 
 from matmul import MatmulShape
 from matmul.core.registry import Unavailable
 from matmul.core.verify import VerificationError
-from matmul.measure.grid import AA_SUFFIX, Measured, Workers, assemble, time_group
+from matmul.measure.grid import AA_SUFFIX, Measured, assemble, time_group
 from matmul.measure.interleave import RoundSettings
 from matmul.measure.peak import PROBE
 from matmul.measure.stats import best_time
+from matmul.measure.workers import Workers
 
 SHAPE = MatmulShape(8, 32, 32)
 TINY = RoundSettings(min_rounds=4, budget_s=1.0)
@@ -62,6 +65,7 @@ def test_processes_pool_their_rounds_and_the_best_time_is_the_fastest_process():
     assert ms.process_spread == pytest.approx(1.25) and g.cases["rule_based"].process_spread is None
     assert g.cases["numpy"].process_spread == pytest.approx(1.0)  # 2x rule_based in both
     assert g.aa.value == pytest.approx(1.0) and g.brief("x")["process_spread_case"] == "metaschedule"
+    assert g.aa_process_spread == pytest.approx(1.0)  # the control: the same code in both processes
     assert g.seconds == pytest.approx(1.0) and g.summary()["processes"] == 2
     assert ms.to_anchor.lo <= ms.to_anchor.value <= ms.to_anchor.hi and ms.to_anchor.hi <= 1.25
 
@@ -78,10 +82,50 @@ def test_a_case_that_failed_in_any_process_is_not_timed_and_keeps_its_error():
         g.case("metaschedule")
 
 
-def test_numpy_agreement_takes_every_process_alone_figure():
-    g = assemble(SHAPE, "NN", [_part(_levels(1e-3), alone=[1.0, 4.0]), _part(_levels(1e-3), alone=[2.0, 8.0])])
+def test_numpy_alone_brackets_every_process_rounds():
+    # the first worker times NumPy alone before its rounds, the last after its own (Workers.measure)
+    parts = [_part(_levels(1e-3), alone=[1.0]), _part(_levels(1e-3)), _part(_levels(1e-3), alone=[4.0])]
+    g = assemble(SHAPE, "NN", parts)
     assert g.cases["numpy"].agreement_check == "numpy_alone"
-    assert g.cases["numpy"].agreement_median_s == pytest.approx(statistics.geometric_mean([1, 4, 2, 8]))
+    assert g.cases["numpy"].agreement_median_s == pytest.approx(2.0)
+    lone = assemble(SHAPE, "NN", [_part(_levels(1e-3), alone=[1.0]), _part(_levels(1e-3))])
+    assert lone.cases["numpy"].agreement_check is None  # one side of the bracket is no check
+
+
+def test_the_anchor_failing_in_one_process_falls_back_and_drops_the_aa_pair():
+    ok, bad = _part(_levels(1.2e-3)), _part(_levels(1.2e-3))
+    for n in ("rule_based", "rule_based" + AA_SUFFIX):
+        i = bad.names.index(n)
+        del bad.names[i], bad.samples[i], bad.calls[i]
+    bad.errors["rule_based"] = VerificationError("wrong result")
+    g = assemble(SHAPE, "NN", [ok, bad], TINY)
+    assert g.anchor == "metaschedule" and g.aa_of is None and g.aa is None
+    assert set(g.cases) == {"metaschedule", "numpy"} and g.cases["metaschedule"].to_anchor is None
+    assert g.cases["numpy"].to_anchor.value == pytest.approx(2 / 1.2)
+
+
+def test_a_stream_of_rounds_starts_its_rotation_where_it_is_told():
+    from matmul.measure.candidates import Candidate
+    from matmul.measure.interleave import time_rounds
+
+    seen: list[str] = []
+    t = [0.0]
+
+    def kernel(name: str) -> Candidate:
+        def call():
+            t[0] += 1e-3
+
+        cand = Candidate(name, "tvm", SHAPE, "NN", call, 1)
+        cand._pool = lambda: (seen.append(name), contextlib.nullcontext())[1]
+        return cand
+
+    for first_pair, starts in ((0, "a"), (1, "b"), (2, "c"), (3, "a")):
+        cands = [kernel("a"), kernel("b"), kernel("c")]
+        settings = RoundSettings(min_rounds=4, max_rounds=4, sample_s=1e-3)
+        seen.clear()
+        time_rounds(cands, settings=settings, clock=lambda: t[0], settle=lambda: None, first_pair=first_pair)
+        rounds = seen[-12:]  # 4 rounds of 3 blocks, after the calibration
+        assert rounds[0] == starts and rounds[3:6] == rounds[:3][::-1], (first_pair, rounds)
 
 
 def test_a_worker_share_keeps_whole_mirrored_pairs_and_splits_the_budget():
@@ -100,25 +144,49 @@ def test_workers_time_a_real_group_and_send_its_errors_back(tmp_path, monkeypatc
     with Workers(2) as workers:
         g = time_group(["metaschedule", "full", "numpy"], SHAPE, settings=TINY, workers=workers)
         again = time_group(["full"], SHAPE, settings=TINY, workers=workers, probe=False)  # the same workers
-    assert isinstance(g.errors["metaschedule"], Unavailable) and "no MetaSchedule record" in str(g.errors["metaschedule"])
+    err = g.errors["metaschedule"]
+    assert isinstance(err, Unavailable) and "no MetaSchedule record" in str(err)  # the same class, after the trip
     full = g.cases["full"]
     assert g.processes == 2 and len(full.by_process) == 2 and len(full.samples) == g.rounds >= 8
     assert full.described["kind"] == "tvm" and "decisions" in full.described  # read by the first worker
-    assert full.agreement_check == "time_evaluator" and g.cases["numpy"].process_spread > 0
-    assert g.aa is not None and g.peak is not None and again.peak is None and again.processes == 2
+    assert full.agreement_check == "time_evaluator" and g.cases["numpy"].agreement_check == "numpy_alone"
+    assert g.cases["numpy"].agreement_median_s > 0
+    base = g.cases["full"].by_process  # the anchor: full is the A/A original here
+    numpy = [b / a for b, a in zip(g.cases["numpy"].by_process, base)]
+    assert g.cases["numpy"].process_spread == pytest.approx(max(numpy) / min(numpy))
+    assert g.aa is not None and g.aa_process_spread >= 1 and g.brief("x")["aa_process_spread"] == g.aa_process_spread
+    assert g.peak is not None and again.peak is None and again.processes == 2
 
 
-def test_a_worker_that_dies_is_named():
+def test_a_worker_found_dead_between_groups_is_replaced():
     with Workers(2) as workers:
         time_group(["full"], SHAPE, settings=TINY, workers=workers, probe=False, aa=None)
-        workers._procs[1].kill()
-        workers._procs[1].wait()
-        with pytest.raises(RuntimeError, match=r"timing worker 2 of 2 .* died"):
-            time_group(["full"], SHAPE, settings=TINY, workers=workers, probe=False, aa=None)
+        dead = workers._procs[1]
+        dead.kill()
+        dead.wait()
+        g = time_group(["full"], SHAPE, settings=TINY, workers=workers, probe=False, aa=None)
+        assert g.processes == 2 and len(g.cases["full"].by_process) == 2 and workers._procs[1] is not dead
+
+
+@pytest.mark.parametrize("script, how", [
+    ("import sys; sys.stdin.buffer.read(1); sys.exit(3)", "exit code 3"),
+    ("import sys, time; sys.stdin.buffer.read(1); sys.stdout.buffer.write(b'\\xff'); sys.stdout.flush(); "
+     "time.sleep(60)", "still running, killed"),
+])
+def test_a_worker_that_dies_or_answers_garbage_is_named_and_ended(monkeypatch, script, how):
+    def fake_spawn():
+        return subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    monkeypatch.setattr(Workers, "_spawn", staticmethod(fake_spawn))
+    with Workers(2) as workers:
+        died = rf"timing worker 1 of 2 .* died or sent an unreadable reply \({how}\)"
+        with pytest.raises(RuntimeError, match=died):
+            time_group(["full"], SHAPE, settings=TINY, workers=workers)
+        assert workers._procs[0].poll() is not None  # ended, not left running out of step
 
 
 def test_an_error_that_cannot_travel_is_sent_as_its_name_and_message():
-    from matmul.measure.grid import _sendable
+    from matmul.measure.workers import _sendable
 
     class Local(Exception):  # a class pickle cannot find by name
         pass

@@ -26,21 +26,15 @@ in a fresh process before and after the rounds.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import os
-import pickle
 import statistics
-import subprocess
-import sys
-import traceback
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..core.hardware import HostFacts
 from ..core.registry import Unavailable
 from ..core.workloads import MatmulShape
 from .candidates import Candidate, prepare
-from .interleave import DEFAULT_ROUNDS, MIN_ROUNDS, Rounds, RoundSettings, time_rounds
+from .interleave import DEFAULT_ROUNDS, Rounds, RoundSettings, time_rounds
 from .peak import PROBE, peak_probe
 from .references import numpy_alone
 from .stats import Ratio, best_time, noise_floor, ratio_of, ratio_of_medians
@@ -105,7 +99,8 @@ class GroupTiming:
     seconds: float = 0.0
     peak: CaseTiming | None = None  # the peak probe's samples (None: no probe was timed)
     probe_flops: float = 0.0  # the probe's flops per call
-    processes: int = 1  # how many processes timed the group (see Workers)
+    processes: int = 1  # how many processes timed the group (see matmul.measure.workers)
+    aa_process_spread: float | None = None  # ... and how far the A/A copy's ratio to its original moved there
 
     def probe(self, threads: int, facts: HostFacts | None = None) -> Candidate:
         """The FP32 peak probe as one more TVM candidate of this group's rounds (its flops noted here);
@@ -154,7 +149,7 @@ class GroupTiming:
                 "noise_floor_best": self.floor_best,
                 "inconclusive": not self.converged, "widest_half_width": self.widest,
                 "rounds": self.rounds, "seconds": self.seconds, "peak_gflops_in_rounds": self.peak_gflops,
-                "processes": self.processes, **self._widest_spread()}
+                "processes": self.processes, "aa_process_spread": self.aa_process_spread, **self._widest_spread()}
 
     def _widest_spread(self) -> dict:
         """The case whose ratio to the anchor moved most between the processes that timed the group."""
@@ -188,7 +183,8 @@ def _aa_source(prepared: dict[str, Candidate], aa: str | None) -> str | None:
 @dataclass
 class Measured:
     """What one process measured of a group, before the A/A pair and the probe are taken apart: plain data, so
-    a worker process (:class:`Workers`) can send it back and :func:`assemble` can pool several processes'."""
+    a worker process (:class:`~matmul.measure.workers.Workers`) can send it back and :func:`assemble` can pool
+    several processes'."""
 
     names: list[str]  # in timing order: the A/A copy and the probe included
     samples: list[list[float]]  # per name, one per-call time per round
@@ -206,13 +202,15 @@ class Measured:
 def measure_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
                   settings: RoundSettings = DEFAULT_ROUNDS, aa: str | None = "auto",
                   anchor: str | None = None, probe: bool = True, describe: bool = True,
-                  alone: bool = True) -> Measured:
+                  alone_before: bool = True, alone_after: bool = True, first_pair: int = 0) -> Measured:
     """Build, verify and time ``names`` on ``shape`` together in this process (see :func:`time_group`).
 
-    ``describe``: read each candidate's decisions and assembly; ``alone``: time NumPy alone in a fresh process
-    before and after the rounds, for its agreement figure. Where several processes time the group, only the
-    first does either (the others would read the same assembly, and a fresh NumPy process costs most of a
-    second)."""
+    ``describe``: read each candidate's decisions and assembly; ``alone_before`` / ``alone_after``: time NumPy
+    alone in a fresh process before / after the rounds, for its agreement figure; ``first_pair``: where the
+    rounds' rotation starts. Where several processes time the group (:mod:`~matmul.measure.workers`), the
+    first reads the assembly (the others would read the same) and times NumPy alone before its rounds, the
+    last after its own, so the two bracket every process's rounds as they bracket one's, and the rotation
+    runs on from one process to the next."""
     prepared: dict[str, Candidate] = {}
     errors: dict[str, BaseException] = {}
     for name in names:
@@ -239,18 +237,18 @@ def measure_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
     anchor = anchor if anchor in prepared else aa_of or next(iter(prepared))
     at = names_in.index(anchor) if len(order) > 1 else None
 
-    alone_s = [_alone(prepared, shape, layout)] if alone else []
+    alone = [_alone(prepared, shape, layout)] if alone_before else []
 
     def shadow(n: int, calls: int):
         return order[n].native_timer(calls) if order[n].kind == "tvm" and order[n].kernel is not None else None
 
-    rounds = time_rounds(order, anchor=at, settings=settings, shadows=shadow)
-    if alone:
-        alone_s.append(_alone(prepared, shape, layout))
+    rounds = time_rounds(order, anchor=at, settings=settings, shadows=shadow, first_pair=first_pair)
+    if alone_after:
+        alone.append(_alone(prepared, shape, layout))
     described = {c.name: c.describe() for c in order} if describe else {}
     return Measured(names_in, rounds.samples, rounds.calls, described, errors, aa_of, anchor, holder.probe_flops,
                     rounds.seconds, {names_in[n]: s for n, s in rounds.shadow.items()},
-                    [a for a in alone_s if a is not None])
+                    [a for a in alone if a is not None])
 
 
 def assemble(shape: MatmulShape, layout: str, parts: list[Measured],
@@ -300,15 +298,25 @@ def assemble(shape: MatmulShape, layout: str, parts: list[Measured],
             if n != anchor:
                 to_anchor = [b / a for b, a in zip(case.by_process, base)]
                 case.process_spread = max(to_anchor) / min(to_anchor)
+    if group.aa_of is not None:  # the copy's spread is the control: what the same code reads apart by chance
+        group.aa_process_spread = group.cases[group.aa_of + AA_SUFFIX].process_spread
     rounds = Rounds(list(pooled.values()), [group.cases[n].calls for n in names], None, ratios, converged,
                     sum(p.seconds for p in parts), settings)
     group.finish(rounds)
     return group
 
 
+class Sampler(Protocol):
+    """Somewhere else to time a group: :class:`~matmul.measure.workers.Workers` (worker processes)."""
+
+    def measure(self, spec: dict, settings: RoundSettings) -> list[Measured]:
+        """One :class:`Measured` per process for :func:`measure_group`'s arguments ``spec``."""
+        ...
+
+
 def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
                settings: RoundSettings = DEFAULT_ROUNDS, aa: str | None = "auto",
-               anchor: str | None = None, probe: bool = True, workers: Workers | None = None) -> GroupTiming:
+               anchor: str | None = None, probe: bool = True, workers: Sampler | None = None) -> GroupTiming:
     """Build, verify and time ``names`` on ``shape`` together, with an A/A copy of one TVM case and (``probe``)
     the FP32 peak probe.
 
@@ -321,7 +329,7 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
     still timed.
 
     ``workers``: time the group once in each of these worker processes instead of here, each with its share of
-    the rounds and the budget, and pool the samples (see :class:`Workers`).
+    the rounds and the budget, and pool the samples (see :class:`~matmul.measure.workers.Workers`).
     """
     spec = dict(names=names, shape=shape, layout=layout, aa=aa, anchor=anchor, probe=probe)
     if workers is None:
@@ -339,109 +347,5 @@ def _alone(prepared: dict[str, Candidate], shape: MatmulShape, layout: str) -> f
 
 
 
-class Workers:
-    """Worker processes that each time every group in turn, so that a group's samples come from several.
-
-    Some kernels run at a speed that belongs to the process: on `znver4-2c-simd16-t2` four copies of a
-    MetaSchedule kernel built in one process read within 1-3% of each other, and the same kernel read up to
-    1.25x apart from one process to the next (its speed over `rule_based`'s, which did not move), so a run of
-    one process draws one level and two runs disagree. pyperf spreads its samples over processes for this
-    reason; here each worker builds the group anew and times its share of the rounds and the budget, and
-    :func:`assemble` pools the samples, so the best time is the fastest of ``processes`` draws and each case
-    saves how far they lay apart (``process_spread``). A worker is started once and serves every group, one
-    worker at a time (the others sleep); only the first reads the cases' assembly for ``describe``.
-    """
-
-    def __init__(self, processes: int):
-        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 2:
-            raise ValueError(f"Workers need an integer number of processes >= 2, got {processes!r}")
-        self.processes = processes
-        self._procs: list[subprocess.Popen] = []
-
-    def __len__(self) -> int:
-        return self.processes
-
-    def __enter__(self) -> Workers:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def share(self, settings: RoundSettings) -> RoundSettings:
-        """One worker's part of ``settings``: its share of the minimum rounds (whole mirrored pairs, at least
-        two) and of the budget; the interval width stays, so each worker stops on its own once it is tight."""
-        pairs = max(MIN_ROUNDS // 2, math.ceil(settings.min_rounds / 2 / self.processes))
-        return dataclasses.replace(settings, min_rounds=2 * pairs, budget_s=settings.budget_s / self.processes,
-                                   max_rounds=max(2 * pairs, settings.max_rounds // (2 * self.processes) * 2))
-
-    def measure(self, spec: dict, settings: RoundSettings) -> list[Measured]:
-        """Each worker's :class:`Measured` of the group ``spec`` (:func:`measure_group`'s arguments)."""
-        while len(self._procs) < self.processes:
-            self._procs.append(subprocess.Popen([sys.executable, "-c", f"from {__name__} import _serve; _serve()"],
-                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE))
-        share = self.share(settings)
-        parts = []
-        for n, proc in enumerate(self._procs):
-            assert proc.stdin is not None and proc.stdout is not None
-            what = f"timing worker {n + 1} of {self.processes} ({spec['shape']}, {spec['layout']})"
-            try:
-                pickle.dump(dict(spec, settings=share, describe=n == 0, alone=n == 0), proc.stdin)
-                proc.stdin.flush()
-                status, payload = pickle.load(proc.stdout)
-            except (EOFError, BrokenPipeError, pickle.UnpicklingError) as err:
-                raise RuntimeError(f"{what} died (exit code {proc.poll()}): {err!r}") from None
-            if status != "ok":
-                raise RuntimeError(f"{what} failed: {payload}")
-            parts.append(payload)
-        return parts
-
-    def close(self) -> None:
-        """End the workers (they exit when their input closes; one that hangs is killed)."""
-        for proc in self._procs:
-            if proc.stdin is not None:
-                try:
-                    proc.stdin.close()
-                except OSError:  # a worker that died: nothing to flush to
-                    pass
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-        self._procs = []
-
-
-def _sendable(err: BaseException) -> BaseException:
-    """``err`` itself where it survives pickling, else a RuntimeError with its type and message."""
-    try:
-        pickle.loads(pickle.dumps(err))
-        return err
-    except Exception:  # noqa: BLE001 - any exception can fail to pickle
-        return RuntimeError(f"{type(err).__name__}: {err}")
-
-
-def _serve() -> None:
-    """A worker's loop: read :func:`measure_group`'s arguments, measure the group, send back ("ok", Measured) or
-    ("error", message), until the input closes. Stray prints go to stderr; the replies keep stdout's pipe."""
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    while True:
-        try:
-            job = pickle.load(sys.stdin.buffer)
-        except EOFError:
-            return
-        try:
-            got = measure_group(**job)
-            got.errors = {n: _sendable(e) for n, e in got.errors.items()}
-            reply: tuple = ("ok", got)
-        except Exception as err:  # noqa: BLE001 - sent back to the parent, which raises it with the worker named
-            reply = ("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
-        pickle.dump(reply, out)
-        out.flush()
-
-
-__all__ = ["AA_PREFERRED", "AA_SUFFIX", "CaseTiming", "GroupTiming", "Measured", "Workers", "assemble", "measure_group",
-           "time_group"]
+__all__ = ["AA_PREFERRED", "AA_SUFFIX", "CaseTiming", "GroupTiming", "Measured", "Sampler", "assemble",
+           "measure_group", "time_group"]

@@ -131,17 +131,18 @@ def _round(cands: Sequence[Candidate], calls: Sequence[int], samples: list[list[
            clock: Callable[[], float], settle: Callable[[], object],
            shadows: Mapping[int, Callable[[], float]] | None = None,
            shadow_samples: dict[int, list[float]] | None = None, fixed: bool = False,
-           switch_warm: Sequence[float] | None = None) -> str | None:
+           switch_warm: Sequence[float] | None = None, first_pair: int = 0) -> str | None:
     """One round: a block of every candidate, forward on even rounds and mirrored on odd ones.
 
     A candidate with a shadow sampler (another timer of the same kernel) is
     sampled by it right after its own block, in forward rounds (half the
     rounds: the check needs a median, not every round). ``fixed``: the fixed form,
     whose every block starts with a warm-up call. ``switch_warm``: per candidate, the
-    untimed seconds its block starts with after a pool switch (default :data:`WARM_S`).
+    untimed seconds its block starts with after a pool switch (default :data:`WARM_S`). ``first_pair``: the
+    rotation this stream of rounds starts at (see :func:`_rotated`).
     """
     forward = len(samples[0]) % 2 == 0
-    base = _rotated(cands, len(samples[0]) // 2)
+    base = _rotated(cands, first_pair + len(samples[0]) // 2)
     order = base if forward else base[::-1]
     for n in order:
         warm_s = 0.0
@@ -188,6 +189,7 @@ def time_rounds(
     clock: Callable[[], float] = time.perf_counter,
     settle: Callable[[], object] = wait_for_quiet,
     shadows: Callable[[int, int], Callable[[], float] | None] | None = None,
+    first_pair: int = 0,
 ) -> Rounds:
     """Sample every candidate once per round, in mirrored order, until the ratios to ``anchor`` are tight.
 
@@ -196,7 +198,9 @@ def time_rounds(
     and ``settle`` are for tests, which drive the timer with a synthetic clock.
     ``shadows(n, calls)`` may give, for candidate ``n`` and its calls per
     block, a second timer of the same kernel (per-call seconds), sampled
-    right after each of its blocks; the samples land in ``Rounds.shadow``.
+    right after each of its blocks; the samples land in ``Rounds.shadow``. ``first_pair``: the rotation of the
+    TVM cases' order to start at, so that streams of rounds pooled later (one per worker process) continue it
+    instead of each starting again at the first.
     """
     if not cands:
         raise ValueError("no candidates to time")
@@ -229,7 +233,7 @@ def time_rounds(
     while True:
         for _ in range(2):  # a mirrored pair of rounds
             last_pool = _round(cands, calls, samples, last_pool, clock, settle, shadow_timers, shadow,
-                               switch_warm=switch_warm)
+                               switch_warm=switch_warm, first_pair=first_pair)
         done = len(samples[0])
         spent = clock() - t0 >= settings.budget_s
         if done < settings.min_rounds and not (spent and done >= MIN_ROUNDS):
