@@ -455,9 +455,9 @@ def pytest_terminal_summary(terminalreporter, config):
         tr.write_line(f"  {s['shape']:<24} A/A {aa:>6}  floor {floor:>6}  +-{100 * s['widest_half_width']:.1f}% "
                       f"after {s['rounds']} rounds, {s['seconds']:.1f} s{peak}{spread}{flag}")
     if summary["processes"] > 1:
-        tr.write_line(f"each shape was timed in {summary['processes']} worker processes; a case's best time is the "
-                      "fastest of theirs, and 'apart over processes' names the case whose ratio to the anchor moved "
-                      "most between them")
+        tr.write_line(f"each shape was timed in {summary['processes']} worker processes; a case's best time comes "
+                      "from the fastest of theirs, and 'apart over processes' names the case whose ratio to the anchor "
+                      "moved most between them")
     if summary["inconclusive"]:
         tr.write_line(f"{summary['inconclusive']} of {summary['groups']} shapes are inconclusive: their intervals "
                       f"stayed wider than +-{100 * summary['ci_width']:.0f}% within --group-budget")
