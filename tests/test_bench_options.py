@@ -211,7 +211,10 @@ def test_ml_guided_fallback_is_saved_in_extra_info(tmp_path):
     assert info["gflops"] > 0
     # the roofline: which limit bounds the case, measured at its own working set, and how close it came
     assert info["limit"] in ("compute", "memory") and info["bandwidth_gbs"] > 0 and info["limit_pct"] > 0
-    assert info["bandwidth_bytes"] >= 0.9 * info["bytes_moved"] and info["limit_gflops"] <= info["peak_gflops"]
+    # the compute ceiling is the peak probe timed in the case's own rounds, not the run's once-measured peak (which
+    # read 118 GFLOP/s against the rounds' 232 in one CI run, a neighbour having taken a core for that second)
+    assert info["bandwidth_bytes"] >= 0.9 * info["bytes_moved"]
+    assert info["limit_gflops"] <= info["peak_gflops_in_rounds"]
     # what its hot loop does, read from the kernel's assembly
     loop = info["hot_loop"]
     assert loop["fmas"] > 0 and loop["lanes"] == host_facts().simd_lanes_fp32 and loop["stack_loads"] == 0
