@@ -19,6 +19,8 @@ from matmul import (
 )
 from matmul.core.runner import compile_module
 
+from .profiles import PROFILES
+
 SHAPE = MatmulShape(37, 67, 45)  # no split factor divides any extent
 
 
@@ -73,8 +75,29 @@ def test_split_reorder_vectorize_keeps_the_result():
 
 @pytest.mark.parametrize("variant", variant_names(legal_only=True, standalone=True))
 def test_variant_trace_round_trips(variant):
+    """Through JSON always; through the Python text too, except where R3's in-place tail gives a block's regions
+    back after its loop partition (``AnnotateBufferAccess``, on hosts whose lanes make SHAPE's N a tail): 0.27
+    prints that step as a lambda of one range per buffer axis, and its own wrapper wants one per iter var, so
+    the text cannot replay (checked, so the exemption ends when TVM mends it)."""
     sch = schedule(variant, SHAPE)
-    verify_trace_roundtrip(sch, matmul_module(SHAPE))
+    mod = matmul_module(SHAPE)
+    if "AnnotateBufferAccess" not in {inst.kind.name for inst in sch.trace.insts}:
+        verify_trace_roundtrip(sch, mod)
+        return
+    verify_trace_roundtrip(sch, mod, text_format="json")
+    with pytest.raises(ValueError, match="must match number of new_ranges_spec"):
+        verify_trace_roundtrip(sch, mod, text_format="python")
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_the_in_place_tail_round_trips_through_json_on_every_profile(name):
+    """SHAPE takes the in-place tail only where its N = 45 is one; this shape's N is 3 columns past whole
+    vectors of 4, 8 and 16 lanes and large enough for every profile's rules to keep the tail in place, so
+    the step the exemption above is for is checked whatever the host."""
+    shape = MatmulShape(64, 256, 195)
+    sch = schedule("rule_based", shape, facts=PROFILES[name])
+    assert "AnnotateBufferAccess" in {inst.kind.name for inst in sch.trace.insts}
+    verify_trace_roundtrip(sch, matmul_module(shape), text_format="json")
 
 
 @pytest.mark.parametrize("variant", variant_names(legal_only=True, standalone=True))
