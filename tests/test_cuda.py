@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import re
+import sys
 
 import numpy as np
 import pytest
+import tvm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tvm.script import ir as I
+from tvm.script import tirx as T
 
 from matmul.core import gpu
 from matmul.core.gpu import ARCHS, GpuToolError, build_cuda, compile_ptx, gpu_present, nominal_spec, ptxas_figures
@@ -31,7 +36,7 @@ from matmul.core.registry import (
 from matmul.core.runner import build_gpu
 from matmul.core.verify import verify
 from matmul.core.workloads import MatmulShape, kernel_shape
-from matmul.schedules.cuda import tiled
+from matmul.schedules.cuda import dlight, tiled
 from matmul.schedules.metaschedule import gpu as ms_gpu
 
 GPU_VARIANTS = ("dlight_gpu", "gpu_tiled")
@@ -301,3 +306,52 @@ def test_gpu_databases_never_count_as_cpu_profiles(tmp_path):
     (shard.parent / LEDGER_FILE).write_text("{}")
     assert shard.parent.relative_to(tmp_path).as_posix() == "cuda/sm_80-108sm"
     assert profiles(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- the tensor intrinsics' import
+def test_the_shallow_stack_gives_inspects_frames_with_the_class_frames_line_only():
+    def probe(depth):
+        if depth:
+            return probe(depth - 1)
+        deep = inspect.stack()
+        with dlight._shallow_stack():
+            shallow = inspect.stack()
+        return deep, shallow
+
+    deep, shallow = probe(4)
+    assert inspect.stack.__module__ == "inspect"  # put back
+    assert len(shallow) == len(deep) > dlight.CLASS_FRAME
+    assert [(f.filename, f.function) for f in shallow] == [(f.filename, f.function) for f in deep]
+    assert [(f.frame, f.lineno) for f in shallow[1:]] == [(f.frame, f.lineno) for f in deep[1:]]
+    assert [f.code_context for f in shallow] == [
+        f.code_context if n == dlight.CLASS_FRAME else None for n, f in enumerate(deep)]
+    assert shallow[dlight.CLASS_FRAME].code_context  # the line is there to read
+    with pytest.raises(RuntimeError, match="inside"), dlight._shallow_stack():
+        raise RuntimeError("inside")
+    assert inspect.stack.__module__ == "inspect"  # put back after an error too
+
+
+def test_tvmscript_still_tells_a_class_body_under_the_shallow_stack():
+    """``@I.ir_module`` classes hold their functions by the line frame 2 reads; built with and without the
+    shallow stack, the module is the same."""
+    def build():
+        @I.ir_module
+        class Mod:
+            @T.prim_func
+            def main(a: T.Buffer((4,), "float32"), b: T.Buffer((4,), "float32")):
+                for i in range(4):
+                    b[i] = a[i] * T.float32(2)
+        return Mod
+
+    with dlight._shallow_stack():
+        shallow = build()
+    tvm.ir.assert_structural_equal(shallow, build())
+
+
+def test_the_intrinsics_import_registers_the_wmma_intrinsics_dlight_uses():
+    dlight._intrinsics_imported()
+    assert "tvm.s_tir.tensor_intrin" in sys.modules
+    from tvm.s_tir import TensorIntrin
+
+    assert TensorIntrin.get("wmma_sync_16x16x16_f16f16f32") is not None
+    dlight._intrinsics_imported()  # a second call is a no-op
