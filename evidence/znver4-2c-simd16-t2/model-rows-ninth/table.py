@@ -22,7 +22,7 @@ for run in runs:
                 la = lat[(run, r["kernel"], M)]
                 below.append(f"{run} {r['kernel']} M={M}: {x:.3f} (A/A floor {float(la['noise_floor']):.3f}, "
                              f"inconclusive {la['inconclusive']}, {la['limit']} limit {float(la['pct_limit']):.0f}%)")
-    model = re.sub(r"^\d+_mr\d+-", "", run)  # 0004_mr9-albert-xxlarge: albert-xxlarge
+    model = re.sub(r"^\d+_[^-]+-", "", run)  # 0004_mr9-albert-xxlarge, 0005_z3rows16-llama2-7b: the model
     print(f"| {model} | " + " | ".join(cells) + " |")
 at_least = sum(1 for r in sp if float(r["speedup_vs_numpy_paired"]) >= 1.0)
 print(f"\n{at_least} of {len(sp)} shapes at or above 1.0x NumPy")
