@@ -5,7 +5,8 @@ exceeds 64, and otherwise tiles on CUDA cores; for float32 it tiles through shar
 rule schedules its own copy of the function and the variant returns that schedule (the registry's contract
 allows it); its trace holds every step, as any other variant's does.
 
-The first float16 application imports TVM's CUDA tensor intrinsics (once per process): about 500 TVMScript
+The first application imports TVM's CUDA tensor intrinsics, which the float16 rule needs (once per process;
+before, the rule imported them itself on its first float16 use): about 500 TVMScript
 functions, each of whose decorators calls ``inspect.stack()``, which reads the source line of every frame and
 looks up each frame's module in all of ``sys.modules``. Under pytest, with PyTorch and pandas loaded, that took
 117 s on a 2-core Zen 3; :func:`_intrinsics_imported` does the import with source lines read only for the
