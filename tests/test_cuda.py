@@ -24,6 +24,7 @@ from tvm.script import tirx as T
 
 from matmul.core import gpu
 from matmul.core.gpu import ARCHS, GpuToolError, build_cuda, compile_ptx, gpu_present, nominal_spec, ptxas_figures
+from matmul.core.intrinsics import CLASS_FRAME, import_table, shallow_stack
 from matmul.core.kernel import GPU_DTYPES, LAYOUTS, matmul_module
 from matmul.core.registry import (
     ScheduleContext,
@@ -314,19 +315,19 @@ def test_the_shallow_stack_gives_inspects_frames_with_the_class_frames_line_only
         if depth:
             return probe(depth - 1)
         deep = inspect.stack()
-        with dlight._shallow_stack():
+        with shallow_stack():
             shallow = inspect.stack()
         return deep, shallow
 
     deep, shallow = probe(4)
     assert inspect.stack.__module__ == "inspect"  # put back
-    assert len(shallow) == len(deep) > dlight.CLASS_FRAME
+    assert len(shallow) == len(deep) > CLASS_FRAME
     assert [(f.filename, f.function) for f in shallow] == [(f.filename, f.function) for f in deep]
     assert [(f.frame, f.lineno) for f in shallow[1:]] == [(f.frame, f.lineno) for f in deep[1:]]
     assert [f.code_context for f in shallow] == [
-        f.code_context if n == dlight.CLASS_FRAME else None for n, f in enumerate(deep)]
-    assert shallow[dlight.CLASS_FRAME].code_context  # the line is there to read
-    with pytest.raises(RuntimeError, match="inside"), dlight._shallow_stack():
+        f.code_context if n == CLASS_FRAME else None for n, f in enumerate(deep)]
+    assert shallow[CLASS_FRAME].code_context  # the line is there to read
+    with pytest.raises(RuntimeError, match="inside"), shallow_stack():
         raise RuntimeError("inside")
     assert inspect.stack.__module__ == "inspect"  # put back after an error too
 
@@ -343,15 +344,15 @@ def test_tvmscript_still_tells_a_class_body_under_the_shallow_stack():
                     b[i] = a[i] * T.float32(2)
         return Mod
 
-    with dlight._shallow_stack():
+    with shallow_stack():
         shallow = build()
     tvm.ir.assert_structural_equal(shallow, build())
 
 
-def test_the_intrinsics_import_registers_the_wmma_intrinsics_dlight_uses():
-    dlight._intrinsics_imported()
-    assert "tvm.s_tir.tensor_intrin" in sys.modules
+def test_the_table_dlight_uses_is_imported_and_registers_the_wmma_intrinsics():
+    import_table(dlight.CUDA_TABLE)
+    assert dlight.CUDA_TABLE in sys.modules
     from tvm.s_tir import TensorIntrin
 
     assert TensorIntrin.get("wmma_sync_16x16x16_f16f16f32") is not None
-    dlight._intrinsics_imported()  # a second call is a no-op
+    assert import_table(dlight.CUDA_TABLE) is sys.modules[dlight.CUDA_TABLE]  # once imported, as it is

@@ -25,6 +25,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from ...core.hardware import HostFacts, configure_runtime_threads, host_facts
+from ...core.intrinsics import import_table
 from ...core.kernel import matmul_module
 from ...core.store import (
     atomic_copy,
@@ -107,7 +108,6 @@ def _register_cpu_intrinsics(facts: HostFacts) -> None:
     is registered empty and that submodule imported; any other submodule can
     still be imported by name later.
     """
-    import importlib
     import sys
     import types
 
@@ -121,7 +121,7 @@ def _register_cpu_intrinsics(facts: HostFacts) -> None:
     pkg.__package__ = name
     sys.modules[name] = pkg
     for sub in _CPU_INTRINSICS.get(facts.arch, ()):
-        setattr(pkg, sub, importlib.import_module(f"{name}.{sub}"))
+        setattr(pkg, sub, import_table(f"{name}.{sub}"))
 
 
 def _unnamed_log_handlers_off() -> None:
