@@ -255,7 +255,7 @@ def test_candidate_build_skips_the_tensor_intrinsic_tables():
         "import sys\n"
         "from matmul import MatmulShape, host_facts\n"
         "from matmul.core.kernel import matmul_module\n"
-        "from matmul.schedules.metaschedule.tune import build_candidate\n"
+        "from matmul.schedules.metaschedule.workers import build_candidate\n"
         "m = build_candidate(matmul_module(MatmulShape(4, 8, 4), 'float32', 'NN'), host_facts().target())\n"
         "assert hasattr(m, 'export_library'), type(m)\n"
         "assert 'tvm.s_tir.tensor_intrin' not in sys.modules\n"

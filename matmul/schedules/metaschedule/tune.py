@@ -53,28 +53,9 @@ from .database import (
 )
 from .lock import profile_lock
 from .resume import SkipMeasured, measured_hashes, salvage_staging_file, staged_trials, trials_done
+from .workers import shared_builder, shared_runner
 
 log = logging.getLogger(__name__)
-
-
-def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params=None) -> tvm.runtime.Module:
-    """MetaSchedule's default CPU build, without importing ``tvm.s_tir.tensor_intrin``.
-
-    The default build imports every tensor-intrinsic table (CUDA, ROCm,
-    Hexagon, ARM) in each new builder worker: 24 s on the 2-core machine, 35 s
-    with PyTorch installed, beyond the default 30 s timeout, so every
-    candidate failed to build. Plain fp32 matmul on a CPU tensorizes nothing.
-    """
-    from tvm.driver import build as tvm_build
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
-    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
-
-
-#: Seconds a builder worker may take per candidate. The first candidate of a
-#: fresh worker pays the worker's imports (TVM, and PyTorch when installed,
-#: which tvm_ffi imports eagerly).
-BUILD_TIMEOUT_S = 90
 
 
 @dataclass(frozen=True)
@@ -236,8 +217,8 @@ def tune_module(mod: tvm.IRModule, work_dir: str | Path, *, trials: int, facts: 
             work_dir=str(work_dir),
             max_trials_global=trials,
             num_trials_per_iter=min(trials, search.per_iter),
-            builder=ms.builder.LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S),
-            runner=search.rpc.runner() if search.rpc else "local",
+            builder=shared_builder(),
+            runner=search.rpc.runner() if search.rpc else shared_runner(),
             measure_callbacks=callbacks,
             strategy=strategy,
             seed=search.seed,
@@ -426,6 +407,6 @@ def tune_workloads(
 
 
 __all__ = [
-    "BUILD_TIMEOUT_S", "Progress", "RPCSettings", "SearchSettings", "TuneOutcome", "build_candidate", "tune",
+    "Progress", "RPCSettings", "SearchSettings", "TuneOutcome", "tune",
     "tune_module", "tune_workload", "tune_workloads",
 ]
