@@ -236,6 +236,7 @@ def test_the_default_run_holds_the_end_to_end_grid_and_bad_e2e_options_are_usage
         assert proc.returncode == 4 and phrase in proc.stdout + proc.stderr, (args, proc.stdout + proc.stderr)
 
 
+@pytest.mark.perf
 def test_an_end_to_end_case_checks_its_layer_before_timing(tmp_path):
     out = tmp_path / "run.json"
     proc = subprocess.run(

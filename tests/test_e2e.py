@@ -268,6 +268,7 @@ def test_the_profile_reads_percent_of_peak_against_the_probe_timed_between_its_p
             assert r.pct_peak == pytest.approx(100 * r.gflops / prof.peak_gflops)
 
 
+@pytest.mark.perf
 def test_the_probe_between_passes_reads_the_median_call_as_gflops():
     between, samples = peak_between_passes((lambda: time.sleep(0.001), 1e6), calls=10)
     between()

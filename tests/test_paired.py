@@ -87,6 +87,7 @@ def test_each_speedup_comes_with_its_interval_and_significance():
     assert table.loc[1, "ci_lo"] <= 1.0 <= table.loc[1, "ci_hi"] and not bool(table.loc[1, "significant"])
 
 
+@pytest.mark.perf
 def test_before_after_times_a_change_beside_its_a_a_pair_and_writes_the_rows(tmp_path):
     """The before/after form the evidence scripts use: a slow old build, the new one, and its second build."""
     import csv
