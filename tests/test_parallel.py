@@ -31,7 +31,8 @@ def _module(names: list[str], perf: str | None = None) -> str:
     tests = [f"def test_{n}():\n    _span({n!r})\n" for n in names]
     if perf:
         tests.append(f"@pytest.mark.perf\ndef test_{perf}():\n    _span({perf!r})\n")
-    tests.append("def test_env_of_a_child_run():\n    assert not [n for n in os.environ if n.startswith('PYTEST_XDIST_')]\n")
+    tests.append("def test_env_of_a_child_run():\n"
+                 "    assert not [n for n in os.environ if n.startswith('PYTEST_XDIST_')]\n")
     return _TEST.format(tests="\n".join(tests))
 
 
