@@ -23,6 +23,9 @@ from matmul.measure.grid import AA_SUFFIX, CaseTiming, GroupTiming, time_group
 from matmul.measure.interleave import Rounds, RoundSettings
 from matmul.measure.peak import PROBE
 
+#: Timed groups whose printed summaries and spreads depend on a quiet machine: each runs alone under -n.
+pytestmark = pytest.mark.perf
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = RoundSettings(min_rounds=4, budget_s=1.0)
 

@@ -24,6 +24,9 @@ from matmul.measure.peak import PROBE
 from matmul.measure.stats import best_time
 from matmul.measure.workers import Workers
 
+#: Timed groups whose printed summaries and spreads depend on a quiet machine: each runs alone under -n.
+pytestmark = pytest.mark.perf
+
 SHAPE = MatmulShape(8, 32, 32)
 TINY = RoundSettings(min_rounds=4, budget_s=1.0)
 
