@@ -22,4 +22,3 @@ def tuned_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("ms_root")
     tune_workload(TUNED_SHAPE, trials=6, root=root, search=SearchSettings(per_iter=6, population=16, seed=1))
     return root
-
