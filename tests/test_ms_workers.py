@@ -15,6 +15,7 @@ from tvm.script import tirx as T
 from matmul.core.hardware import host_facts
 from matmul.core.kernel import matmul_module
 from matmul.core.workloads import MatmulShape
+from matmul.schedules.metaschedule.tune import tune_module
 from matmul.schedules.metaschedule.workers import PooledBuilder, shared_builder, shared_runner
 
 pytestmark = pytest.mark.metaschedule
@@ -67,6 +68,11 @@ def test_bound_parameters_are_refused_by_name():
         PooledBuilder(max_workers=1).build([with_params])
 
 
-def test_every_run_of_the_process_gets_the_same_builder_and_runner():
+def test_every_run_of_the_process_gets_the_same_builder_and_runner(tmp_path, monkeypatch):
     assert shared_builder() is shared_builder() and shared_runner() is shared_runner()
     assert isinstance(shared_runner(), ms.runner.LocalRunner)
+    handed = []
+    monkeypatch.setattr(ms, "tune_tir", lambda *a, **kw: handed.append((kw["builder"], kw["runner"])))
+    for n in (1, 2):
+        tune_module(matmul_module(MatmulShape(4, 8, 4), "float32", "NN"), tmp_path / f"db{n}", trials=1)
+    assert handed == [(shared_builder(), shared_runner())] * 2

@@ -13,6 +13,8 @@ restarts its pools for.
 
 from __future__ import annotations
 
+import functools
+
 import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
@@ -74,21 +76,16 @@ class PooledBuilder(PyBuilder):
         return results
 
 
-_SHARED: dict[str, object] = {}
-
-
+@functools.cache
 def shared_builder() -> PooledBuilder:
     """The process's builder: its workers are started once and kept."""
-    if "builder" not in _SHARED:
-        _SHARED["builder"] = PooledBuilder()
-    return _SHARED["builder"]
+    return PooledBuilder()
 
 
+@functools.cache
 def shared_runner() -> ms.runner.LocalRunner:
     """The process's local runner, whose measuring worker is started once and kept."""
-    if "runner" not in _SHARED:
-        _SHARED["runner"] = ms.runner.LocalRunner()
-    return _SHARED["runner"]
+    return ms.runner.LocalRunner()
 
 
 __all__ = ["BUILDS_PER_WORKER", "BUILD_TIMEOUT_S", "PooledBuilder", "build_and_export", "build_candidate",
