@@ -79,13 +79,13 @@ def test_saved_runs_group_by_kernel_and_m(tmp_path):
         [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
          "--m-values", "5", "--variants", "full", f"--benchmark-storage={storage}", "--benchmark-save=t",
          "--benchmark-min-rounds=1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     cmp = subprocess.run(
         [str(Path(sys.executable).with_name("pytest-benchmark")), "--storage", storage, "compare",
          "--group-by=param:kernel,param:M", "--columns=median"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     assert "benchmark 'kernel=qkv M=5'" in cmp.stdout
@@ -100,7 +100,7 @@ def test_runs_are_stored_per_cpu_profile(tmp_path):
         [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
          "--m-values", "3", "--variants", "full,numpy", f"--benchmark-storage=file://{tmp_path}",
          "--benchmark-save=p", "--rounds=3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
         env={k: v for k, v in os.environ.items() if k not in SPIN_DEFAULTS},  # as in a fresh shell
     )
     assert run.returncode == 0, run.stdout + run.stderr
@@ -199,7 +199,7 @@ def test_ml_guided_fallback_is_saved_in_extra_info(tmp_path):
         [sys.executable, "-m", "pytest", "bench/", "--e2e-models", "none", "-q", "-p", "no:cacheprovider", "--group-budget", "2", "--kernels", "qkv",
          "--m-values", "8", "--variants", "ml_guided", f"--benchmark-storage=file://{tmp_path / 'runs'}",
          "--benchmark-save=ml", "--rounds=3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
         env={**os.environ, "MATMUL_MODEL_ROOT": str(tmp_path / "no-models")},
     )
     assert run.returncode == 0, run.stdout + run.stderr

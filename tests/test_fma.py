@@ -12,6 +12,7 @@ from matmul.core.hardware import facts_for
 from .profiles import HOST, RUNNABLE
 
 
+@pytest.mark.perf  # two FMA rates read against each other and against the session's first reading
 @pytest.mark.parametrize("target", RUNNABLE)
 def test_the_facts_hold_the_measured_rate_of_every_target_this_host_runs(target):
     facts = RUNNABLE[target]

@@ -100,9 +100,8 @@ def test_a_shape_without_record_names_the_command(tuned_root, monkeypatch):
 @pytest.mark.metaschedule
 def test_workload_with_the_trials_already_is_not_tuned_again(tuned_root):
     before = (profile_dir(host_facts(), tuned_root) / workload_key(SHAPE) / RECORD_FILE).read_bytes()
-    t0 = time.monotonic()
     out = tune_workload(SHAPE, trials=6, root=tuned_root, search=FAST)
-    assert out.skipped and out.trials_now == 6 and time.monotonic() - t0 < 5
+    assert out.skipped and out.trials_now == 6  # and the record below is untouched: nothing was tuned
     assert (profile_dir(host_facts(), tuned_root) / workload_key(SHAPE) / RECORD_FILE).read_bytes() == before
 
 
@@ -170,10 +169,10 @@ def test_resume_after_sigkill_loses_no_record(tmp_path):
     proc = subprocess.Popen(_tune_cmd(tmp_path, 9), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 400
+        deadline = time.monotonic() + 900  # imports, workers, one batch: tens of seconds, slower under load
         while len(_lines(staged)) < 3:
             assert proc.poll() is None, f"tuning ended before it could be killed:\n{proc.stdout.read()}"
-            assert time.monotonic() < deadline, "no batch saved within 400 s"
+            assert time.monotonic() < deadline, "no batch saved within 900 s"
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -183,7 +182,7 @@ def test_resume_after_sigkill_loses_no_record(tmp_path):
     # A kill can also cut a record in half mid-write: the resumed run keeps the complete lines.
     with staged.open("a") as fh:
         fh.write('[0, [{"insts": [')
-    again = subprocess.run(_tune_cmd(tmp_path, 9), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(_tune_cmd(tmp_path, 9), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"({len(survived)} measured before)" in again.stderr
     final = _lines(pdir / workload_key(SHAPE) / RECORD_FILE)

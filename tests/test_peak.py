@@ -24,6 +24,7 @@ def test_measured_peak_is_positive_and_says_how():
     assert f"{f.runtime_threads} threads" in peak.detail and f"{f.simd_lanes_fp32} lanes" in peak.detail
 
 
+@pytest.mark.perf  # a rate against a bound: the probe's two threads stall under the other worker's load
 def test_peak_loop_beats_a_scalar_estimate_side_by_side():
     # Same run: the vector FMA loop must exceed what one scalar FMA per cycle
     # per thread could give at the computed clock.
