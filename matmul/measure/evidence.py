@@ -29,7 +29,7 @@ from ..core.store import atomic_write, provenance
 from ..core.tables import ALL, to_markdown
 from ..core.workloads import M_SWEEP, Workload, bert_shapes, workloads
 from ..schedules.rules import Plan, RuleConfig, RuleError, decide, parse_overrides
-from ..schedules.rules.config import UNROLL_STEP
+from ..schedules.rules.constants import UNROLL_STEP
 from .paired import paired, paired_table
 
 #: Default output folder (relative to the working directory).

@@ -30,6 +30,17 @@ from ...core.registry import (
 )
 from .apply import apply_config, pack_panels, prepacks
 from .config import (
+    RULES,
+    Decision,
+    Plan,
+    RuleConfig,
+    RuleError,
+    prefetch_blocker,
+    rule_knobs,
+    vector_lanes,
+    vector_registers,
+)
+from .constants import (
     FMA_CHAINS,
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
@@ -46,18 +57,9 @@ from .config import (
     PAGE_BYTES,
     PREFETCH_MIN_L3_SHARE,
     PREFETCH_MIN_TILES,
-    RULES,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
     UNPADDED_MIN_ACC,
-    Decision,
-    Plan,
-    RuleConfig,
-    RuleError,
-    prefetch_blocker,
-    rule_knobs,
-    vector_lanes,
-    vector_registers,
 )
 from .decide import block_set_load, check_overrides, decide, set_pressure
 

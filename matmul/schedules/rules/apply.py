@@ -14,7 +14,8 @@ from tvm.tirx.function import IndexMap
 
 from ...core.kernel import BLOCK
 from ...core.workloads import MatmulShape
-from .config import LINE_BYTES, RuleConfig, RuleError, itemsize, prefetch_blocker
+from .config import RuleConfig, RuleError, itemsize, prefetch_blocker
+from .constants import LINE_BYTES
 
 
 def prepacks(config: RuleConfig, shape: MatmulShape, batched: bool = False) -> bool:

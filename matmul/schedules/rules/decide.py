@@ -20,6 +20,20 @@ from ...core.kernel import check_dtype, check_layout
 from ...core.workloads import MatmulShape
 from .apply import prepacks
 from .config import (
+    Decision,
+    Plan,
+    RuleConfig,
+    RuleError,
+    itemsize,
+    l1_bytes,
+    l2_bytes,
+    prefetch_blocker,
+    round_up,
+    rule_knobs,
+    vector_lanes,
+    vector_registers,
+)
+from .constants import (
     FMA_CHAINS,
     GEMV_MAX_ROWS,
     GEMV_STREAMS,
@@ -41,18 +55,6 @@ from .config import (
     UNPACKED_MAX_ROWS,
     UNPADDED_MIN_ACC,
     UNROLL_STEP,
-    Decision,
-    Plan,
-    RuleConfig,
-    RuleError,
-    itemsize,
-    l1_bytes,
-    l2_bytes,
-    prefetch_blocker,
-    round_up,
-    rule_knobs,
-    vector_lanes,
-    vector_registers,
 )
 
 
