@@ -59,7 +59,7 @@ RULES: dict[str, str] = {
     "R5": "pack B into j-pack-wide panels per (task, TK) block when at least two row blocks reuse them and "
           "either more than 16 rows do or B's rows lie whole pages apart (or the layout is NT): contiguous, no "
           "cache-set aliasing; where the widest FMAs issue at half rate (measured), up to 192 rows read B in "
-          "place; NT transposes by square tiles, each row "
+          "place, and so do R12's streamed few rows; NT transposes by square tiles, each row "
           "of a tile one vector load along K. A constant B (a model's weight) is packed into the same panels "
           "once, when loaded, and read so on every call",
     "R6": "TN: up to 4 j-packs, so a task's packed B block stays within L2 alongside its C tile; where B is "
@@ -80,7 +80,9 @@ RULES: dict[str, str] = {
            "N / threads columns (TN) and reads 8 rows of B side by side (TK), one sequential stream each; where "
            "a thread's share of B fits L2 as one slab but its column ranges, which load the cache sets unevenly, "
            "would not, each thread takes whole rows of B instead (K split, KPARTS = threads); where B exceeds half "
-           "of L3 (it streams from memory), one vector across j (JPACK) instead of R2's several",
+           "of L3 (it streams from memory), one vector across j (JPACK) instead of R2's several. Past the GEMV, up "
+           "to 8 rows whose register tile leaves two or more row blocks, where B exceeds half of L3: the same "
+           "streaming (TK 8, a column range per thread, B read in place), every row block in each task",
     "R13": "split K between the threads (each a contiguous part of K into its own partial C, then a vectorised "
            "parallel sum) when the output has fewer tasks than threads (narrow N, M too small to split) and "
            "each part keeps at least 2048 k iterations",

@@ -66,6 +66,15 @@ GEMV_MAX_ROWS = 4
 #: stream each for the hardware prefetcher, 8 of the 16-32 streams x86 cores
 #: track. 8 beat 4 and 32 by 7-9% on a DRAM-bound GEMV.
 GEMV_STREAMS = 8
+#: R12 beyond the GEMV: a matmul of more than :data:`GEMV_MAX_ROWS` and at most this many rows, whose B exceeds
+#: :data:`NARROW_MAX_L3_SHARE` of L3 and whose register tile leaves two or more row blocks, streams B as the GEMV
+#: does: TK = :data:`GEMV_STREAMS`, one column range per thread, B in place, all rows in each task (the row blocks
+#: reuse each block of TK rows from L1), where R5 packed B in tasks of 512 B of each row, every row a new page. On
+#: Zen 3 (AVX2's 2 x 4 tile: four row blocks at M = 7), on the 7 model rows at M = 7 whose weights (25-256 MiB)
+#: exceed 16 MiB, against the old config side by side: 1.10-1.69x, geomean 1.35x, every interval above 1 (A/A
+#: 0.93-1.12x); NumPy 1.25-1.92x where LLaMA-2-7B's MLP reduce had read 0.91x. At M = 16 the same streaming read
+#: 0.73-1.37x and at 32 0.46-0.84x: not there (evidence/znver3-2c-simd8-t2/eighteenth/r12-streamed/).
+STREAM_MAX_ROWS = 8
 #: R13: the fewest k iterations a part of a split K loop must keep. A split
 #: costs a second parallel region and a pass over the partial sums, a few
 #: microseconds on 2 cores: at M = 1 and 4, N = 16 and 64, K = 768-6144 on the
@@ -86,8 +95,9 @@ UNPACKED_MAX_ROWS = 16
 HALF_RATE_UNPACKED_MAX_ROWS = 192
 #: R4 where the FMAs issue at half rate and B is a constant packed once (a model's weight), or from
 #: :data:`HALF_RATE_L2_TK_MIN_ROWS` rows: the TK x j-pack panel within this share of L2 instead of 3/4 of L1
-#: (TK 384-512 where L1 gives 64-128). On Zen 4, NT with weights packed once, TK = 384 read 1.02-1.07x the L1-sized TK on 8 BERT shapes at M = 32-384 and 512-1024 the same
-#: again where they divide K (evidence/znver4-2c-simd16-t2/prepacked-tk/).
+#: (TK 384-512 where L1 gives 64-128). On Zen 4, NT with weights packed once, TK = 384 read 1.02-1.07x the
+#: L1-sized TK on 8 BERT shapes at M = 32-384 and 512-1024 the same again where they divide K
+#: (evidence/znver4-2c-simd16-t2/prepacked-tk/).
 L2_PANEL_SHARE = Fraction(1, 8)
 #: R4 where the FMAs issue at half rate: from this many rows of A (one matrix, not a batch of slices), TK comes
 #: from :data:`L2_PANEL_SHARE` of L2 too, B packed per call or read in place. On Zen 4, TK = 320-512 against
