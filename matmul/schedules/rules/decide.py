@@ -254,6 +254,7 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
                 and not in_l3 and row_blocks >= 2)
     why_streamed = (f"{shape.M} rows, B's {b_bytes / 2**20:.0f} MiB exceed {NARROW_MAX_L3_SHARE} of L3 (it streams "
                     f"from memory)")
+    streams, why_streams = gemv or streamed, "GEMV" if gemv else why_streamed  # R12 sets TK, TN and TM
 
     if tk_from_l2:
         cache, share = "L2", f"{L2_PANEL_SHARE} L2"
@@ -263,9 +264,9 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
         cache, share = "L1", "3/4 L1"
         tk_budget = max(lanes, l1_bytes(facts) * L1_SHARE_NUM // L1_SHARE_DEN // (jpack * size))
     tk_budget = 1 << (tk_budget.bit_length() - 1)  # power of two
-    if gemv or streamed:
+    if streams:
         tk0 = min(shape.K, GEMV_STREAMS)
-        why_tk = f"{'GEMV' if gemv else why_streamed}: {tk0} rows of B streamed side by side, each a sequential stream"
+        why_tk = f"{why_streams}: {tk0} rows of B streamed side by side, each a sequential stream"
     elif shape.K <= tk_budget:
         tk0, why_tk = shape.K, f"all of K fits the {cache} budget of {tk_budget}"
     else:
@@ -277,7 +278,7 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
             why_tk = f"largest divisor of K with {tk0} x {jpack} x {size} B <= {share}"
     if tk_from_l2:
         why_tk += f": {tk_from_l2} and this core's FMAs issue at half rate, so its panel streams from L2"
-    tk = note("tk", tk0, "R12" if gemv or streamed else "R4", why_tk)
+    tk = note("tk", tk0, "R12" if streams else "R4", why_tk)
     if layout == "NT":
         pack0, why_pack = True, "NT: B transposed into contiguous panels while packing"
     elif gemv:
@@ -308,11 +309,11 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     threads = max(1, facts.runtime_threads)
     want = TASKS_PER_THREAD * threads
     split_k = None  # R12: the GEMV's threads take whole rows of B (K split) instead of column ranges
-    if gemv or streamed:  # one contiguous column range per thread, its C tile within half of L2
+    if streams:  # one contiguous column range per thread, its C tile within half of L2
         tn0 = _largest_dividing_multiple(np_, jpack, max(jpack, np_ // threads))
         while mp * tn0 * size > l2 // 2 and tn0 > jpack:
             tn0 = _largest_dividing_multiple(np_, jpack, tn0 - jpack)
-        why_tn = f"{'GEMV' if gemv else why_streamed}: {np_ // tn0} column range(s) of {tn0} for {threads} threads"
+        why_tn = f"{why_streams}: {np_ // tn0} column range(s) of {tn0} for {threads} threads"
         share = shape.K * np_ * size // threads  # B's bytes per thread, either way
         row = (shape.N if tail else np_) * size  # bytes between rows of B as the kernel reads it
         pressure = set_pressure(row, tn0 * size)
@@ -345,10 +346,10 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
 
     tm_cap = max(mr, (l2 // 2) // (tn * size) // mr * mr)
     tm0 = _largest_dividing_multiple(mp, mr, min(mp, tm_cap))
-    while slices * (mp // tm0) * (np_ // tn) < want and tm0 > mr and not (gemv or streamed):
+    while slices * (mp // tm0) * (np_ // tn) < want and tm0 > mr and not streams:
         tm0 = _largest_dividing_multiple(mp, mr, tm0 - mr)
     tasks0 = slices * (mp // tm0) * (np_ // tn)
-    tm = note("tm", tm0, "R12" if gemv or streamed else "R7", (f"{slices} slices x " if slices > 1 else "")
+    tm = note("tm", tm0, "R12" if streams else "R7", (f"{slices} slices x " if slices > 1 else "")
               + f"{mp // tm0} row block(s) x {np_ // tn} column tiles = {tasks0} tasks for {threads} threads")
     tasks = slices * -(-mp // tm) * -(-np_ // tn)  # a pinned TM or TN larger than M or N pads it (RuleConfig.padded)
     kparts0, rule_k, why_k = 1, "R13", f"{tasks} output tasks for {threads} threads: K stays whole"
@@ -367,7 +368,7 @@ def _plan(shape: MatmulShape, facts: HostFacts, dtype: str, layout: str, overrid
     writeback = note("writeback", lanes, "R10", "write-back stores one vector at a time")
     order0, why_order = "jfirst", "B micro-panel reused from L1 by every row block"
     # A's task block is read once per j-pack: does L2 keep it between them?
-    if not (gemv or streamed) and tn // jpack > 1 and facts.l2_bytes and facts.l2_ways:
+    if not streams and tn // jpack > 1 and facts.l2_bytes and facts.l2_ways:
         ways = facts.l2_ways
         k_row = round_up(shape.K, tk * kparts) * size  # bytes between A's rows, K padded as R3 pads it
         load = block_set_load(k_row, tm, tk * size, max(1, l2 // ways))
