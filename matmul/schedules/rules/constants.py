@@ -72,8 +72,9 @@ GEMV_STREAMS = 8
 #: reuse each block of TK rows from L1), where R5 packed B in tasks of 512 B of each row, every row a new page. On
 #: Zen 3 (AVX2's 2 x 4 tile: four row blocks at M = 7), on the 7 model rows at M = 7 whose weights (25-256 MiB)
 #: exceed 16 MiB, against the old config side by side: 1.10-1.69x, geomean 1.35x, every interval above 1 (A/A
-#: 0.93-1.12x); NumPy 1.25-1.92x where LLaMA-2-7B's MLP reduce had read 0.91x. At M = 16 the same streaming read
-#: 0.73-1.37x and at 32 0.46-0.84x: not there (evidence/znver3-2c-simd8-t2/eighteenth/r12-streamed/).
+#: 0.93-1.12x), and 1.01-1.59x on four of them at M = 8; NumPy 1.25-1.92x where LLaMA-2-7B's MLP reduce had read
+#: 0.91x. At M = 16 the same streaming read 0.73-1.37x and at 32 0.46-0.84x: not there
+#: (evidence/znver3-2c-simd8-t2/eighteenth/r12-streamed/).
 STREAM_MAX_ROWS = 8
 #: R13: the fewest k iterations a part of a split K loop must keep. A split
 #: costs a second parallel region and a pass over the partial sums, a few
