@@ -26,11 +26,11 @@ def test_blocks_alternate_abba(monkeypatch):
     assert "".join(order) == "aa bb bb aa aa bb bb aa".replace(" ", "")
     # by default a block after a pool switch (TVM to NumPy and back) first runs untimed for WARM_S
     order.clear()
-    monkeypatch.setattr(interleave, "WARM_S", 0.002)
+    monkeypatch.setattr(interleave, "WARM_S", 0.05)  # long enough that no descheduling (the other xdist worker) eats it
     time_interleaved([a, b], blocks=4, calls=1, warmup=0)
     runs = re.findall(r"a+|b+", "".join(order))
     assert [r[0] for r in runs] == list("abbaabba".replace("bb", "b").replace("aa", "a"))
-    assert all(len(r) > 2 for r in runs)  # far more than the one warm-up call: instant calls for 2 ms
+    assert all(len(r) > 2 for r in runs)  # far more than the one warm-up call: instant calls for 50 ms
 
 
 def test_three_candidates_are_timed_in_mirrored_order(monkeypatch):
