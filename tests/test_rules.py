@@ -47,6 +47,7 @@ from matmul.schedules.rules import (
     PAD_ROWS_MAX,
     PAGE_BYTES,
     RULES,
+    STREAM_MAX_ROWS,
     TASKS_PER_THREAD,
     UNPACKED_MAX_ROWS,
     UNPADDED_MIN_ACC,
@@ -111,7 +112,7 @@ def test_a_task_takes_a_narrow_strip_of_b_where_packing_weighs(facts, M, model, 
     plan = decide(shape, facts, layout=layout)
     c, why = plan.config, {d.knob: d.why for d in plan.decisions}["tn"]
     if {d.knob: d.rule for d in plan.decisions}["tn"] == "R12":  # a few rows, B from memory: see test_stream.py
-        assert M <= 8 and layout == "NN" and not c.pack_b and "streams from memory" in why
+        assert M <= STREAM_MAX_ROWS and layout == "NN" and not c.pack_b and "streams from memory" in why
         return
     assert c.tn % c.jpack == 0 and c.tn <= c.jpack * MAX_PANELS_PER_TASK
     narrow = min(MAX_PANELS_PER_TASK, max(1, NARROW_ROW_BYTES // (c.jpack * 4)))  # j-packs a narrow task takes

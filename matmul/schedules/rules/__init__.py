@@ -2,6 +2,8 @@
 
 * :mod:`.config`: the rules (:data:`RULES`), the config they produce and
   its legality, the plan with its reasons and cache budget;
+* :mod:`.constants`: the rules' measured bounds and shares, each with its
+  measurement;
 * :mod:`.decide`: (shape, dtype, layout, hardware facts) -> plan;
 * :mod:`.apply`: any legal config -> a TIR schedule.
 
