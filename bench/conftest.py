@@ -42,7 +42,7 @@ from matmul.e2e.layer import LayerSpec, layer_spec
 from matmul.e2e.timing import TORCH, check_e2e_name, time_layer
 from matmul.measure.candidates import candidate_names, check_candidate
 from matmul.measure.gpu import CUBLAS, cublas_unavailable, gpu_unavailable
-from matmul.measure.grid import GroupTiming, time_group
+from matmul.measure.grid import GroupTiming, time_group, widest_cases
 from matmul.measure.interleave import RoundSettings
 from matmul.measure.references import get_reference, is_reference
 from matmul.measure.workers import Workers
@@ -452,8 +452,10 @@ def pytest_terminal_summary(terminalreporter, config):
                                                           "apart over processes")
         if s.get("aa_process_spread"):
             spread += f" (A/A copy {s['aa_process_spread']:.2f}x)"
-        tr.write_line(f"  {s['shape']:<24} A/A {aa:>6}  floor {floor:>6}  +-{100 * s['widest_half_width']:.1f}% "
-                      f"after {s['rounds']} rounds, {s['seconds']:.1f} s{peak}{spread}{flag}")
+        widest = f" ({s['widest_case']})" if s.get("widest_case") else ""
+        tr.write_line(f"  {s['shape']:<24} A/A {aa:>6}  floor {floor:>6}  "
+                      f"+-{100 * s['widest_half_width']:.1f}%{widest} after {s['rounds']} rounds, {s['seconds']:.1f} s"
+                      f"{peak}{spread}{flag}")
     if summary["processes"] > 1:
         tr.write_line(f"each shape was timed in {summary['processes']} worker processes; a case's best time comes "
                       "from the fastest of theirs, and 'apart over processes' names the case whose ratio to the anchor "
@@ -461,3 +463,5 @@ def pytest_terminal_summary(terminalreporter, config):
     if summary["inconclusive"]:
         tr.write_line(f"{summary['inconclusive']} of {summary['groups']} shapes are inconclusive: their intervals "
                       f"stayed wider than +-{100 * summary['ci_width']:.0f}% within --group-budget")
+        tr.write_line("the case with the widest interval, which kept them sampling: "
+                      + widest_cases(summary["per_shape"]))

@@ -83,6 +83,10 @@ def test_a_shape_is_timed_as_one_group_with_its_aa_copy(tmp_path):
     assert "in this run, differences below" in proc.stdout and "are noise" in proc.stdout
     assert noise["floor_best_max"] == pytest.approx(cases["full"]["extra_info"]["noise_floor_best"])
     assert "between runs, compare best times" in proc.stdout
+    # the case whose interval was widest: in every case's extra_info, the run's summary and the terminal line
+    widest = {c["extra_info"]["group_widest_case"] for c in cases.values()}
+    assert len(widest) == 1 and widest <= {"full", "numpy", "rule_based" + AA_SUFFIX, PROBE}
+    assert noise["per_shape"][0]["widest_case"] in widest and f"({widest.pop()}) after" in proc.stdout
 
 
 def test_processes_time_each_group_in_worker_processes_and_save_their_spread(tmp_path):

@@ -173,6 +173,34 @@ def test_inconclusive_cases_are_named_in_the_report_and_its_text(tmp_path, capsy
     assert build_report([run]).latency["inconclusive"].tolist() == [True]
 
 
+def test_the_report_names_the_case_that_kept_each_inconclusive_group_sampling(tmp_path, capsys):
+    """Two inconclusive groups (M = 16 and 128) whose widest interval was PyTorch's, one whose was MetaSchedule's,
+    and a converged group: the text counts each inconclusive group once, and the latency table names the case."""
+    cases = []
+    for m, widest, inconclusive in ((16, "torch", True), (128, "torch", True), (256, "metaschedule", True),
+                                    (384, "numpy", False)):
+        for variant in ("rule_based", "numpy", "torch"):
+            case = _case(variant, _stream(1.0, m), 0.02, inconclusive)
+            case["params"]["M"] = m
+            case["extra_info"]["group_widest_case"] = widest
+            cases.append(case)
+    run = _run(tmp_path / "0001_a.json", "2026-01-01", cases)
+    assert cli_main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "9 of 12 cases inconclusive" in out
+    assert "the case whose interval was widest in those groups: torch in 2, metaschedule in 1" in out
+    lat = build_report([run]).latency
+    assert lat.loc[lat.M == 256, "widest_case"].tolist() == ["metaschedule"] * 3
+
+
+def test_runs_saved_before_the_widest_case_was_named_read_without_it(tmp_path, capsys):
+    run = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02, True)])
+    assert cli_main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 cases inconclusive" in out and "widest in those groups" not in out
+    assert build_report([run]).latency["widest_case"].isna().all()
+
+
 def test_cli_exit_code_follows_the_floor(tmp_path):
     base = _run(tmp_path / "0001_a.json", "2026-01-01", [_case("rule_based", _stream(1.0, 1), 0.02)])
     run = _run(tmp_path / "0002_b.json", "2026-01-02", [_case("rule_based", _stream(1.10, 3), 0.02)])

@@ -27,6 +27,8 @@ in a fresh process before and after the rounds.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -95,6 +97,7 @@ class GroupTiming:
     aa_best: Ratio | None = None  # the same pair by best times: the floor of comparisons between runs
     converged: bool = True
     widest: float = 0.0
+    widest_case: str | None = None  # the case whose ratio to the anchor had the widest interval: what kept sampling
     rounds: int = 0
     seconds: float = 0.0
     peak: CaseTiming | None = None  # the peak probe's samples (None: no probe was timed)
@@ -133,6 +136,8 @@ class GroupTiming:
         """Take the rounds' convergence and length, and turn the A/A copy's case into the group's A/A ratio."""
         self.converged, self.widest, self.rounds, self.seconds = (rounds.converged, rounds.widest, rounds.rounds,
                                                                   rounds.seconds)
+        widths = {n: c.to_anchor.half_width for n, c in self.cases.items() if c.to_anchor is not None}
+        self.widest_case = max(widths, key=widths.__getitem__) if widths else None  # the copy and probe included
         if self.aa_of is not None:
             orig, copy = self.cases[self.aa_of], self.cases.pop(self.aa_of + AA_SUFFIX)
             self.aa = ratio_of_medians(copy.samples, orig.samples, paired=True)
@@ -147,7 +152,7 @@ class GroupTiming:
         return {"shape": label, "aa_variant": self.aa_of, "aa_ratio": None if self.aa is None else self.aa.value,
                 "noise_floor": self.floor,
                 "noise_floor_best": self.floor_best,
-                "inconclusive": not self.converged, "widest_half_width": self.widest,
+                "inconclusive": not self.converged, "widest_half_width": self.widest, "widest_case": self.widest_case,
                 "rounds": self.rounds, "seconds": self.seconds, "peak_gflops_in_rounds": self.peak_gflops,
                 "processes": self.processes, "aa_process_spread": self.aa_process_spread, **self._widest_spread()}
 
@@ -164,6 +169,7 @@ class GroupTiming:
         return {
             "interleaved": True, "group_rounds": self.rounds, "group_seconds": self.seconds, "anchor": self.anchor,
             "inconclusive": not self.converged, "group_widest_half_width": self.widest,
+            "group_widest_case": self.widest_case,
             "aa_variant": self.aa_of, "aa": None if self.aa is None else self.aa.as_dict(), "noise_floor": self.floor,
             "noise_floor_best": self.floor_best,
             "peak_gflops_in_rounds": self.peak_gflops, "processes": self.processes,
@@ -337,6 +343,16 @@ def time_group(names: list[str], shape: MatmulShape, *, layout: str = "NN",
     return assemble(shape, layout, workers.measure(spec, settings), settings)
 
 
+def widest_cases(briefs: Iterable[dict]) -> str:
+    """Which case had the widest interval in each inconclusive group of ``briefs`` (:meth:`GroupTiming.brief`, or
+    any mapping with ``inconclusive`` and ``widest_case``), most often first: ``"torch in 9, metaschedule in 4"``.
+    One case that scatters more than the others (on a 2-core VM, PyTorch's own time spread 2x between calls
+    timed alone) keeps its whole group sampling to the budget; this names it, so the other cases' figures are
+    not read as the noisy ones. Empty when no group is inconclusive."""
+    counts = Counter(b.get("widest_case") or "no case named" for b in briefs if b.get("inconclusive"))
+    return ", ".join(f"{name} in {n}" for name, n in counts.most_common())
+
+
 def _alone(prepared: dict[str, Candidate], shape: MatmulShape, layout: str) -> float | None:
     """NumPy timed alone in a fresh process (only when the group has numpy)."""
     if "numpy" not in prepared:
@@ -348,4 +364,4 @@ def _alone(prepared: dict[str, Candidate], shape: MatmulShape, layout: str) -> f
 
 
 __all__ = ["AA_PREFERRED", "AA_SUFFIX", "CaseTiming", "GroupTiming", "Measured", "Sampler", "assemble",
-           "measure_group", "time_group"]
+           "measure_group", "time_group", "widest_cases"]

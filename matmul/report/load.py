@@ -164,6 +164,7 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             agreement_median_s=extra.get("agreement_median_s"),
             interleaved=bool(extra.get("interleaved", False)),
             inconclusive=bool(extra.get("inconclusive", False)),
+            widest_case=extra.get("group_widest_case") if isinstance(extra.get("group_widest_case"), str) else None,
             noise_floor=_number(extra.get("noise_floor")),
             noise_floor_best=_number(extra.get("noise_floor_best")),
             # timed in several worker processes (bench --processes): how far the case's ratio to the anchor moved

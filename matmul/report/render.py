@@ -26,6 +26,9 @@ def to_text(report: Report) -> str:
     if inconclusive:
         parts.append(f"{inconclusive} of {len(report.latency)} cases inconclusive: their group's intervals never got "
                      "tight within its time budget; do not read them as clean figures")
+        widest = _widest(report.latency)
+        if widest:
+            parts.append(f"the case whose interval was widest in those groups: {widest}")
     floors = report.latency["noise_floor"].dropna()
     if len(floors):
         parts.append(f"A/A noise floor: differences below {100 * floors.max():.1f}% are noise in these runs "
@@ -51,6 +54,14 @@ def to_text(report: Report) -> str:
                          "both runs (same_code): not regressions of the code; the machine or the process moved")
     parts += [f"skipped {path}: {reason}" for path, reason in report.settings.get("skipped", [])]
     return "\n\n".join(parts)
+
+
+def _widest(latency: pd.DataFrame) -> str:
+    """Over the inconclusive groups (one per run, kernel, M and layout), how often each case had the widest
+    interval: ``"torch in 13, metaschedule in 6"`` (runs saved before the grid named it are left out)."""
+    cases = latency[latency["inconclusive"] & latency["widest_case"].notna()]
+    groups = cases.drop_duplicates(["run", "kernel", "M", "layout"])
+    return ", ".join(f"{name} in {n}" for name, n in groups["widest_case"].value_counts().items())
 
 
 def write_report(report: Report, out: Path) -> list[Path]:

@@ -117,14 +117,14 @@ def _manual_variants(cases: pd.DataFrame) -> set[str]:
 
 def latency_table(cases: pd.DataFrame, cv_threshold: float = CV_THRESHOLD) -> pd.DataFrame:
     out = cases[["run", *KEY, "median_s", "iqr_s", "cv", "rounds", "gflops", "pct_peak", "limit", "pct_limit",
-                 "bandwidth_gbs", "inconclusive", "noise_floor", "process_spread", "loads_per_fma",
+                 "bandwidth_gbs", "inconclusive", "widest_case", "noise_floor", "process_spread", "loads_per_fma",
                  "stack_loads"]].copy()
     out["median_ms"] = out.pop("median_s") * 1e3
     out["iqr_ms"] = out.pop("iqr_s") * 1e3
     out["noisy"] = out["cv"] > cv_threshold
-    return out[["run", *KEY, "median_ms", "iqr_ms", "cv", "noisy", "inconclusive", "noise_floor", "process_spread",
-                "rounds", "gflops", "pct_peak", "limit", "pct_limit", "bandwidth_gbs", "loads_per_fma",
-                "stack_loads"]].sort_values(
+    return out[["run", *KEY, "median_ms", "iqr_ms", "cv", "noisy", "inconclusive", "widest_case", "noise_floor",
+                "process_spread", "rounds", "gflops", "pct_peak", "limit", "pct_limit", "bandwidth_gbs",
+                "loads_per_fma", "stack_loads"]].sort_values(
         ["run", "kernel", "layout", "M", "variant"], ignore_index=True
     )
 
@@ -228,7 +228,7 @@ def agreement_summary(agreement: pd.DataFrame) -> pd.DataFrame:
 def _kernel_tables(cases: pd.DataFrame, cv_threshold: float) -> dict[str, pd.DataFrame]:
     """The kernel tables of a report; empty ones when the runs hold end-to-end layer cases only."""
     if cases.empty:
-        return {"latency": pd.DataFrame(columns=["run", *KEY, "noisy", "inconclusive", "noise_floor"]),
+        return {"latency": pd.DataFrame(columns=["run", *KEY, "noisy", "inconclusive", "widest_case", "noise_floor"]),
                 "speedups": pd.DataFrame(), "geomeans": pd.DataFrame(),
                 "agreement": agreement_table(pd.DataFrame(columns=["agreement"]))}
     speedups = speedup_table(cases)
