@@ -1,0 +1,62 @@
+"""Run from the repository root. R5's per-call packing copy with B's rows D ahead prefetched (scratch): rule_based vs that, A/A copy, numpy."""
+import statistics, sys
+import numpy as np
+import tvm.tirx as tirx
+from tvm.s_tir import Schedule
+from matmul.core.hardware import host_facts
+from matmul.core.workloads import MatmulShape
+from matmul.core.kernel import matmul_module
+from matmul.core.runner import compile_module, host_tensor
+from matmul.schedules.rules import decide
+from matmul.schedules.rules.apply import apply_config
+from matmul.measure.candidates import Candidate, prepare
+from matmul.measure.interleave import time_interleaved
+from matmul.measure.peak import peak_probe
+
+facts = host_facts()
+call, flops = peak_probe(facts)
+probe = Candidate("peak", "ref", None, "NN", call, facts.runtime_threads, {})
+
+def cand(shape, dist, name, level=3):
+    cfg = decide(shape, facts).config
+    assert cfg.pack_b
+    sch = Schedule(matmul_module(shape))
+    b = sch.get(sch.get_sblock("C")).reads[1].source
+    apply_config(sch, cfg, shape)
+    if dist:
+        task, ko, ax0, ax1, _ = sch.get_loops(sch.get_sblock("B_global"))
+        t, k, r = (sch.get(l).loop_var for l in (task, ko, ax0))
+        tasks_n = shape.N // cfg.tn
+        row = tirx.min(k * cfg.tk + r + dist, shape.K - 1)
+        p = tirx.Var("pf", r.ty)
+        col = tirx.floormod(t, tasks_n) * cfg.tn + p * 16
+        fetch = tirx.Evaluate(tirx.call_intrin("void", "tirx.prefetch",
+                              tirx.address_of(tirx.BufferLoad(b, [row, col])), 0, level, 1))
+        nlines = -(-cfg.tn // 16)
+        loop = tirx.For(p, tirx.const(0, str(r.ty)), tirx.const(nlines, str(r.ty)), tirx.ForKind.UNROLLED, fetch)
+        st = sch.get(ax0)
+        sch.state.replace(sch.get_sref(ax0), tirx.For(st.loop_var, st.min, st.extent, st.kind,
+                          tirx.SeqStmt([loop, st.body]), st.thread_binding, st.annotations), {})
+    exe = compile_module(sch, facts.target())
+    f = exe["main"]
+    a = np.random.rand(shape.M, shape.K).astype("float32")
+    bb = np.random.rand(shape.K, shape.N).astype("float32")
+    c = np.zeros((shape.M, shape.N), "float32")
+    ta, tb, tc = host_tensor(a), host_tensor(bb), host_tensor(c)
+    f(ta, tb, tc)
+    assert np.allclose(tc.numpy(), a @ bb, rtol=1e-3, atol=1e-3), "wrong"
+    return Candidate(name, "tvm", shape, "NN", lambda: f(ta, tb, tc), facts.runtime_threads, {})
+
+dists = [int(x) for x in sys.argv[2].split(",")]
+for s in sys.argv[1].split(","):
+    m, k, n = map(int, s.split("x"))
+    shape = MatmulShape(M=m, K=k, N=n)
+    cs = [cand(shape, 0, "plain")] + [cand(shape, d, f"pf{d}") for d in dists] + [cand(shape, 0, "plain2")]
+    ts = time_interleaved([probe] + cs, blocks=int(sys.argv[3]) if len(sys.argv) > 3 else 8, calls=5)
+    row = [s]
+    for c, t in zip(cs, ts[1:]):
+        r = statistics.median([a / b for a, b in zip(ts[1], t)])
+        row.append(f"{c.name} {r:.3f}")
+    gf = 2 * m * n * k
+    row.append(f"plain {100*statistics.median([gf / a / (flops / p) for a, p in zip(ts[1], ts[0])]):.1f}% peak")
+    print("  ".join(row), flush=True)
