@@ -1,8 +1,8 @@
 """Which case kept a group sampling: the grid names the case whose interval to the anchor was widest.
 
-On a 2-core VM one reference can scatter far more than the kernels (PyTorch at 16 x 768 x 3072 read 1.2-2.3 ms
-called back to back alone, the suite's own kernel 0.66-1.9 ms in the same group's rounds), and a group stops only
-when every case's interval is tight, so that one case leaves the whole group inconclusive. The samples here are
+On a 2-core VM one reference can scatter far more than the kernels (PyTorch at 16 x 768 x 3072, called back to back
+alone, read 1.4-2.3 ms between its 10th and 90th percentiles), and a group stops only when every case's interval
+is tight, so that one case leaves the whole group inconclusive. The samples here are
 synthetic, so each test knows which case scatters.
 """
 

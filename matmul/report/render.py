@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..core.store import atomic_write
 from ..core.tables import to_markdown
+from ..measure.grid import widest_cases
 from .tables import REGRESSION_THRESHOLD, Report, agreement_summary
 
 
@@ -59,9 +60,8 @@ def to_text(report: Report) -> str:
 def _widest(latency: pd.DataFrame) -> str:
     """Over the inconclusive groups (one per run, kernel, M and layout), how often each case had the widest
     interval: ``"torch in 13, metaschedule in 6"`` (runs saved before the grid named it are left out)."""
-    cases = latency[latency["inconclusive"] & latency["widest_case"].notna()]
-    groups = cases.drop_duplicates(["run", "kernel", "M", "layout"])
-    return ", ".join(f"{name} in {n}" for name, n in groups["widest_case"].value_counts().items())
+    groups = latency[latency["widest_case"].notna()].drop_duplicates(["run", "kernel", "M", "layout"])
+    return widest_cases(groups[["inconclusive", "widest_case"]].to_dict("records"))
 
 
 def write_report(report: Report, out: Path) -> list[Path]:
