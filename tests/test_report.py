@@ -388,7 +388,7 @@ def test_end_to_end_cases_get_their_own_table(tmp_path):
     row = rep.e2e.iloc[0]
     assert (row["model"], row["seq"], row["schedule"]) == ("bert-base", 128, "rule_based")
     assert row["median_ms"] == pytest.approx(20.0) and row["speedup_vs_torch_lo"] == 1.1
-    assert row["speedup_vs_torch_best"] == 1.25
+    assert row["speedup_vs_torch_best"] == 1.25 and pd.isna(row["widest_case"])  # saved before the grid named it
     assert "e2e" in rep.tables() and len(rep.latency) == len(build_report([TWO]).latency)  # kernel tables unchanged
     assert "e2e" not in build_report([TWO]).tables()
     data["benchmarks"][-1]["stats"]["median"] = 0
@@ -401,7 +401,8 @@ def _e2e_only_run(tmp_path: Path, name: str = "0004_e2e_only.json") -> Path:
     """A run of the end-to-end grid alone: its machine info from a real run, one layer case, no kernel case."""
     data = json.loads(TWO.read_text())
     extra = {"case_kind": "e2e", "batch": 1, "gflops": 90.0, "speedup_vs_torch": 0.9,
-             "speedup_vs_torch_ci": [0.85, 0.95], "matmul_share": 0.94, "noise_floor": 0.03, "inconclusive": True}
+             "speedup_vs_torch_ci": [0.85, 0.95], "matmul_share": 0.94, "noise_floor": 0.03, "inconclusive": True,
+             "group_widest_case": "rule_based"}
     data["benchmarks"] = [{"name": "test_e2e[e2e-bert-base-seq128-rule_based]", "extra_info": extra,
                            "stats": {"median": 0.018, "mean": 0.0185, "stddev": 0.0005, "rounds": 20},
                            "params": {"e2e_model": "bert-base", "seq": 128, "schedule": "rule_based"}}]
@@ -416,6 +417,7 @@ def test_a_run_of_the_end_to_end_grid_alone_reports_its_table(tmp_path):
     rep = build_report([path])
     assert len(rep.runs) == 1 and rep.latency.empty and rep.comparison is None
     assert rep.e2e["median_ms"].tolist() == [pytest.approx(18.0)] and rep.e2e["inconclusive"].tolist() == [True]
+    assert rep.e2e["widest_case"].tolist() == ["rule_based"]  # the layer whose ratio to PyTorch kept the group open
     proc = _cli(str(path), "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     assert "== e2e ==" in proc.stdout and "== latency ==\n(none)" in proc.stdout

@@ -13,7 +13,7 @@ from .load import ReportError, is_e2e_case
 #: Columns of the table, in order.
 COLUMNS = ["run", "model", "seq", "batch", "schedule", "median_ms", "cv", "gflops", "pct_peak", "speedup_vs_torch",
            "speedup_vs_torch_lo", "speedup_vs_torch_hi", "speedup_vs_torch_best", "speedup_vs_none", "matmul_share",
-           "noise_floor", "inconclusive"]
+           "noise_floor", "inconclusive", "widest_case"]
 
 
 def _number(x) -> float | None:
@@ -45,6 +45,7 @@ def e2e_rows(path: Path, run: str) -> list[dict]:
             "speedup_vs_none": _number(extra.get("speedup_vs_none")),
             "matmul_share": _number(extra.get("matmul_share")), "noise_floor": _number(extra.get("noise_floor")),
             "inconclusive": bool(extra.get("inconclusive", False)),
+            "widest_case": extra.get("group_widest_case") if isinstance(extra.get("group_widest_case"), str) else None,
         })
     return rows
 
