@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .load import ReportError, is_e2e_case
+from .load import ReportError, is_e2e_case, widest_case_of
 
 #: Columns of the table, in order.
 COLUMNS = ["run", "model", "seq", "batch", "schedule", "median_ms", "cv", "gflops", "pct_peak", "speedup_vs_torch",
@@ -45,7 +45,7 @@ def e2e_rows(path: Path, run: str) -> list[dict]:
             "speedup_vs_none": _number(extra.get("speedup_vs_none")),
             "matmul_share": _number(extra.get("matmul_share")), "noise_floor": _number(extra.get("noise_floor")),
             "inconclusive": bool(extra.get("inconclusive", False)),
-            "widest_case": extra.get("group_widest_case") if isinstance(extra.get("group_widest_case"), str) else None,
+            "widest_case": widest_case_of(extra),
         })
     return rows
 

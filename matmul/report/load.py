@@ -60,6 +60,13 @@ def _number(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def widest_case_of(extra: dict) -> str | None:
+    """The case a saved group named as its widest interval (``group_widest_case``), or None: runs saved before the
+    grid named it, or anything but a name there."""
+    name = extra.get("group_widest_case")
+    return name if isinstance(name, str) else None
+
+
 def _samples(raw, path: Path, case: str, field: str = "samples_s") -> list[float] | None:
     """A case's raw samples (seconds per call, one per interleaved round), checked; None if the run has none."""
     if raw is None:
@@ -164,7 +171,7 @@ def load_run(path: Path) -> tuple[dict, list[dict]]:
             agreement_median_s=extra.get("agreement_median_s"),
             interleaved=bool(extra.get("interleaved", False)),
             inconclusive=bool(extra.get("inconclusive", False)),
-            widest_case=extra.get("group_widest_case") if isinstance(extra.get("group_widest_case"), str) else None,
+            widest_case=widest_case_of(extra),
             noise_floor=_number(extra.get("noise_floor")),
             noise_floor_best=_number(extra.get("noise_floor_best")),
             # timed in several worker processes (bench --processes): how far the case's ratio to the anchor moved
@@ -225,4 +232,5 @@ def load_runs(paths: Iterable[Path], skipped: list[tuple[str, str]] | None = Non
     return runs, cases.drop(columns="file")
 
 
-__all__ = ["CASE", "KEY", "STORAGE", "ReportError", "find_runs", "is_e2e_case", "load_run", "load_runs"]
+__all__ = ["CASE", "KEY", "STORAGE", "ReportError", "find_runs", "is_e2e_case", "load_run", "load_runs",
+           "widest_case_of"]

@@ -5,14 +5,14 @@ loop (its FMAs, B loads and A broadcasts) sets the pace; one private A, B and C 
 ``kernels SHAPES VARIANTS``: whole kernels (``MxKxN,...`` and ``v1;v2;...``), each built fresh, beside the probe.
 Every timed call, the probe's included, is repeated to last at least :data:`CALL_S`.
 
-Run from the repository root: ``.venv/bin/python evidence/.../ceiling.py loop`` or ``... kernels 384x768x768 'rule_based;numpy'``.
+Run from the repository root: ``.venv/bin/python evidence/.../ceiling.py loop`` or
+``... kernels 384x768x768 'rule_based;numpy'``.
 """
 
 import dataclasses
 import math
 import statistics
 import sys
-import time
 
 import numpy as np
 from tvm import te
@@ -24,6 +24,7 @@ from matmul.core.workloads import MatmulShape
 from matmul.measure.candidates import Candidate, prepare
 from matmul.measure.interleave import time_interleaved
 from matmul.measure.peak import peak_probe
+from matmul.measure.timing import median_seconds
 
 FACTS = host_facts()
 BLOCKS = 8
@@ -34,19 +35,13 @@ CALL_S = 0.005
 
 def stretched(cand: Candidate, flops: float) -> tuple[Candidate, float]:
     """``cand`` with each call repeated enough times to last :data:`CALL_S`, and the flops of such a call."""
-    once = statistics.median(timed(cand.call) for _ in range(5))
+    once = median_seconds(cand.call, calls=5)
     reps = max(1, math.ceil(CALL_S / once))
 
     def call() -> None:
         for _ in range(reps):
             cand.call()
     return dataclasses.replace(cand, call=call), flops * reps
-
-
-def timed(call) -> float:
-    t0 = time.perf_counter()
-    call()
-    return time.perf_counter() - t0
 
 
 def probe() -> tuple[Candidate, float]:
@@ -95,7 +90,8 @@ def pct(times: list[float], flops: float, probe_times: list[float], probe_flops:
 
 def main(argv: list[str]) -> None:
     pc, pf = probe()
-    print(f"profile {FACTS.profile}, {FACTS.runtime_threads} threads, {BLOCKS} mirrored rounds of 3 calls of at least {CALL_S * 1e3:.0f} ms")
+    print(f"profile {FACTS.profile}, {FACTS.runtime_threads} threads, {BLOCKS} mirrored rounds of 3 calls "
+          f"of at least {CALL_S * 1e3:.0f} ms")
     if argv[0] == "loop":
         cases = [tile_loop(4, 3, 256, 200, 4), tile_loop(4, 3, 256, 200, 8), tile_loop(6, 2, 256, 200, 4),
                  tile_loop(4, 3, 64, 800, 4), tile_loop(4, 3, 256, 200, 4)]
